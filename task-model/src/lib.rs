@@ -1,0 +1,29 @@
+//! The vocabulary shared by `api-service`, `algo-service` and `taskctl`.
+//!
+//! Nothing here does I/O: it is the task model (ids, states, the task's public
+//! representation), the legal state transitions, the messages that cross
+//! RabbitMQ and the callback API, and the names of the broker topology.
+//! Keeping it dependency-light (serde, uuid, chrono, thiserror) keeps every
+//! consumer cheap to build.
+//!
+//! # Layout
+//! - [`id`]: [`TaskId`], parsed strictly (canonical hyphenated UUID).
+//! - [`status`]: [`TaskStatus`] and the state machine's rules.
+//! - [`task`]: [`TaskView`], the GET representation, and [`NewTask`] validation.
+//! - [`messages`]: the queue envelope, cancel broadcasts and callback bodies.
+//! - [`topology`]: exchange, queue and routing-key names.
+#![warn(missing_docs)]
+
+pub mod id;
+pub mod messages;
+pub mod status;
+pub mod task;
+pub mod topology;
+
+pub use id::{TaskId, TaskIdError};
+pub use messages::{CallbackAnswer, ControlMessage, ProgressReport, StatusReport, TaskMessage};
+pub use status::TaskStatus;
+pub use task::{
+    progress_percent, CreateTaskRequest, EventView, NewTask, TaskDefaults, TaskView,
+    ValidationError, WebhookView, ALGORITHMS,
+};

@@ -1,0 +1,121 @@
+//! Messages that cross process boundaries: the task envelope on `tasks.algo`,
+//! cancel broadcasts on `tasks.control`, and the callback API's bodies.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::{TaskId, TaskStatus};
+
+/// Body of a message on `tasks.algo` (JSON). The AMQP `message_id` is the task id
+/// and the AMQP priority is [`TaskMessage::priority`].
+///
+/// It carries what a worker needs to run the task without asking the api
+/// first; the authoritative state (stage, cancel, deadline) comes back in the
+/// answer to the claim.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskMessage {
+    /// The task.
+    pub task_id: TaskId,
+    /// The routine to run.
+    pub algorithm: String,
+    /// Stages in all.
+    pub stages: u32,
+    /// Length of one stage.
+    pub stage_ms: u64,
+    /// Deadline after the first claim.
+    pub timeout_secs: u64,
+    /// 0..=9.
+    pub priority: u8,
+    /// The user's input.
+    #[serde(default)]
+    pub input: serde_json::Value,
+}
+
+/// A broadcast on the `tasks.control` fanout; every worker sees every one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ControlMessage {
+    /// Stop the task if you hold it, and report `CANCELLED`.
+    Cancel {
+        /// The task to stop.
+        task_id: TaskId,
+    },
+}
+
+/// `POST /internal/tasks/{id}/status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusReport {
+    /// `PROCESSING` (the claim) or a terminal status.
+    pub status: TaskStatus,
+    /// The reporting worker's name.
+    pub worker: String,
+    /// The routine's result, with `COMPLETED`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<serde_json::Value>,
+    /// What went wrong, with `FAILED` or `TIMED_OUT`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// `POST /internal/tasks/{id}/progress`; also the lease heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProgressReport {
+    /// 0..=100; the api recomputes it from `stage` and `stages`.
+    pub progress: u8,
+    /// Stages completed.
+    pub stage: u32,
+    /// Stages in all; must match the task's.
+    pub stages: u32,
+    /// The reporting worker's name.
+    pub worker: String,
+}
+
+/// Every callback answer, 200 or 409: the task's current state as the api
+/// recorded it, plus what a worker needs to act on it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CallbackAnswer {
+    /// Current status.
+    pub status: TaskStatus,
+    /// Stages completed (where a claiming worker resumes).
+    pub stage: u32,
+    /// True from the cancel request on.
+    pub cancel_requested: bool,
+    /// The worker holding the task, if any.
+    #[serde(default)]
+    pub worker: Option<String>,
+    /// First claim.
+    #[serde(default)]
+    pub started_at: Option<DateTime<Utc>>,
+    /// Milliseconds left until the deadline (negative once passed), once started.
+    #[serde(default)]
+    pub deadline_in_ms: Option<i64>,
+    /// Milliseconds left on the holder's lease (0 when none or expired).
+    #[serde(default)]
+    pub lease_remaining_ms: u64,
+    /// The lease length the api grants (`LEASE_SECS`), so workers renew at a third of it.
+    #[serde(default)]
+    pub lease_ms: u64,
+    /// On 409: a snake_case reason such as `lease_held` or `already_finished`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// On 409: the reason for a person.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_messages_are_tagged() {
+        let id = TaskId::new();
+        let json = serde_json::to_value(ControlMessage::Cancel { task_id: id }).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"type": "cancel", "task_id": id.to_string()})
+        );
+    }
+}
