@@ -1,0 +1,340 @@
+//! End-to-end checks of `native::run_stage`, including what reaches stdout.
+//!
+//! The C routine writes straight to file descriptor 1, which libtest cannot
+//! capture, so this test has no libtest harness (`harness = false`): `main`
+//! re-executes this binary once per case with `NATIVE_STAGES_CASE=<name>`,
+//! and the child runs the case (asserting outcomes and timings) while the
+//! parent captures its stdout and checks that it is exactly one `hello world`
+//! line per completed stage and nothing for an interrupted one.
+//!
+//! Arguments: plain words filter cases by substring (`--exact`: by name),
+//! `--list` lists them, `--ignored` runs none; other flags are ignored.
+
+use std::io::Read;
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use native::{run_stage, NativeError, StageOutcome};
+
+const CASE_ENV: &str = "NATIVE_STAGES_CASE";
+/// A child that is still running after this long has hung.
+const CHILD_TIMEOUT: Duration = Duration::from_secs(60);
+const LINE: &str = "hello world\n";
+
+/// What the parent checks about a child's stdout.
+#[derive(Clone, Copy)]
+enum Stdout {
+    /// Captured; must be exactly this many `hello world` lines.
+    Lines(usize),
+    /// A pipe whose read end the parent closes before the child writes.
+    Closed,
+}
+
+struct Case {
+    name: &'static str,
+    stdout: Stdout,
+    run: fn(),
+}
+
+const CASES: &[Case] = &[
+    Case {
+        name: "zero_ms_stage_completes",
+        stdout: Stdout::Lines(1),
+        run: zero_ms_stage_completes,
+    },
+    Case {
+        name: "fifty_ms_stage_completes_after_fifty_ms",
+        stdout: Stdout::Lines(1),
+        run: fifty_ms_stage_completes_after_fifty_ms,
+    },
+    Case {
+        name: "each_completed_stage_prints_one_line",
+        stdout: Stdout::Lines(3),
+        run: each_completed_stage_prints_one_line,
+    },
+    Case {
+        name: "raised_flag_interrupts_at_once_without_output",
+        stdout: Stdout::Lines(0),
+        run: raised_flag_interrupts_at_once_without_output,
+    },
+    Case {
+        name: "flag_set_from_another_thread_interrupts_a_long_stage",
+        stdout: Stdout::Lines(0),
+        run: flag_set_from_another_thread_interrupts_a_long_stage,
+    },
+    Case {
+        name: "endless_stage_is_still_interruptible",
+        stdout: Stdout::Lines(0),
+        run: endless_stage_is_still_interruptible,
+    },
+    Case {
+        name: "sixty_four_concurrent_stages_all_complete",
+        stdout: Stdout::Lines(64),
+        run: sixty_four_concurrent_stages_all_complete,
+    },
+    Case {
+        name: "interrupting_one_stage_leaves_the_others_alone",
+        stdout: Stdout::Lines(7),
+        run: interrupting_one_stage_leaves_the_others_alone,
+    },
+    Case {
+        name: "closed_stdout_is_an_io_error",
+        stdout: Stdout::Closed,
+        run: closed_stdout_is_an_io_error,
+    },
+];
+
+// ---- cases (run in the child) ----
+
+fn stage(stage_ms: u64, cancel: &AtomicI32) -> StageOutcome {
+    run_stage(stage_ms, cancel).unwrap_or_else(|e| panic!("stage of {stage_ms} ms failed: {e}"))
+}
+
+/// Raises `cancel` after `delay`, from another thread.
+fn cancel_after(cancel: &Arc<AtomicI32>, delay: Duration) -> thread::JoinHandle<()> {
+    let cancel = Arc::clone(cancel);
+    thread::spawn(move || {
+        thread::sleep(delay);
+        cancel.store(1, Ordering::Release);
+    })
+}
+
+fn zero_ms_stage_completes() {
+    assert_eq!(stage(0, &AtomicI32::new(0)), StageOutcome::Completed);
+}
+
+fn fifty_ms_stage_completes_after_fifty_ms() {
+    let start = Instant::now();
+    assert_eq!(stage(50, &AtomicI32::new(0)), StageOutcome::Completed);
+    let elapsed = start.elapsed();
+    assert!(elapsed >= Duration::from_millis(50), "took {elapsed:?}");
+}
+
+fn each_completed_stage_prints_one_line() {
+    let cancel = AtomicI32::new(0);
+    for stage_ms in [0, 1, 7] {
+        assert_eq!(stage(stage_ms, &cancel), StageOutcome::Completed);
+    }
+    cancel.store(1, Ordering::Release);
+    assert_eq!(stage(7, &cancel), StageOutcome::Interrupted);
+}
+
+fn raised_flag_interrupts_at_once_without_output() {
+    let start = Instant::now();
+    assert_eq!(stage(10_000, &AtomicI32::new(1)), StageOutcome::Interrupted);
+    assert_eq!(stage(0, &AtomicI32::new(-1)), StageOutcome::Interrupted);
+    let elapsed = start.elapsed();
+    assert!(elapsed < Duration::from_secs(2), "took {elapsed:?}");
+}
+
+fn flag_set_from_another_thread_interrupts_a_long_stage() {
+    let cancel = Arc::new(AtomicI32::new(0));
+    let start = Instant::now();
+    let canceller = cancel_after(&cancel, Duration::from_millis(20));
+    assert_eq!(stage(10_000, &cancel), StageOutcome::Interrupted);
+    let elapsed = start.elapsed();
+    canceller.join().expect("canceller panicked");
+    assert!(elapsed >= Duration::from_millis(20), "took {elapsed:?}");
+    assert!(elapsed < Duration::from_secs(2), "took {elapsed:?}");
+}
+
+fn endless_stage_is_still_interruptible() {
+    // u64::MAX ms overflows any CLOCK_MONOTONIC deadline; C saturates it.
+    let cancel = Arc::new(AtomicI32::new(0));
+    let start = Instant::now();
+    let canceller = cancel_after(&cancel, Duration::from_millis(20));
+    assert_eq!(stage(u64::MAX, &cancel), StageOutcome::Interrupted);
+    canceller.join().expect("canceller panicked");
+    assert!(start.elapsed() < Duration::from_secs(2));
+}
+
+fn sixty_four_concurrent_stages_all_complete() {
+    let cancel = Arc::new(AtomicI32::new(0));
+    let barrier = Arc::new(Barrier::new(64));
+    let threads: Vec<_> = (0..64)
+        .map(|_| {
+            let cancel = Arc::clone(&cancel);
+            let barrier = Arc::clone(&barrier);
+            thread::spawn(move || {
+                barrier.wait();
+                stage(10, &cancel)
+            })
+        })
+        .collect();
+    for t in threads {
+        assert_eq!(
+            t.join().expect("stage thread panicked"),
+            StageOutcome::Completed
+        );
+    }
+}
+
+fn interrupting_one_stage_leaves_the_others_alone() {
+    let doomed = Arc::new(AtomicI32::new(0));
+    let others: Vec<_> = (0..7)
+        .map(|_| thread::spawn(|| stage(30, &AtomicI32::new(0))))
+        .collect();
+    let canceller = cancel_after(&doomed, Duration::from_millis(5));
+    assert_eq!(stage(10_000, &doomed), StageOutcome::Interrupted);
+    canceller.join().expect("canceller panicked");
+    for t in others {
+        assert_eq!(
+            t.join().expect("stage thread panicked"),
+            StageOutcome::Completed
+        );
+    }
+}
+
+fn closed_stdout_is_an_io_error() {
+    // The parent closes our stdout's read end, then our stdin; wait for that.
+    let mut sink = Vec::new();
+    std::io::stdin().read_to_end(&mut sink).expect("read stdin");
+    // Rust's runtime ignores SIGPIPE, so write(2) fails with EPIPE instead.
+    match run_stage(0, &AtomicI32::new(0)) {
+        Err(NativeError::Io) => {}
+        other => panic!("expected Err(Io), got {other:?}"),
+    }
+}
+
+// ---- harness (parent) ----
+
+fn main() -> ExitCode {
+    if let Ok(name) = std::env::var(CASE_ENV) {
+        return match CASES.iter().find(|c| c.name == name) {
+            Some(case) => {
+                (case.run)();
+                ExitCode::SUCCESS
+            }
+            None => {
+                eprintln!("no case named {name:?}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let has = |flag: &str| args.iter().any(|a| a == flag);
+    let filters: Vec<&str> = args
+        .iter()
+        .filter(|a| !a.starts_with('-'))
+        .map(String::as_str)
+        .collect();
+    let selected: Vec<&Case> = CASES
+        .iter()
+        .filter(|c| {
+            !has("--ignored")
+                && (filters.is_empty()
+                    || filters.iter().any(|f| {
+                        if has("--exact") {
+                            c.name == *f
+                        } else {
+                            c.name.contains(f)
+                        }
+                    }))
+        })
+        .collect();
+
+    if has("--list") {
+        for case in &selected {
+            println!("{}: test", case.name);
+        }
+        return ExitCode::SUCCESS;
+    }
+
+    println!("\nrunning {} tests", selected.len());
+    let mut failures = Vec::new();
+    for case in &selected {
+        let result = run_case(case);
+        println!(
+            "test {} ... {}",
+            case.name,
+            if result.is_ok() { "ok" } else { "FAILED" }
+        );
+        if let Err(report) = result {
+            failures.push((case.name, report));
+        }
+    }
+    for (name, report) in &failures {
+        println!("\n---- {name} ----\n{report}");
+    }
+    println!(
+        "\ntest result: {}. {} passed; {} failed; {} filtered out\n",
+        if failures.is_empty() { "ok" } else { "FAILED" },
+        selected.len() - failures.len(),
+        failures.len(),
+        CASES.len() - selected.len()
+    );
+    if failures.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// Runs `case` in a child process; `Err` describes what went wrong.
+fn run_case(case: &Case) -> Result<(), String> {
+    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+    let mut child = Command::new(exe)
+        .env(CASE_ENV, case.name)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("spawn: {e}"))?;
+
+    let stdout = child.stdout.take().expect("piped stdout");
+    let stdout = match case.stdout {
+        Stdout::Lines(_) => Some(read_in_background(stdout)),
+        Stdout::Closed => {
+            drop(stdout);
+            None
+        }
+    };
+    let stderr = read_in_background(child.stderr.take().expect("piped stderr"));
+    // Closing stdin (after stdout, above) releases a child that waits for it.
+    drop(child.stdin.take());
+
+    let status = wait_with_timeout(&mut child)?;
+    let err = stderr.join().expect("stderr reader panicked");
+    if !status.success() {
+        return Err(format!("child exited with {status}\nstderr:\n{err}"));
+    }
+    if let (Stdout::Lines(n), Some(stdout)) = (case.stdout, stdout) {
+        let out = stdout.join().expect("stdout reader panicked");
+        if out != LINE.repeat(n) {
+            return Err(format!(
+                "stdout: expected exactly {n} `hello world` lines, got {out:?}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Drains `pipe` on its own thread, so a chatty child cannot fill the pipe
+/// and block.
+fn read_in_background(mut pipe: impl Read + Send + 'static) -> thread::JoinHandle<String> {
+    thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = pipe.read_to_end(&mut bytes);
+        String::from_utf8_lossy(&bytes).into_owned()
+    })
+}
+
+fn wait_with_timeout(child: &mut Child) -> Result<std::process::ExitStatus, String> {
+    let start = Instant::now();
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Ok(status),
+            Ok(None) if start.elapsed() > CHILD_TIMEOUT => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("child still running after {CHILD_TIMEOUT:?}"));
+            }
+            Ok(None) => thread::sleep(Duration::from_millis(5)),
+            Err(e) => return Err(format!("wait: {e}")),
+        }
+    }
+}
