@@ -22,7 +22,7 @@ pub mod topology;
 
 pub use id::{TaskId, TaskIdError};
 pub use messages::{CallbackAnswer, ControlMessage, ProgressReport, StatusReport, TaskMessage};
-pub use status::TaskStatus;
+pub use status::{TaskStatus, UnknownStatus};
 pub use task::{
     progress_percent, CreateTaskRequest, EventView, NewTask, TaskDefaults, TaskView,
     ValidationError, WebhookView, ALGORITHMS,

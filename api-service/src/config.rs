@@ -1,0 +1,144 @@
+//! Settings, from the environment (a `.env` file is read as a convenience).
+//!
+//! Every variable of the contract is also a flag, which is what `--help`
+//! documents and what tests use to override one value without touching the
+//! process environment.
+
+use std::{net::SocketAddr, time::Duration};
+
+use clap::Parser;
+use task_model::TaskDefaults;
+
+/// Taskforge API: REST endpoints for tasks, worker callbacks, health and metrics.
+///
+/// Configuration comes from the environment variables named below (flags
+/// override them). CALLBACK_TOKEN is required.
+#[derive(Clone, Parser)]
+#[command(name = "api-service", version, about, long_about)]
+pub struct Settings {
+    /// Address to listen on.
+    #[arg(long, env = "API_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: SocketAddr,
+
+    /// Redis holding tasks and events.
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379/0")]
+    pub redis_url: String,
+
+    /// Prefix of every Redis key (and the events channel).
+    #[arg(long, env = "REDIS_PREFIX", default_value = "taskforge:")]
+    pub redis_prefix: String,
+
+    /// RabbitMQ broker.
+    #[arg(long, env = "AMQP_URL", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
+    pub amqp_url: String,
+
+    /// Shared secret the workers present on callbacks (required, non-empty).
+    #[arg(long, env = "CALLBACK_TOKEN", hide_env_values = true)]
+    pub callback_token: Option<String>,
+
+    /// Comma-separated bearer keys for the public endpoints; empty = open.
+    #[arg(long, env = "API_KEYS", default_value = "", hide_env_values = true)]
+    pub api_keys: String,
+
+    /// Stages of a task that does not say.
+    #[arg(long, env = "DEFAULT_STAGES", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub default_stages: u32,
+
+    /// Stage length (ms) of a task that does not say.
+    #[arg(long, env = "DEFAULT_STAGE_MS", default_value_t = 3000, value_parser = clap::value_parser!(u64).range(0..=600_000))]
+    pub default_stage_ms: u64,
+
+    /// Deadline (s after the first claim) of a task that does not say.
+    #[arg(long, env = "DEFAULT_TIMEOUT_SECS", default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub default_timeout_secs: u64,
+
+    /// How long finished tasks and idempotency keys are kept (s).
+    #[arg(long, env = "RESULT_TTL_SECS", default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(1..))]
+    pub result_ttl_secs: u64,
+
+    /// How long a worker's claim lives without a callback (s).
+    #[arg(long, env = "LEASE_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub lease_secs: u64,
+
+    /// HMAC key for webhook signatures.
+    #[arg(long, env = "WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
+
+    /// Comma-separated hosts webhooks may go to; empty = webhooks off.
+    #[arg(long, env = "WEBHOOK_ALLOWED_HOSTS", default_value = "")]
+    pub webhook_allowed_hosts: String,
+
+    /// `text` for people, `json` for machines.
+    #[arg(long, env = "LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+
+    /// Redis connections in the pool.
+    #[arg(long, env = "REDIS_POOL_SIZE", default_value_t = 64)]
+    pub redis_pool_size: usize,
+
+    /// HTTP worker threads (default: one per core).
+    #[arg(long, env = "API_WORKERS")]
+    pub workers: Option<usize>,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Secrets stay out of logs.
+        f.debug_struct("Settings")
+            .field("bind", &self.bind)
+            .field("redis_prefix", &self.redis_prefix)
+            .field("api_keys", &format_args!("{} key(s)", self.keys().len()))
+            .field("lease_secs", &self.lease_secs)
+            .field("result_ttl_secs", &self.result_ttl_secs)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Settings {
+    /// Settings from the environment (and `.env`), or a clap error to print.
+    pub fn from_env() -> Result<Self, clap::Error> {
+        let _ = dotenvy::dotenv();
+        Self::try_parse()
+    }
+
+    /// The callback token, which must be set and non-empty.
+    ///
+    /// # Errors
+    /// It is missing or empty.
+    pub fn require_callback_token(&self) -> anyhow::Result<&str> {
+        match self.callback_token.as_deref().map(str::trim) {
+            Some(t) if !t.is_empty() => Ok(t),
+            _ => anyhow::bail!("CALLBACK_TOKEN must be set to a non-empty secret shared with the workers"),
+        }
+    }
+
+    /// The API keys, trimmed, empties dropped.
+    pub fn keys(&self) -> Vec<String> {
+        split_list(&self.api_keys)
+    }
+
+    /// Hosts webhooks may target.
+    pub fn webhook_hosts(&self) -> Vec<String> {
+        split_list(&self.webhook_allowed_hosts).into_iter().map(|h| h.to_ascii_lowercase()).collect()
+    }
+
+    pub fn defaults(&self) -> TaskDefaults {
+        TaskDefaults {
+            stages: self.default_stages,
+            stage_ms: self.default_stage_ms,
+            timeout_secs: self.default_timeout_secs,
+        }
+    }
+
+    pub fn lease(&self) -> Duration {
+        Duration::from_secs(self.lease_secs)
+    }
+
+    pub fn result_ttl(&self) -> Duration {
+        Duration::from_secs(self.result_ttl_secs)
+    }
+}
+
+fn split_list(s: &str) -> Vec<String> {
+    s.split(',').map(str::trim).filter(|k| !k.is_empty()).map(str::to_owned).collect()
+}

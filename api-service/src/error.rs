@@ -1,0 +1,174 @@
+//! `ApiError`: every error answer of the API, as `{"error", "message", …}`.
+//!
+//! Handlers return `Result<_, ApiError>`; the body never carries internal
+//! error text (Redis or AMQP messages go to the log, with the task id, not
+//! to the client).
+
+use actix_web::{
+    body::{BoxBody, MessageBody},
+    dev::ServiceResponse,
+    http::{header, StatusCode},
+    middleware::ErrorHandlerResponse,
+    HttpResponse, ResponseError,
+};
+use serde_json::{json, Map, Value};
+use task_model::TaskStatus;
+
+/// An error answer.
+#[derive(thiserror::Error)]
+pub enum ApiError {
+    /// 400 with a code such as `validation`, `invalid_id`, `invalid_json`.
+    #[error("{message}")]
+    BadRequest { code: &'static str, message: String },
+    /// 401, with `WWW-Authenticate: Bearer`.
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    /// 404.
+    #[error("no task with id {0} (unknown or expired)")]
+    NotFound(String),
+    /// 409 with extra fields (e.g. the task's current status).
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String, extra: Map<String, Value> },
+    /// 415.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// 503 with `Retry-After: 5`: Redis or RabbitMQ is unreachable.
+    #[error("a backing service is unavailable")]
+    Unavailable(#[source] anyhow::Error),
+    /// 500: a bug or corrupt data.
+    #[error("internal error")]
+    Unexpected(#[source] anyhow::Error),
+}
+
+impl std::fmt::Debug for ApiError {
+    // The whole cause chain, for the request log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "{self}")?;
+        let mut cause = std::error::Error::source(self);
+        while let Some(c) = cause {
+            writeln!(f, "Caused by: {c}")?;
+            cause = c.source();
+        }
+        Ok(())
+    }
+}
+
+impl ApiError {
+    pub fn validation(message: impl Into<String>) -> Self {
+        ApiError::BadRequest { code: "validation", message: message.into() }
+    }
+
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        ApiError::BadRequest { code, message: message.into() }
+    }
+
+    /// 409 `already_finished` with the task's current status.
+    pub fn already_finished(status: Option<TaskStatus>) -> Self {
+        let mut extra = Map::new();
+        extra.insert("status".into(), json!(status));
+        ApiError::Conflict {
+            code: "already_finished",
+            message: "the task has already finished".into(),
+            extra,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest { code, .. } | ApiError::Conflict { code, .. } => code,
+            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
+            ApiError::Unavailable(_) => "unavailable",
+            ApiError::Unexpected(_) => "internal",
+        }
+    }
+
+    fn public_message(&self) -> String {
+        match self {
+            ApiError::Unavailable(_) => "a backing service is unavailable; retry shortly".into(),
+            ApiError::Unexpected(_) => "internal error".into(),
+            other => other.to_string(),
+        }
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        match e {
+            crate::store::StoreError::Unavailable(_) => ApiError::Unavailable(e.into()),
+            crate::store::StoreError::Corrupt(_) => ApiError::Unexpected(e.into()),
+        }
+    }
+}
+
+/// The JSON body of every error.
+pub fn error_body(code: &str, message: &str) -> Value {
+    json!({ "error": code, "message": message })
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut body = error_body(self.code(), &self.public_message());
+        if let (ApiError::Conflict { extra, .. }, Value::Object(map)) = (self, &mut body) {
+            map.extend(extra.clone());
+        }
+        let mut res = HttpResponse::build(self.status_code());
+        match self {
+            ApiError::Unauthorized(_) => {
+                res.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+            }
+            ApiError::Unavailable(_) => {
+                res.insert_header((header::RETRY_AFTER, "5"));
+            }
+            _ => {}
+        }
+        res.json(body)
+    }
+}
+
+/// Middleware hook: any error answer that is not JSON yet (the framework's own
+/// 404, 405, 413, 400 from extractors, …) gets the contract's JSON body,
+/// keeping its status and headers such as `Allow`.
+pub fn json_error_body<B: MessageBody + 'static>(
+    res: ServiceResponse<B>,
+) -> actix_web::Result<ErrorHandlerResponse<B>> {
+    let is_json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json {
+        return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
+    }
+    let status = res.status();
+    let (code, message) = match status {
+        StatusCode::NOT_FOUND => ("not_found", "no such endpoint".to_owned()),
+        StatusCode::METHOD_NOT_ALLOWED => ("method_not_allowed", "method not allowed on this endpoint".to_owned()),
+        StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "request bodies are limited to 65536 bytes".to_owned()),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ("unsupported_media_type", "send application/json".to_owned()),
+        s if s.is_client_error() => ("bad_request", s.canonical_reason().unwrap_or("bad request").to_lowercase()),
+        _ => ("internal", "internal error".to_owned()),
+    };
+    let (req, old) = res.into_parts();
+    let mut new = HttpResponse::build(status);
+    for (name, value) in old.headers() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            new.append_header((name.clone(), value.clone()));
+        }
+    }
+    let new: HttpResponse<BoxBody> = new.json(error_body(code, &message));
+    Ok(ErrorHandlerResponse::Response(ServiceResponse::new(req, new).map_into_right_body()))
+}

@@ -1,0 +1,269 @@
+//! RabbitMQ: publishing tasks and cancel broadcasts, with confirms.
+//!
+//! One long-lived connection and one confirm-mode channel shared by every
+//! request (lapin channels are thread-safe and confirms pipeline). A
+//! supervisor task keeps it connected: the api starts without RabbitMQ and
+//! connects when it comes; while it is away, publishes fail fast and the
+//! request answers 503.
+
+use std::{sync::Arc, time::Duration};
+
+use lapin::{
+    options::{
+        BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
+        QueueDeclareOptions,
+    },
+    Confirmation,
+    types::{AMQPValue, FieldTable, LongString, ShortString},
+    BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind,
+};
+use task_model::{topology, ControlMessage, TaskMessage};
+use tokio::sync::{Notify, RwLock};
+use tokio_util::sync::CancellationToken;
+
+/// Why a publish did not go through.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// No connection to the broker right now.
+    #[error("rabbitmq is not connected")]
+    NotConnected,
+    /// The broker failed the publish or nacked it.
+    #[error("rabbitmq refused the message: {0}")]
+    Refused(String),
+    /// The channel failed under the publish.
+    #[error(transparent)]
+    Amqp(#[from] lapin::Error),
+}
+
+/// Declares the contract's topology; idempotent, and the same arguments as
+/// `rabbitmq/definitions.json` (a mismatch would make RabbitMQ refuse it).
+///
+/// # Errors
+/// The broker refused a declaration.
+pub async fn declare_topology(channel: &Channel) -> Result<(), lapin::Error> {
+    let durable = ExchangeDeclareOptions { durable: true, ..Default::default() };
+    channel
+        .exchange_declare(topology::TASKS_EXCHANGE.into(), ExchangeKind::Direct, durable, FieldTable::default())
+        .await?;
+    channel
+        .exchange_declare(topology::DEAD_LETTER_EXCHANGE.into(), ExchangeKind::Direct, durable, FieldTable::default())
+        .await?;
+    channel
+        .exchange_declare(topology::CONTROL_EXCHANGE.into(), ExchangeKind::Fanout, durable, FieldTable::default())
+        .await?;
+    let durable_queue = QueueDeclareOptions { durable: true, ..Default::default() };
+    let mut args = FieldTable::default();
+    args.insert("x-max-priority".into(), AMQPValue::LongInt(i32::from(topology::MAX_PRIORITY)));
+    args.insert(
+        "x-dead-letter-exchange".into(),
+        AMQPValue::LongString(LongString::from(topology::DEAD_LETTER_EXCHANGE)),
+    );
+    args.insert(
+        "x-dead-letter-routing-key".into(),
+        AMQPValue::LongString(LongString::from(topology::DEAD_LETTER_ROUTING_KEY)),
+    );
+    channel.queue_declare(topology::TASKS_QUEUE.into(), durable_queue, args).await?;
+    channel.queue_declare(topology::DEAD_LETTER_QUEUE.into(), durable_queue, FieldTable::default()).await?;
+    channel
+        .queue_bind(
+            topology::TASKS_QUEUE.into(),
+            topology::TASKS_EXCHANGE.into(),
+            topology::TASKS_ROUTING_KEY.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    channel
+        .queue_bind(
+            topology::DEAD_LETTER_QUEUE.into(),
+            topology::DEAD_LETTER_EXCHANGE.into(),
+            topology::DEAD_LETTER_ROUTING_KEY.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    Ok(())
+}
+
+struct Link {
+    connection: Connection,
+    channel: Channel,
+}
+
+/// Publishes to RabbitMQ; cheap to clone.
+#[derive(Clone)]
+pub struct Publisher {
+    link: Arc<RwLock<Option<Link>>>,
+    broken: Arc<Notify>,
+    connected: tokio::sync::watch::Sender<bool>,
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher").finish_non_exhaustive()
+    }
+}
+
+impl Publisher {
+    /// A publisher and the supervisor future that connects it (and reconnects
+    /// with backoff) until `stop`; spawn the future.
+    pub fn new(url: String, stop: CancellationToken) -> (Self, impl std::future::Future<Output = ()>) {
+        let publisher =
+            Self { link: Arc::default(), broken: Arc::default(), connected: tokio::sync::watch::Sender::new(false) };
+        let supervisor = publisher.clone().supervise(url, stop);
+        (publisher, supervisor)
+    }
+
+    async fn supervise(self, url: String, stop: CancellationToken) {
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match connect(&url).await {
+                Ok(link) => {
+                    tracing::info!("connected to rabbitmq");
+                    delay = Duration::from_millis(100);
+                    *self.link.write().await = Some(link);
+                    self.connected.send_replace(true);
+                    // Wait until a publish finds the link broken, or a periodic check does.
+                    loop {
+                        tokio::select! {
+                            _ = stop.cancelled() => {
+                                if let Some(link) = self.link.write().await.take() {
+                                    let _ = link.channel.close(200, "api shutting down".into()).await;
+                                    let _ = link.connection.close(200, "api shutting down".into()).await;
+                                }
+                                return;
+                            }
+                            _ = self.broken.notified() => {}
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        }
+                        if !self.is_connected().await {
+                            break;
+                        }
+                    }
+                    tracing::warn!("lost the rabbitmq connection; reconnecting");
+                    self.connected.send_replace(false);
+                    self.link.write().await.take();
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "cannot connect to rabbitmq");
+                }
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// Resolves once the publisher has connected (at once if it is).
+    pub async fn wait_connected(&self) {
+        let mut rx = self.connected.subscribe();
+        // The sender lives in `self`, so the channel cannot close while we wait.
+        let _ = rx.wait_for(|up| *up).await;
+    }
+
+    /// Whether the connection and channel are up.
+    pub async fn is_connected(&self) -> bool {
+        self.link
+            .read()
+            .await
+            .as_ref()
+            .is_some_and(|l| l.connection.status().connected() && l.channel.status().connected())
+    }
+
+    async fn channel(&self) -> Result<Channel, PublishError> {
+        let guard = self.link.read().await;
+        match guard.as_ref() {
+            Some(l) if l.channel.status().connected() => Ok(l.channel.clone()),
+            _ => {
+                self.broken.notify_one();
+                Err(PublishError::NotConnected)
+            }
+        }
+    }
+
+    async fn publish(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        properties: BasicProperties,
+    ) -> Result<(), PublishError> {
+        let channel = self.channel().await?;
+        let options = BasicPublishOptions { mandatory: true, ..Default::default() };
+        let result = async {
+            let confirm = channel
+                .basic_publish(exchange.into(), routing_key.into(), options, body, properties)
+                .await?;
+            match confirm.await? {
+                Confirmation::Ack(None) => Ok(()),
+                Confirmation::Ack(Some(returned)) => Err(PublishError::Refused(format!(
+                    "unroutable: {}",
+                    returned.reply_text
+                ))),
+                Confirmation::Nack(_) => Err(PublishError::Refused("nacked".into())),
+                Confirmation::NotRequested => Err(PublishError::Refused("confirms are off".into())),
+            }
+        }
+        .await;
+        if matches!(result, Err(PublishError::Amqp(_))) {
+            self.broken.notify_one();
+        }
+        result
+    }
+
+    /// Publishes a task to `tasks.algo`: persistent, with its priority and
+    /// `message_id`, confirmed by the broker before this returns.
+    pub async fn publish_task(&self, message: &TaskMessage) -> Result<(), PublishError> {
+        let body = serde_json::to_vec(message).expect("a TaskMessage always serializes");
+        let properties = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_priority(message.priority)
+            .with_message_id(ShortString::from(message.task_id.to_string()))
+            .with_content_type("application/json".into());
+        self.publish(topology::TASKS_EXCHANGE, topology::TASKS_ROUTING_KEY, &body, properties).await
+    }
+
+    /// Broadcasts a cancel to every worker.
+    pub async fn publish_control(&self, message: &ControlMessage) -> Result<(), PublishError> {
+        let body = serde_json::to_vec(message).expect("a ControlMessage always serializes");
+        let properties = BasicProperties::default().with_content_type("application/json".into());
+        self.publish(topology::CONTROL_EXCHANGE, "", &body, properties).await
+    }
+
+    /// Messages waiting in a queue (a passive declare on a channel of its
+    /// own, so a missing queue cannot close the publishing channel).
+    pub async fn queue_depth(&self, queue: &str) -> Result<u32, PublishError> {
+        let channel = {
+            let guard = self.link.read().await;
+            let link = guard.as_ref().ok_or(PublishError::NotConnected)?;
+            link.connection.create_channel().await?
+        };
+        let depth = channel
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions { passive: true, ..Default::default() },
+                FieldTable::default(),
+            )
+            .await
+            .map(|q| q.message_count());
+        if channel.status().connected() {
+            let _ = channel.close(200, "done".into()).await;
+        }
+        Ok(depth?)
+    }
+}
+
+async fn connect(url: &str) -> anyhow::Result<Link> {
+    use anyhow::Context;
+    let props = ConnectionProperties::default().with_connection_name("taskforge-api".into());
+    let connection = tokio::time::timeout(Duration::from_secs(5), Connection::connect(url, props))
+        .await
+        .context("timed out connecting to rabbitmq")?
+        .context("connecting to rabbitmq")?;
+    let channel = connection.create_channel().await.context("opening a channel")?;
+    channel.confirm_select(ConfirmSelectOptions::default()).await.context("enabling publisher confirms")?;
+    declare_topology(&channel).await.context("declaring the topology")?;
+    Ok(Link { connection, channel })
+}

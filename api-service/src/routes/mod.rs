@@ -1,0 +1,45 @@
+//! HTTP routes: one module per resource, handlers named by verb.
+//!
+//! - [`tasks`]: the public task API.
+//! - [`stream`]: live events over SSE.
+//! - [`callbacks`]: the worker callback API.
+//! - [`health`]: `/healthz`, `/readyz`, `/metrics`.
+
+pub mod callbacks;
+pub mod health;
+pub mod stream;
+pub mod tasks;
+
+use actix_web::{http::header, web, HttpResponse};
+
+use crate::error::error_body;
+
+/// A resource that answers 405 with `Allow` for methods it does not serve.
+pub(crate) fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(move || async move {
+        HttpResponse::MethodNotAllowed()
+            .insert_header((header::ALLOW, allow))
+            .json(error_body("method_not_allowed", &format!("allowed: {allow}")))
+    }))
+}
+
+/// Registers every route.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        resource("/tasks", "GET, POST")
+            .route(web::post().to(tasks::create_task))
+            .route(web::get().to(tasks::list_tasks)),
+    )
+    .service(
+        resource("/tasks/{id}", "GET, DELETE")
+            .route(web::get().to(tasks::get_task))
+            .route(web::delete().to(tasks::cancel_task)),
+    )
+    .service(resource("/tasks/{id}/cancel", "POST").route(web::post().to(tasks::cancel_task)))
+    .service(resource("/tasks/{id}/events", "GET").route(web::get().to(tasks::task_events)))
+    .service(resource("/internal/tasks/{id}/status", "POST").route(web::post().to(callbacks::report_status)))
+    .service(resource("/internal/tasks/{id}/progress", "POST").route(web::post().to(callbacks::report_progress)))
+    .service(resource("/healthz", "GET").route(web::get().to(health::healthz)))
+    .service(resource("/readyz", "GET").route(web::get().to(health::readyz)))
+    .service(resource("/metrics", "GET").route(web::get().to(health::metrics)));
+}

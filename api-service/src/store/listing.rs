@@ -1,0 +1,179 @@
+//! The newest-first task index and its opaque cursors.
+//!
+//! One sorted set, every member scored 0 and named
+//! `<created_ms, 15 digits>:<task id>`, so lexicographic order is creation
+//! order and `ZRANGE … BYLEX REV` pages newest first without ties. A cursor is
+//! the last member seen, signed, so a cursor the api did not issue is refused.
+
+use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
+use deadpool_redis::redis;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use task_model::{TaskId, TaskStatus, TaskView};
+
+use super::{parse_task, Store, StoreError};
+
+/// Most index entries one listing request reads when filtering by status.
+const MAX_SCAN: usize = 5_000;
+
+pub(crate) fn index_member(created_ms: i64, id: &TaskId) -> String {
+    format!("{created_ms:015}:{id}")
+}
+
+/// Signs and checks list cursors.
+#[derive(Clone)]
+pub struct Cursor {
+    key: Vec<u8>,
+}
+
+impl std::fmt::Debug for Cursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Cursor { .. }")
+    }
+}
+
+impl Cursor {
+    /// Cursors signed with `secret`; every api process sharing the secret accepts the others'.
+    pub fn new(secret: &[u8]) -> Self {
+        Self { key: secret.to_vec() }
+    }
+
+    fn tag(&self, member: &str) -> String {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes keys of any length");
+        mac.update(b"taskforge-cursor:");
+        mac.update(member.as_bytes());
+        hex::encode(&mac.finalize().into_bytes()[..12])
+    }
+
+    /// The opaque form of an index member.
+    pub fn encode(&self, member: &str) -> String {
+        format!("{}.{}", URL_SAFE_NO_PAD.encode(member), self.tag(member))
+    }
+
+    /// The index member behind a cursor this api issued, or `None`.
+    pub fn decode(&self, cursor: &str) -> Option<String> {
+        let (body, tag) = cursor.split_once('.')?;
+        let member = String::from_utf8(URL_SAFE_NO_PAD.decode(body).ok()?).ok()?;
+        let expected = self.tag(&member);
+        // Constant-time: cursors are not secrets, but no reason to leak the tag.
+        use subtle::ConstantTimeEq;
+        bool::from(expected.as_bytes().ct_eq(tag.as_bytes())).then_some(member)
+    }
+}
+
+/// One page of a listing.
+#[derive(Debug)]
+pub struct Page {
+    pub tasks: Vec<TaskView>,
+    /// The index member to continue after, if there may be more.
+    pub next: Option<String>,
+}
+
+impl Store {
+    /// Tasks newest first, after the index member `after`, optionally only one status.
+    ///
+    /// With a status filter a page may hold fewer than `limit` tasks and still
+    /// have a next cursor: one request reads at most [`MAX_SCAN`] index entries.
+    pub async fn list(
+        &self,
+        status: Option<TaskStatus>,
+        limit: usize,
+        after: Option<String>,
+    ) -> Result<Page, StoreError> {
+        let mut conn = self.conn().await?;
+        let index = self.index_key();
+        let mut start = after.map_or_else(|| "+".to_owned(), |m| format!("({m}"));
+        let mut tasks = Vec::with_capacity(limit);
+        let mut scanned = 0;
+        let mut last: Option<String> = None;
+        let mut exhausted = false;
+        let mut stale = Vec::new();
+        while tasks.len() < limit && scanned < MAX_SCAN {
+            let want = if status.is_some() { limit.max(100) } else { limit - tasks.len() };
+            let members: Vec<String> = redis::cmd("ZRANGE")
+                .arg(&index)
+                .arg(&start)
+                .arg("-")
+                .arg("BYLEX")
+                .arg("REV")
+                .arg("LIMIT")
+                .arg(0)
+                .arg(want)
+                .query_async(&mut conn)
+                .await?;
+            if members.len() < want {
+                exhausted = true;
+            }
+            let ids: Vec<Option<TaskId>> = members
+                .iter()
+                .map(|m| m.split_once(':').and_then(|(_, id)| TaskId::parse(id).ok()))
+                .collect();
+            let mut pipe = redis::pipe();
+            for id in ids.iter().flatten() {
+                pipe.hgetall(self.task_key(id));
+            }
+            let hashes: Vec<Vec<(String, String)>> = pipe.query_async(&mut conn).await?;
+            let mut hashes = hashes.into_iter();
+            let mut full = false;
+            for (member, id) in members.iter().zip(ids) {
+                scanned += 1;
+                last = Some(member.clone());
+                let Some(id) = id else {
+                    stale.push(member.clone());
+                    continue;
+                };
+                let fields = hashes.next().unwrap_or_default();
+                if fields.is_empty() {
+                    // Expired: skipped, and dropped from the index.
+                    stale.push(member.clone());
+                    continue;
+                }
+                let task = parse_task(id, fields)?;
+                if status.is_none_or(|s| s == task.status) {
+                    tasks.push(task);
+                    if tasks.len() == limit {
+                        full = true;
+                        break;
+                    }
+                }
+            }
+            if full {
+                exhausted = false;
+            }
+            if exhausted || full {
+                break;
+            }
+            match &last {
+                Some(m) => start = format!("({m}"),
+                None => break,
+            }
+        }
+        if !stale.is_empty() {
+            let _: i64 = redis::cmd("ZREM").arg(&index).arg(&stale).query_async(&mut conn).await?;
+        }
+        Ok(Page { tasks, next: if exhausted { None } else { last } })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_forgeries_are_refused() {
+        let c = Cursor::new(b"secret");
+        let member = index_member(1_700_000_000_000, &TaskId::new());
+        assert_eq!(c.decode(&c.encode(&member)).as_deref(), Some(member.as_str()));
+        assert_eq!(Cursor::new(b"other").decode(&c.encode(&member)), None);
+        assert_eq!(c.decode("bm9wZQ"), None);
+        assert_eq!(c.decode("!!!.00"), None);
+        let forged = format!("{}.{}", URL_SAFE_NO_PAD.encode(&member), "0".repeat(24));
+        assert_eq!(c.decode(&forged), None);
+    }
+
+    #[test]
+    fn index_members_sort_by_creation_time() {
+        let id = TaskId::new();
+        assert!(index_member(999, &id) < index_member(1_000, &id));
+    }
+}

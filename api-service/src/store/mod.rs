@@ -1,0 +1,339 @@
+//! Redis: where tasks live.
+//!
+//! One hash per task and its event stream beside it, both under the task's
+//! hash tag (`…{<id>}`), so every transition — one call of
+//! `transition.lua` — touches one slot and is atomic. Cross-task data (the
+//! list index, idempotency keys) lives outside that step: it is rebuildable,
+//! and a listed task that expired is skipped.
+//!
+//! Timestamps are stored as epoch milliseconds (from the Redis clock inside
+//! the script) and formatted as RFC 3339 only when read.
+
+mod idempotency;
+mod listing;
+mod record;
+
+use std::time::Duration;
+
+use deadpool_redis::{redis, Pool, PoolConfig, Runtime, Timeouts};
+use redis::Script;
+use task_model::{NewTask, TaskId, TaskStatus};
+
+pub use idempotency::{IdemReservation, IdempotencyKey};
+pub use listing::{Cursor, Page};
+pub use record::{parse_event, parse_task};
+
+/// A Redis failure: the api answers 503 and retries nothing itself.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Redis refused or dropped the command, or no connection could be had.
+    #[error("redis is unavailable")]
+    Unavailable(#[source] anyhow::Error),
+    /// Redis answered with something the api did not write.
+    #[error("unexpected data in redis: {0}")]
+    Corrupt(String),
+}
+
+impl From<redis::RedisError> for StoreError {
+    fn from(e: redis::RedisError) -> Self {
+        StoreError::Unavailable(e.into())
+    }
+}
+
+impl From<deadpool_redis::PoolError> for StoreError {
+    fn from(e: deadpool_redis::PoolError) -> Self {
+        StoreError::Unavailable(e.into())
+    }
+}
+
+/// What the transition script says about a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    /// Applied.
+    Ok,
+    /// Valid but changes nothing (progress that does not move forward).
+    Ignored,
+    /// No such task (or it expired).
+    NotFound,
+    /// `create` of an id that exists.
+    Exists,
+    /// Another worker holds the task under a live lease.
+    LeaseHeld,
+    /// The task is in a terminal state.
+    AlreadyFinished,
+    /// The worker does not hold the task.
+    NotHolder,
+    /// `stages` does not match the task, or `stage` is beyond it.
+    BadStages,
+}
+
+/// The task's state right after a transition, as Redis saw it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    pub status: Option<TaskStatus>,
+    pub stage: u32,
+    pub stages: u32,
+    pub cancel_requested: bool,
+    pub worker: Option<String>,
+    pub started_ms: Option<i64>,
+    pub timeout_secs: u64,
+    pub lease_until_ms: i64,
+    /// The Redis clock at the transition.
+    pub now_ms: i64,
+}
+
+/// A transition's answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    pub code: Code,
+    pub snapshot: Snapshot,
+}
+
+/// Handle to the task store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    pool: Pool,
+    prefix: String,
+    script: Script,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("prefix", &self.prefix).finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// A store on `url` with keys under `prefix`. Connects lazily: the api
+    /// starts without Redis and connects when it comes.
+    ///
+    /// # Errors
+    /// A malformed URL.
+    pub fn new(url: &str, prefix: &str, max_connections: usize) -> anyhow::Result<Self> {
+        let mut cfg = deadpool_redis::Config::from_url(url);
+        cfg.pool = Some(PoolConfig {
+            max_size: max_connections,
+            timeouts: Timeouts {
+                wait: Some(Duration::from_secs(2)),
+                create: Some(Duration::from_secs(2)),
+                recycle: Some(Duration::from_secs(2)),
+            },
+            ..PoolConfig::default()
+        });
+        let pool = cfg.create_pool(Some(Runtime::Tokio1))?;
+        Ok(Self { pool, prefix: prefix.to_owned(), script: Script::new(include_str!("transition.lua")) })
+    }
+
+    /// A pooled connection.
+    pub async fn conn(&self) -> Result<deadpool_redis::Connection, StoreError> {
+        Ok(self.pool.get().await?)
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    pub(crate) fn task_key(&self, id: &TaskId) -> String {
+        format!("{}task:{{{id}}}", self.prefix)
+    }
+
+    pub(crate) fn events_key(&self, id: &TaskId) -> String {
+        format!("{}events:{{{id}}}", self.prefix)
+    }
+
+    pub(crate) fn index_key(&self) -> String {
+        format!("{}tasks:index", self.prefix)
+    }
+
+    /// The pub/sub channel every event is announced on as `<task id> <seq>`.
+    pub fn events_channel(&self) -> String {
+        format!("{}events", self.prefix)
+    }
+
+    /// `PING`, for the health checker.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn().await?;
+        let _: String = redis::cmd("PING").query_async(&mut conn).await?;
+        Ok(())
+    }
+
+    async fn transition(&self, id: &TaskId, op: &str, args: &[String]) -> Result<Outcome, StoreError> {
+        let mut conn = self.conn().await?;
+        let mut call = self.script.key(self.task_key(id));
+        call.key(self.events_key(id)).arg(op).arg(self.events_channel()).arg(id.to_string());
+        for a in args {
+            call.arg(a);
+        }
+        let raw: Vec<String> = call.invoke_async(&mut conn).await?;
+        parse_outcome(&raw)
+    }
+
+    /// Stores a new QUEUED task (and its first event), then indexes it.
+    pub async fn create(&self, id: &TaskId, task: &NewTask) -> Result<Outcome, StoreError> {
+        let mut args = vec![
+            "algorithm".into(),
+            task.algorithm.clone(),
+            "stages".into(),
+            task.stages.to_string(),
+            "stage_ms".into(),
+            task.stage_ms.to_string(),
+            "timeout_secs".into(),
+            task.timeout_secs.to_string(),
+            "priority".into(),
+            task.priority.to_string(),
+            "input".into(),
+            task.input.to_string(),
+        ];
+        if let Some(url) = &task.webhook_url {
+            args.extend(["webhook_url".into(), url.clone()]);
+        }
+        let outcome = self.transition(id, "create", &args).await?;
+        if outcome.code == Code::Ok {
+            let mut conn = self.conn().await?;
+            let member = listing::index_member(outcome.snapshot.now_ms, id);
+            let _: i64 = redis::cmd("ZADD").arg(self.index_key()).arg(0).arg(member).query_async(&mut conn).await?;
+        }
+        Ok(outcome)
+    }
+
+    /// Removes every trace of a task that could not be published;
+    /// `created_ms` is the creation time [`Store::create`] reported.
+    pub async fn discard(&self, id: &TaskId, created_ms: i64) -> Result<(), StoreError> {
+        let mut conn = self.conn().await?;
+        let _: () = redis::pipe()
+            .del(self.task_key(id))
+            .ignore()
+            .del(self.events_key(id))
+            .ignore()
+            .zrem(self.index_key(), listing::index_member(created_ms, id))
+            .ignore()
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    /// A worker's claim (`PROCESSING`): from QUEUED, or a takeover.
+    pub async fn claim(&self, id: &TaskId, worker: &str, lease: Duration) -> Result<Outcome, StoreError> {
+        self.transition(id, "claim", &[worker.to_owned(), lease.as_millis().to_string()]).await
+    }
+
+    /// Stage progress from the holder; renews its lease.
+    pub async fn progress(
+        &self,
+        id: &TaskId,
+        worker: &str,
+        stage: u32,
+        stages: u32,
+        lease: Duration,
+    ) -> Result<Outcome, StoreError> {
+        let args = [worker.to_owned(), stage.to_string(), stages.to_string(), lease.as_millis().to_string()];
+        self.transition(id, "progress", &args).await
+    }
+
+    /// A terminal state from the holder. The task and its events then expire after `ttl`.
+    pub async fn finish(
+        &self,
+        id: &TaskId,
+        worker: &str,
+        status: TaskStatus,
+        result: Option<&serde_json::Value>,
+        error: Option<&str>,
+        ttl: Duration,
+    ) -> Result<Outcome, StoreError> {
+        let args = [
+            worker.to_owned(),
+            status.as_str().to_owned(),
+            ttl.as_secs().to_string(),
+            result.map(|r| r.to_string()).unwrap_or_default(),
+            error.unwrap_or_default().to_owned(),
+        ];
+        self.transition(id, "finish", &args).await
+    }
+
+    /// A user's cancel: QUEUED → CANCELLED, PROCESSING → CANCELLING.
+    pub async fn cancel(&self, id: &TaskId, ttl: Duration) -> Result<Outcome, StoreError> {
+        self.transition(id, "cancel", &[ttl.as_secs().to_string()]).await
+    }
+
+    /// The raw hash of a task, empty when unknown or expired.
+    pub async fn load(&self, id: &TaskId) -> Result<Vec<(String, String)>, StoreError> {
+        let mut conn = self.conn().await?;
+        Ok(redis::cmd("HGETALL").arg(self.task_key(id)).query_async(&mut conn).await?)
+    }
+
+    /// The task's events after `after_seq`, oldest first, at most `count`.
+    pub async fn events(
+        &self,
+        id: &TaskId,
+        after_seq: u64,
+        count: usize,
+    ) -> Result<Vec<task_model::EventView>, StoreError> {
+        let mut conn = self.conn().await?;
+        let raw: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+            .arg(self.events_key(id))
+            .arg(format!("(0-{after_seq}"))
+            .arg("+")
+            .arg("COUNT")
+            .arg(count)
+            .query_async(&mut conn)
+            .await?;
+        raw.into_iter().map(|(entry_id, fields)| parse_event(&entry_id, &fields)).collect()
+    }
+
+    /// Records a webhook delivery attempt's outcome.
+    pub async fn record_webhook(
+        &self,
+        id: &TaskId,
+        state: &str,
+        attempts: u32,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn().await?;
+        let key = self.task_key(id);
+        let mut pipe = redis::pipe();
+        pipe.hset(&key, "webhook_state", state).ignore().hset(&key, "webhook_attempts", attempts).ignore();
+        match error {
+            Some(e) => pipe.hset(&key, "webhook_error", e).ignore(),
+            None => pipe.hdel(&key, "webhook_error").ignore(),
+        };
+        let _: () = pipe.query_async(&mut conn).await?;
+        Ok(())
+    }
+}
+
+fn parse_outcome(raw: &[String]) -> Result<Outcome, StoreError> {
+    let [code, status, stage, stages, cancel, worker, started, timeout, lease, now] = raw else {
+        return Err(StoreError::Corrupt(format!("transition returned {} fields", raw.len())));
+    };
+    let code = match code.as_str() {
+        "ok" => Code::Ok,
+        "ignored" => Code::Ignored,
+        "not_found" => Code::NotFound,
+        "exists" => Code::Exists,
+        "lease_held" => Code::LeaseHeld,
+        "already_finished" => Code::AlreadyFinished,
+        "not_holder" => Code::NotHolder,
+        "bad_stages" => Code::BadStages,
+        other => return Err(StoreError::Corrupt(format!("unknown transition code {other:?}"))),
+    };
+    let num = |s: &str| s.parse::<i64>().map_err(|_| StoreError::Corrupt(format!("not a number: {s:?}")));
+    let status = if status.is_empty() {
+        None
+    } else {
+        Some(status.parse::<TaskStatus>().map_err(|e| StoreError::Corrupt(e.to_string()))?)
+    };
+    Ok(Outcome {
+        code,
+        snapshot: Snapshot {
+            status,
+            stage: num(stage)? as u32,
+            stages: num(stages)? as u32,
+            cancel_requested: cancel == "1",
+            worker: (!worker.is_empty()).then(|| worker.clone()),
+            started_ms: if started.is_empty() { None } else { Some(num(started)?) },
+            timeout_secs: num(timeout)? as u64,
+            lease_until_ms: num(lease)?,
+            now_ms: num(now)?,
+        },
+    })
+}
