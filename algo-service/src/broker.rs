@@ -1,0 +1,275 @@
+//! RabbitMQ: connecting, the topology, and the two consumers of a session.
+//!
+//! [`declare_topology`] declares the contract's topology idempotently; the api
+//! declares the same, and RabbitMQ refuses (PRECONDITION_FAILED) a redeclaration
+//! whose durability or arguments differ, so both sides build the `tasks.algo`
+//! arguments with [`tasks_queue_arguments`] (it is `pub` for that reason):
+//! `x-max-priority` as a signed 32-bit int, the dead-letter names as long strings.
+//!
+//! A [`Session`] is one connection with two channels: one consuming
+//! `tasks.algo` with manual acks and `prefetch = WORKER_CONCURRENCY`, one
+//! consuming this worker's exclusive, server-named queue bound to the
+//! `tasks.control` fanout (no acks: a cancel is only useful now).
+
+use anyhow::Context;
+use lapin::{
+    options::{
+        BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, ExchangeDeclareOptions,
+        QueueBindOptions, QueueDeclareOptions,
+    },
+    types::{AMQPValue, FieldTable, LongString, ShortString},
+    Channel, Connection, ConnectionProperties, Consumer, ExchangeKind,
+};
+use task_model::topology::{
+    CONTROL_EXCHANGE, DEAD_LETTER_EXCHANGE, DEAD_LETTER_QUEUE, DEAD_LETTER_ROUTING_KEY,
+    MAX_PRIORITY, TASKS_EXCHANGE, TASKS_QUEUE, TASKS_ROUTING_KEY,
+};
+
+/// The arguments of `tasks.algo`, exactly as the contract lists them.
+pub fn tasks_queue_arguments() -> FieldTable {
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-max-priority".into(),
+        AMQPValue::LongInt(i32::from(MAX_PRIORITY)),
+    );
+    args.insert(
+        "x-dead-letter-exchange".into(),
+        AMQPValue::LongString(LongString::from(DEAD_LETTER_EXCHANGE)),
+    );
+    args.insert(
+        "x-dead-letter-routing-key".into(),
+        AMQPValue::LongString(LongString::from(DEAD_LETTER_ROUTING_KEY)),
+    );
+    args
+}
+
+fn durable_exchange() -> ExchangeDeclareOptions {
+    ExchangeDeclareOptions {
+        durable: true,
+        ..ExchangeDeclareOptions::default()
+    }
+}
+
+fn durable_queue() -> QueueDeclareOptions {
+    QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    }
+}
+
+/// Declares the shared topology on `channel`, idempotently: exchanges `tasks`
+/// (direct), `tasks.dlx` (direct) and `tasks.control` (fanout), queues
+/// `tasks.algo` and `tasks.dead`, and their bindings; everything durable.
+///
+/// # Errors
+/// When the broker refuses a declaration (e.g. an existing queue with other
+/// arguments), which also closes `channel`.
+pub async fn declare_topology(channel: &Channel) -> anyhow::Result<()> {
+    for (name, kind) in [
+        (DEAD_LETTER_EXCHANGE, ExchangeKind::Direct),
+        (TASKS_EXCHANGE, ExchangeKind::Direct),
+        (CONTROL_EXCHANGE, ExchangeKind::Fanout),
+    ] {
+        channel
+            .exchange_declare(name.into(), kind, durable_exchange(), FieldTable::default())
+            .await
+            .with_context(|| format!("declaring exchange {name}"))?;
+    }
+    channel
+        .queue_declare(
+            DEAD_LETTER_QUEUE.into(),
+            durable_queue(),
+            FieldTable::default(),
+        )
+        .await
+        .with_context(|| format!("declaring queue {DEAD_LETTER_QUEUE}"))?;
+    channel
+        .queue_bind(
+            DEAD_LETTER_QUEUE.into(),
+            DEAD_LETTER_EXCHANGE.into(),
+            DEAD_LETTER_ROUTING_KEY.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .with_context(|| format!("binding {DEAD_LETTER_QUEUE} to {DEAD_LETTER_EXCHANGE}"))?;
+    channel
+        .queue_declare(TASKS_QUEUE.into(), durable_queue(), tasks_queue_arguments())
+        .await
+        .with_context(|| format!("declaring queue {TASKS_QUEUE}"))?;
+    channel
+        .queue_bind(
+            TASKS_QUEUE.into(),
+            TASKS_EXCHANGE.into(),
+            TASKS_ROUTING_KEY.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .with_context(|| format!("binding {TASKS_QUEUE} to {TASKS_EXCHANGE}"))?;
+    Ok(())
+}
+
+/// One AMQP connection and the worker's two consumers on it.
+#[derive(Debug)]
+pub struct Session {
+    /// The connection; closing it closes both channels.
+    pub connection: Connection,
+    /// The channel consuming `tasks.algo`; deliveries are acked on it.
+    pub tasks_channel: Channel,
+    /// The `tasks.algo` consumer (manual ack).
+    pub tasks: Consumer,
+    /// The consumer tag of [`Session::tasks`], for `basic_cancel`.
+    pub tasks_tag: ShortString,
+    /// The channel of the control queue.
+    pub control_channel: Channel,
+    /// The consumer of this worker's control queue (no ack).
+    pub control: Consumer,
+}
+
+impl Session {
+    /// Connects to `url`, declares the topology, and starts both consumers.
+    ///
+    /// # Errors
+    /// When any step fails; the half-made connection is closed.
+    pub async fn open(
+        url: &str,
+        worker_name: &str,
+        prefetch: u16,
+        generation: u64,
+    ) -> anyhow::Result<Self> {
+        let props = ConnectionProperties::default()
+            .with_connection_name(format!("algo-service {worker_name}").into());
+        let connection = Connection::connect(url, props)
+            .await
+            .context("connecting to RabbitMQ")?;
+        match Self::start(&connection, worker_name, prefetch, generation).await {
+            Ok((tasks_channel, tasks, tasks_tag, control_channel, control)) => Ok(Self {
+                connection,
+                tasks_channel,
+                tasks,
+                tasks_tag,
+                control_channel,
+                control,
+            }),
+            Err(e) => {
+                let _ = connection.close(200, "setup failed".into()).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn start(
+        connection: &Connection,
+        worker_name: &str,
+        prefetch: u16,
+        generation: u64,
+    ) -> anyhow::Result<(Channel, Consumer, ShortString, Channel, Consumer)> {
+        let tasks_channel = connection
+            .create_channel()
+            .await
+            .context("opening the tasks channel")?;
+        declare_topology(&tasks_channel).await?;
+
+        let control_channel = connection
+            .create_channel()
+            .await
+            .context("opening the control channel")?;
+        let control_queue = control_channel
+            .queue_declare(
+                "".into(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .context("declaring this worker's control queue")?;
+        control_channel
+            .queue_bind(
+                control_queue.name().clone(),
+                CONTROL_EXCHANGE.into(),
+                "".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .with_context(|| format!("binding the control queue to {CONTROL_EXCHANGE}"))?;
+        let control = control_channel
+            .basic_consume(
+                control_queue.name().clone(),
+                format!("{worker_name}-control-{generation}").into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    exclusive: true,
+                    ..BasicConsumeOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .context("consuming the control queue")?;
+
+        tasks_channel
+            .basic_qos(prefetch, BasicQosOptions::default())
+            .await
+            .context("setting the prefetch")?;
+        let tasks_tag: ShortString = format!("{worker_name}-tasks-{generation}").into();
+        let tasks = tasks_channel
+            .basic_consume(
+                TASKS_QUEUE.into(),
+                tasks_tag.clone(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .with_context(|| format!("consuming {TASKS_QUEUE}"))?;
+
+        Ok((tasks_channel, tasks, tasks_tag, control_channel, control))
+    }
+
+    /// Stops the `tasks.algo` consumer so no new deliveries arrive; unacked
+    /// ones stay with this worker until acked, nacked, or the channel closes.
+    ///
+    /// # Errors
+    /// When the channel is already gone.
+    pub async fn cancel_tasks_consumer(&self) -> anyhow::Result<()> {
+        self.tasks_channel
+            .basic_cancel(self.tasks_tag.clone(), BasicCancelOptions::default())
+            .await
+            .context("cancelling the tasks.algo consumer")
+    }
+
+    /// Closes both channels and the connection, ignoring ones already gone.
+    pub async fn close(&self) {
+        if self.connection.status().connected() {
+            let _ = self.control_channel.close(200, "bye".into()).await;
+            let _ = self.tasks_channel.close(200, "bye".into()).await;
+            if let Err(e) = self.connection.close(200, "bye".into()).await {
+                tracing::debug!(error.message = %e, "closing the AMQP connection");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tasks_queue_arguments_are_the_contracts() {
+        let args = tasks_queue_arguments();
+        let inner = args.inner();
+        assert_eq!(inner.len(), 3);
+        assert_eq!(inner.get("x-max-priority"), Some(&AMQPValue::LongInt(10)));
+        assert_eq!(
+            inner.get("x-dead-letter-exchange"),
+            Some(&AMQPValue::LongString("tasks.dlx".into()))
+        );
+        assert_eq!(
+            inner.get("x-dead-letter-routing-key"),
+            Some(&AMQPValue::LongString("tasks.dead".into()))
+        );
+    }
+}

@@ -1,0 +1,570 @@
+//! The client of the api's callback endpoints, and its retry policy.
+//!
+//! One `reqwest::Client` (connection pool, per-request timeout) is shared by
+//! every task. Each call is classified once ([`Answer`] for answers the
+//! caller acts on, [`CallError`] for failures worth retrying) and
+//! [`ApiClient::call`] retries the transient ones with exponential backoff
+//! (50 ms doubling to 5 s, with jitter), forever, until the caller's stop
+//! token fires. A missing or wrong callback token (401) is retried the same way,
+//! loudly, because an operator can fix it without losing the task.
+//!
+//! Every request carries `Authorization: Bearer <CALLBACK_TOKEN>` (never
+//! logged) and `X-Task-Id` for log correlation with the api.
+
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use reqwest::StatusCode;
+use serde::Serialize;
+use task_model::{CallbackAnswer, ProgressReport, StatusReport, TaskId, TaskStatus};
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+
+/// First retry delay.
+pub const RETRY_MIN_DELAY: Duration = Duration::from_millis(50);
+/// Longest retry delay.
+pub const RETRY_MAX_DELAY: Duration = Duration::from_secs(5);
+
+/// The retry schedule of callbacks: 50 ms doubling to 5 s, without end.
+/// [`ApiClient`] applies [`jittered`] to each delay.
+pub fn retry_policy() -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(RETRY_MIN_DELAY)
+        .with_max_delay(RETRY_MAX_DELAY)
+        .with_factor(2.0)
+        .without_max_times()
+}
+
+/// "Equal jitter": half of `delay` plus a random part of the other half, so a
+/// crowd of workers retrying after an api restart does not arrive in
+/// lockstep, and no delay exceeds the schedule's.
+pub fn jittered(delay: Duration) -> Duration {
+    delay / 2 + delay.mul_f64(crate::random_fraction() / 2.0)
+}
+
+/// The snake_case reason of a 409.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Conflict {
+    /// Another worker holds the task and its lease is live.
+    LeaseHeld,
+    /// The task already has a terminal state.
+    AlreadyFinished,
+    /// The task is held by another worker (a takeover happened).
+    NotHolder,
+    /// A reason this worker does not know.
+    Other(String),
+}
+
+impl Conflict {
+    fn from_code(code: Option<&str>) -> Self {
+        match code {
+            Some("lease_held") => Self::LeaseHeld,
+            Some("already_finished") => Self::AlreadyFinished,
+            Some("not_holder") => Self::NotHolder,
+            other => Self::Other(other.unwrap_or_default().to_owned()),
+        }
+    }
+}
+
+/// An answer the caller acts on; everything else is a [`CallError`] and retried.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer {
+    /// 200: recorded.
+    Accepted(CallbackAnswer),
+    /// 409: refused by the state machine; the answer still carries the task's state.
+    Conflict(Conflict, CallbackAnswer),
+    /// 404: the task is unknown or expired.
+    NotFound(String),
+    /// 400 or another 4xx: the request itself is wrong (a bug on one side).
+    Rejected(StatusCode, String),
+}
+
+/// A failed call worth retrying.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// No answer: connection refused or reset, timeout.
+    #[error("api unreachable: {0}")]
+    Transport(#[source] reqwest::Error),
+    /// 5xx, 429 and the like.
+    #[error("api answered {0}")]
+    Unavailable(StatusCode),
+    /// 401: the api does not accept our `CALLBACK_TOKEN`.
+    #[error("api refused the callback token (401); check CALLBACK_TOKEN matches the api's")]
+    Unauthorized,
+    /// 200 or 409 with a body that is not a `CallbackAnswer`.
+    #[error("api answered {status} with an unreadable body: {reason}")]
+    BadBody {
+        /// The HTTP status.
+        status: StatusCode,
+        /// Why it could not be read.
+        reason: String,
+    },
+}
+
+/// The caller's stop token fired while the call was still being retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("gave up on the callback: the worker is stopping")]
+pub struct Abandoned;
+
+/// Client of the callback API. Cheap to clone.
+#[derive(Clone)]
+pub struct ApiClient {
+    http: reqwest::Client,
+    base: String,
+    auth: String,
+    worker: String,
+    metrics: Metrics,
+    policy: ExponentialBuilder,
+}
+
+impl std::fmt::Debug for ApiClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiClient")
+            .field("base", &self.base)
+            .field("worker", &self.worker)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ApiClient {
+    /// A client of the api at `base` (no trailing slash), calling itself `worker`.
+    ///
+    /// # Errors
+    /// When the HTTP client cannot be built.
+    pub fn new(
+        base: &str,
+        token: &str,
+        worker: &str,
+        timeout: Duration,
+        metrics: Metrics,
+    ) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(2)))
+            .pool_idle_timeout(Duration::from_secs(30))
+            .user_agent(concat!("algo-service/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Self {
+            http,
+            base: base.trim_end_matches('/').to_owned(),
+            auth: format!("Bearer {token}"),
+            worker: worker.to_owned(),
+            metrics,
+            policy: retry_policy(),
+        })
+    }
+
+    /// Replaces the retry schedule (tests use short or jitter-free ones).
+    pub fn with_retry_policy(mut self, policy: ExponentialBuilder) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// The name this worker reports as.
+    pub fn worker(&self) -> &str {
+        &self.worker
+    }
+
+    /// `POST /internal/tasks/{id}/status` with `status` (and `result` or
+    /// `error`), retried until it gets an [`Answer`] or `stop` fires.
+    ///
+    /// # Errors
+    /// [`Abandoned`] when `stop` fires first.
+    pub async fn report_status(
+        &self,
+        task_id: TaskId,
+        status: TaskStatus,
+        result: Option<serde_json::Value>,
+        error: Option<String>,
+        stop: &CancellationToken,
+    ) -> Result<Answer, Abandoned> {
+        let body = StatusReport {
+            status,
+            worker: self.worker.clone(),
+            result,
+            error,
+        };
+        self.call(task_id, "status", &body, stop).await
+    }
+
+    /// `POST /internal/tasks/{id}/progress` (also the lease heartbeat),
+    /// retried until it gets an [`Answer`] or `stop` fires.
+    ///
+    /// # Errors
+    /// [`Abandoned`] when `stop` fires first.
+    pub async fn report_progress(
+        &self,
+        task_id: TaskId,
+        stage: u32,
+        stages: u32,
+        stop: &CancellationToken,
+    ) -> Result<Answer, Abandoned> {
+        let body = ProgressReport {
+            progress: task_model::progress_percent(stage, stages),
+            stage,
+            stages,
+            worker: self.worker.clone(),
+        };
+        self.call(task_id, "progress", &body, stop).await
+    }
+
+    /// One callback with retries: transient failures ([`CallError`]) are
+    /// retried on the client's schedule until an [`Answer`] comes or `stop` fires.
+    ///
+    /// # Errors
+    /// [`Abandoned`] when `stop` fires first.
+    pub async fn call<B: Serialize + Sync>(
+        &self,
+        task_id: TaskId,
+        endpoint: &str,
+        body: &B,
+        stop: &CancellationToken,
+    ) -> Result<Answer, Abandoned> {
+        let attempt = || self.call_once(task_id, endpoint, body);
+        let retried = attempt
+            .retry(self.policy)
+            .adjust(|_, delay| delay.map(jittered))
+            .notify(|err: &CallError, delay: Duration| {
+                self.metrics.callback_retries.inc();
+                match err {
+                    CallError::Unauthorized => tracing::error!(
+                        endpoint,
+                        error.message = %err,
+                        retry_in_ms = delay.as_millis() as u64,
+                        "callback refused; retrying"
+                    ),
+                    _ => tracing::warn!(
+                        endpoint,
+                        error.message = %err,
+                        retry_in_ms = delay.as_millis() as u64,
+                        "callback failed; retrying"
+                    ),
+                }
+            });
+        tokio::select! {
+            biased;
+            () = stop.cancelled() => Err(Abandoned),
+            // The schedule never ends, so the retry only returns with an answer.
+            res = retried => res.map_err(|_| Abandoned),
+        }
+    }
+
+    /// One attempt, classified.
+    ///
+    /// # Errors
+    /// A [`CallError`] when the attempt should be retried.
+    pub async fn call_once<B: Serialize + Sync>(
+        &self,
+        task_id: TaskId,
+        endpoint: &str,
+        body: &B,
+    ) -> Result<Answer, CallError> {
+        let url = format!("{}/internal/tasks/{task_id}/{endpoint}", self.base);
+        let response = self
+            .http
+            .post(url)
+            .header(reqwest::header::AUTHORIZATION, &self.auth)
+            .header("X-Task-Id", task_id.to_string())
+            .json(body)
+            .send()
+            .await
+            .map_err(CallError::Transport)?;
+        let status = response.status();
+        let bytes = response.bytes().await.map_err(CallError::Transport)?;
+        classify(status, &bytes)
+    }
+}
+
+/// Maps an HTTP answer to what the worker does with it.
+///
+/// # Errors
+/// [`CallError`] for answers to retry: 401, 408, 429, 5xx, unexpected
+/// statuses, and 200/409 bodies that are not a `CallbackAnswer`.
+pub fn classify(status: StatusCode, body: &[u8]) -> Result<Answer, CallError> {
+    let answer = || {
+        serde_json::from_slice::<CallbackAnswer>(body).map_err(|e| CallError::BadBody {
+            status,
+            reason: e.to_string(),
+        })
+    };
+    let message = || {
+        let text = String::from_utf8_lossy(body);
+        serde_json::from_slice::<serde_json::Value>(body)
+            .ok()
+            .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_owned))
+            .unwrap_or_else(|| text.chars().take(200).collect())
+    };
+    match status {
+        StatusCode::OK => Ok(Answer::Accepted(answer()?)),
+        StatusCode::CONFLICT => {
+            let a = answer()?;
+            Ok(Answer::Conflict(Conflict::from_code(a.error.as_deref()), a))
+        }
+        StatusCode::NOT_FOUND => Ok(Answer::NotFound(message())),
+        StatusCode::UNAUTHORIZED => Err(CallError::Unauthorized),
+        StatusCode::REQUEST_TIMEOUT | StatusCode::TOO_MANY_REQUESTS => {
+            Err(CallError::Unavailable(status))
+        }
+        s if s.is_client_error() => Ok(Answer::Rejected(s, message())),
+        s => Err(CallError::Unavailable(s)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use backon::BackoffBuilder;
+    use serde_json::json;
+    use wiremock::{
+        matchers::{header, method, path},
+        Mock, MockServer, ResponseTemplate,
+    };
+
+    fn answer_json(status: &str, error: Option<&str>) -> serde_json::Value {
+        let mut v = json!({
+            "status": status, "stage": 2, "cancel_requested": false,
+            "worker": "w", "deadline_in_ms": 1000, "lease_remaining_ms": 700, "lease_ms": 10000
+        });
+        if let Some(e) = error {
+            v["error"] = json!(e);
+        }
+        v
+    }
+
+    fn bytes(v: &serde_json::Value) -> Vec<u8> {
+        serde_json::to_vec(v).unwrap()
+    }
+
+    #[test]
+    fn answers_are_classified_into_permanent_and_transient() {
+        let ok = classify(StatusCode::OK, &bytes(&answer_json("PROCESSING", None))).unwrap();
+        assert!(matches!(ok, Answer::Accepted(a) if a.stage == 2 && a.lease_ms == 10_000));
+
+        for (code, want) in [
+            ("lease_held", Conflict::LeaseHeld),
+            ("already_finished", Conflict::AlreadyFinished),
+            ("not_holder", Conflict::NotHolder),
+            ("something_new", Conflict::Other("something_new".into())),
+        ] {
+            let got = classify(
+                StatusCode::CONFLICT,
+                &bytes(&answer_json("PROCESSING", Some(code))),
+            )
+            .unwrap();
+            assert!(
+                matches!(got, Answer::Conflict(c, _) if c == want),
+                "409 {code}"
+            );
+        }
+
+        let nf = classify(
+            StatusCode::NOT_FOUND,
+            br#"{"error":"not_found","message":"no such task"}"#,
+        )
+        .unwrap();
+        assert_eq!(nf, Answer::NotFound("no such task".into()));
+        assert!(matches!(
+            classify(StatusCode::BAD_REQUEST, b"{}").unwrap(),
+            Answer::Rejected(StatusCode::BAD_REQUEST, _)
+        ));
+
+        for transient in [
+            StatusCode::UNAUTHORIZED,
+            StatusCode::TOO_MANY_REQUESTS,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            StatusCode::BAD_GATEWAY,
+            StatusCode::SERVICE_UNAVAILABLE,
+        ] {
+            assert!(
+                classify(transient, b"").is_err(),
+                "{transient} must be retried"
+            );
+        }
+        assert!(
+            matches!(
+                classify(StatusCode::OK, b"<html>"),
+                Err(CallError::BadBody { .. })
+            ),
+            "an unreadable 200 is retried, not trusted"
+        );
+    }
+
+    #[test]
+    fn the_retry_schedule_doubles_from_50ms_to_5s_and_never_ends() {
+        let delays: Vec<_> = retry_policy().build().take(12).collect();
+        let ms: Vec<u128> = delays.iter().map(Duration::as_millis).collect();
+        assert_eq!(
+            ms,
+            [50, 100, 200, 400, 800, 1600, 3200, 5000, 5000, 5000, 5000, 5000]
+        );
+        assert!(retry_policy().build().nth(10_000).is_some());
+    }
+
+    #[test]
+    fn jitter_keeps_each_delay_between_half_and_all_of_it() {
+        for d in retry_policy().build().take(12) {
+            for _ in 0..50 {
+                let j = jittered(d);
+                assert!(j >= d / 2 && j <= d, "{j:?} for {d:?}");
+            }
+        }
+    }
+
+    fn client(server: &MockServer, metrics: Metrics) -> ApiClient {
+        ApiClient::new(
+            &server.uri(),
+            "sekrit",
+            "w1",
+            Duration::from_secs(2),
+            metrics,
+        )
+        .unwrap()
+        .with_retry_policy(
+            ExponentialBuilder::default()
+                .with_min_delay(Duration::from_millis(5))
+                .with_max_delay(Duration::from_millis(20))
+                .without_max_times(),
+        )
+    }
+
+    #[tokio::test]
+    async fn server_errors_and_401_are_retried_until_the_api_answers() {
+        // Arrange
+        let server = MockServer::start().await;
+        let id = TaskId::new();
+        let route = format!("/internal/tasks/{id}/status");
+        Mock::given(method("POST"))
+            .and(path(route.clone()))
+            .respond_with(ResponseTemplate::new(503))
+            .up_to_n_times(2)
+            .with_priority(1)
+            .mount(&server)
+            .await;
+        Mock::given(method("POST"))
+            .and(path(route.clone()))
+            .respond_with(ResponseTemplate::new(401))
+            .up_to_n_times(1)
+            .with_priority(2)
+            .mount(&server)
+            .await;
+        Mock::given(method("POST"))
+            .and(path(route))
+            .and(header("authorization", "Bearer sekrit"))
+            .and(header("x-task-id", id.to_string().as_str()))
+            .respond_with(ResponseTemplate::new(200).set_body_json(answer_json("COMPLETED", None)))
+            .with_priority(3)
+            .mount(&server)
+            .await;
+        let metrics = Metrics::new().unwrap();
+        let api = client(&server, metrics.clone());
+
+        // Act
+        let got = api
+            .report_status(
+                id,
+                TaskStatus::Completed,
+                Some(json!({"stages": 1, "output": "hello world"})),
+                None,
+                &CancellationToken::new(),
+            )
+            .await
+            .unwrap();
+
+        // Assert
+        assert!(matches!(got, Answer::Accepted(a) if a.status == TaskStatus::Completed));
+        assert_eq!(metrics.callback_retries.get(), 3, "two 503s and one 401");
+        let requests = server.received_requests().await.unwrap();
+        assert_eq!(requests.len(), 4);
+        let body: serde_json::Value = serde_json::from_slice(&requests[3].body).unwrap();
+        assert_eq!(
+            body,
+            json!({"status": "COMPLETED", "worker": "w1", "result": {"stages": 1, "output": "hello world"}})
+        );
+    }
+
+    #[tokio::test]
+    async fn a_404_or_409_is_an_answer_and_not_retried() {
+        let server = MockServer::start().await;
+        let id = TaskId::new();
+        Mock::given(method("POST"))
+            .and(path(format!("/internal/tasks/{id}/progress")))
+            .respond_with(
+                ResponseTemplate::new(409)
+                    .set_body_json(answer_json("PROCESSING", Some("not_holder"))),
+            )
+            .mount(&server)
+            .await;
+        let metrics = Metrics::new().unwrap();
+        let api = client(&server, metrics.clone());
+        let got = api
+            .report_progress(id, 1, 3, &CancellationToken::new())
+            .await
+            .unwrap();
+        assert!(matches!(got, Answer::Conflict(Conflict::NotHolder, _)));
+        assert_eq!(metrics.callback_retries.get(), 0);
+        let sent: serde_json::Value =
+            serde_json::from_slice(&server.received_requests().await.unwrap()[0].body).unwrap();
+        assert_eq!(
+            sent,
+            json!({"progress": 33, "stage": 1, "stages": 3, "worker": "w1"})
+        );
+
+        let unknown = TaskId::new();
+        let got = api
+            .report_status(
+                unknown,
+                TaskStatus::Processing,
+                None,
+                None,
+                &CancellationToken::new(),
+            )
+            .await
+            .unwrap();
+        assert!(
+            matches!(got, Answer::NotFound(_)),
+            "wiremock answers 404 to unmatched routes"
+        );
+    }
+
+    #[tokio::test]
+    async fn retries_stop_when_the_stop_token_fires() {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(500))
+            .mount(&server)
+            .await;
+        let api = client(&server, Metrics::new().unwrap());
+        let stop = CancellationToken::new();
+        let stopper = stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            stopper.cancel();
+        });
+        let got = tokio::time::timeout(
+            Duration::from_secs(5),
+            api.report_progress(TaskId::new(), 0, 1, &stop),
+        )
+        .await
+        .expect("the stop token ends the retries");
+        assert_eq!(got, Err(Abandoned));
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_api_is_retried_not_answered() {
+        // Port 9 (discard) on loopback: nothing listens there on these machines.
+        let api = ApiClient::new(
+            "http://127.0.0.1:9",
+            "t",
+            "w",
+            Duration::from_millis(200),
+            Metrics::new().unwrap(),
+        )
+        .unwrap();
+        let err = api
+            .call_once(TaskId::new(), "progress", &json!({}))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, CallError::Transport(_)), "{err:?}");
+    }
+}
