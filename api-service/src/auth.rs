@@ -39,13 +39,17 @@ impl FromRequest for Caller {
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let Some(state) = req.app_data::<web::Data<AppState>>() else {
-            return ready(Err(ApiError::Unexpected(anyhow::anyhow!("app state missing"))));
+            return ready(Err(ApiError::Unexpected(anyhow::anyhow!(
+                "app state missing"
+            ))));
         };
         if state.api_keys.is_empty() {
             return ready(Ok(Caller { scope: "-".into() }));
         }
         let Some(token) = bearer(req) else {
-            return ready(Err(ApiError::Unauthorized("send Authorization: Bearer <api key>")));
+            return ready(Err(ApiError::Unauthorized(
+                "send Authorization: Bearer <api key>",
+            )));
         };
         // Check every key (no early exit) so timing says nothing about which matched.
         let mut matched = None;
@@ -55,7 +59,9 @@ impl FromRequest for Caller {
             }
         }
         ready(match matched {
-            Some(i) => Ok(Caller { scope: format!("key{i}") }),
+            Some(i) => Ok(Caller {
+                scope: format!("key{i}"),
+            }),
             None => Err(ApiError::Unauthorized("unknown API key")),
         })
     }
@@ -71,12 +77,16 @@ impl FromRequest for Worker {
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let Some(state) = req.app_data::<web::Data<AppState>>() else {
-            return ready(Err(ApiError::Unexpected(anyhow::anyhow!("app state missing"))));
+            return ready(Err(ApiError::Unexpected(anyhow::anyhow!(
+                "app state missing"
+            ))));
         };
         ready(match bearer(req) {
             Some(token) if same_secret(token, &state.callback_token) => Ok(Worker),
             Some(_) => Err(ApiError::Unauthorized("wrong callback token")),
-            None => Err(ApiError::Unauthorized("send Authorization: Bearer <callback token>")),
+            None => Err(ApiError::Unauthorized(
+                "send Authorization: Bearer <callback token>",
+            )),
         })
     }
 }

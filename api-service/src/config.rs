@@ -29,7 +29,11 @@ pub struct Settings {
     pub redis_prefix: String,
 
     /// RabbitMQ broker.
-    #[arg(long, env = "AMQP_URL", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
+    #[arg(
+        long,
+        env = "AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
+    )]
     pub amqp_url: String,
 
     /// Shared secret the workers present on callbacks (required, non-empty).
@@ -108,7 +112,9 @@ impl Settings {
     pub fn require_callback_token(&self) -> anyhow::Result<&str> {
         match self.callback_token.as_deref().map(str::trim) {
             Some(t) if !t.is_empty() => Ok(t),
-            _ => anyhow::bail!("CALLBACK_TOKEN must be set to a non-empty secret shared with the workers"),
+            _ => anyhow::bail!(
+                "CALLBACK_TOKEN must be set to a non-empty secret shared with the workers"
+            ),
         }
     }
 
@@ -119,7 +125,10 @@ impl Settings {
 
     /// Hosts webhooks may target.
     pub fn webhook_hosts(&self) -> Vec<String> {
-        split_list(&self.webhook_allowed_hosts).into_iter().map(|h| h.to_ascii_lowercase()).collect()
+        split_list(&self.webhook_allowed_hosts)
+            .into_iter()
+            .map(|h| h.to_ascii_lowercase())
+            .collect()
     }
 
     pub fn defaults(&self) -> TaskDefaults {
@@ -140,5 +149,9 @@ impl Settings {
 }
 
 fn split_list(s: &str) -> Vec<String> {
-    s.split(',').map(str::trim).filter(|k| !k.is_empty()).map(str::to_owned).collect()
+    s.split(',')
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .map(str::to_owned)
+        .collect()
 }

@@ -28,7 +28,11 @@ pub enum ApiError {
     NotFound(String),
     /// 409 with extra fields (e.g. the task's current status).
     #[error("{message}")]
-    Conflict { code: &'static str, message: String, extra: Map<String, Value> },
+    Conflict {
+        code: &'static str,
+        message: String,
+        extra: Map<String, Value>,
+    },
     /// 415.
     #[error("{0}")]
     UnsupportedMediaType(String),
@@ -55,11 +59,17 @@ impl std::fmt::Debug for ApiError {
 
 impl ApiError {
     pub fn validation(message: impl Into<String>) -> Self {
-        ApiError::BadRequest { code: "validation", message: message.into() }
+        ApiError::BadRequest {
+            code: "validation",
+            message: message.into(),
+        }
     }
 
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
-        ApiError::BadRequest { code, message: message.into() }
+        ApiError::BadRequest {
+            code,
+            message: message.into(),
+        }
     }
 
     /// 409 `already_finished` with the task's current status.
@@ -121,6 +131,11 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
+        // Server-side failures are logged here, once, with the request's span
+        // (and so its task id); the client gets an opaque message.
+        if self.status_code().is_server_error() {
+            tracing::error!(error.cause_chain = ?self, "request failed: {self}");
+        }
         let mut body = error_body(self.code(), &self.public_message());
         if let (ApiError::Conflict { extra, .. }, Value::Object(map)) = (self, &mut body) {
             map.extend(extra.clone());
@@ -156,10 +171,21 @@ pub fn json_error_body<B: MessageBody + 'static>(
     let status = res.status();
     let (code, message) = match status {
         StatusCode::NOT_FOUND => ("not_found", "no such endpoint".to_owned()),
-        StatusCode::METHOD_NOT_ALLOWED => ("method_not_allowed", "method not allowed on this endpoint".to_owned()),
-        StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "request bodies are limited to 65536 bytes".to_owned()),
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => ("unsupported_media_type", "send application/json".to_owned()),
-        s if s.is_client_error() => ("bad_request", s.canonical_reason().unwrap_or("bad request").to_lowercase()),
+        StatusCode::METHOD_NOT_ALLOWED => (
+            "method_not_allowed",
+            "method not allowed on this endpoint".to_owned(),
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE => (
+            "payload_too_large",
+            "request bodies are limited to 65536 bytes".to_owned(),
+        ),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+            ("unsupported_media_type", "send application/json".to_owned())
+        }
+        s if s.is_client_error() => (
+            "bad_request",
+            s.canonical_reason().unwrap_or("bad request").to_lowercase(),
+        ),
         _ => ("internal", "internal error".to_owned()),
     };
     let (req, old) = res.into_parts();
@@ -170,5 +196,7 @@ pub fn json_error_body<B: MessageBody + 'static>(
         }
     }
     let new: HttpResponse<BoxBody> = new.json(error_body(code, &message));
-    Ok(ErrorHandlerResponse::Response(ServiceResponse::new(req, new).map_into_right_body()))
+    Ok(ErrorHandlerResponse::Response(
+        ServiceResponse::new(req, new).map_into_right_body(),
+    ))
 }

@@ -1,8 +1,8 @@
 //! Prometheus metrics of the api, served at `/metrics`.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramTimer, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramTimer, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
 /// Every metric the api exports; one registry per app (so tests in one
@@ -19,37 +19,62 @@ pub struct Metrics {
     pub webhook_deliveries: IntCounterVec,
 }
 
-const LATENCY_BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
 
 impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
-        let tasks_created = IntCounter::new("taskforge_tasks_created_total", "Tasks accepted by POST /tasks").unwrap();
+        let tasks_created = IntCounter::new(
+            "taskforge_tasks_created_total",
+            "Tasks accepted by POST /tasks",
+        )
+        .unwrap();
         let tasks_finished = IntCounterVec::new(
-            Opts::new("taskforge_tasks_finished_total", "Tasks that reached a terminal state, by status"),
+            Opts::new(
+                "taskforge_tasks_finished_total",
+                "Tasks that reached a terminal state, by status",
+            ),
             &["status"],
         )
         .unwrap();
-        let cancels = IntCounter::new("taskforge_cancel_requests_total", "Accepted cancel requests").unwrap();
+        let cancels = IntCounter::new(
+            "taskforge_cancel_requests_total",
+            "Accepted cancel requests",
+        )
+        .unwrap();
         let callbacks = HistogramVec::new(
-            HistogramOpts::new("taskforge_callback_duration_seconds", "Worker callbacks handled, by kind")
-                .buckets(LATENCY_BUCKETS.to_vec()),
+            HistogramOpts::new(
+                "taskforge_callback_duration_seconds",
+                "Worker callbacks handled, by kind",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
             &["kind"],
         )
         .unwrap();
         let http_requests = HistogramVec::new(
-            HistogramOpts::new("taskforge_http_request_duration_seconds", "HTTP requests, by route, method and status")
-                .buckets(LATENCY_BUCKETS.to_vec()),
+            HistogramOpts::new(
+                "taskforge_http_request_duration_seconds",
+                "HTTP requests, by route, method and status",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
             &["route", "method", "status"],
         )
         .unwrap();
         let queue_depth = IntGaugeVec::new(
-            Opts::new("taskforge_queue_depth", "Messages ready in a RabbitMQ queue (sampled by the health checker)"),
+            Opts::new(
+                "taskforge_queue_depth",
+                "Messages ready in a RabbitMQ queue (sampled by the health checker)",
+            ),
             &["queue"],
         )
         .unwrap();
         let webhook_deliveries = IntCounterVec::new(
-            Opts::new("taskforge_webhook_deliveries_total", "Webhook delivery attempts, by outcome"),
+            Opts::new(
+                "taskforge_webhook_deliveries_total",
+                "Webhook delivery attempts, by outcome",
+            ),
             &["outcome"],
         )
         .unwrap();
@@ -64,7 +89,16 @@ impl Metrics {
         ] {
             registry.register(c).expect("metric names are unique");
         }
-        Self { registry, tasks_created, tasks_finished, cancels, callbacks, http_requests, queue_depth, webhook_deliveries }
+        Self {
+            registry,
+            tasks_created,
+            tasks_finished,
+            cancels,
+            callbacks,
+            http_requests,
+            queue_depth,
+            webhook_deliveries,
+        }
     }
 
     pub fn callback_timer(&self, kind: &str) -> HistogramTimer {

@@ -13,9 +13,8 @@ use lapin::{
         BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
         QueueDeclareOptions,
     },
-    Confirmation,
     types::{AMQPValue, FieldTable, LongString, ShortString},
-    BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind,
+    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
 };
 use task_model::{topology, ControlMessage, TaskMessage};
 use tokio::sync::{Notify, RwLock};
@@ -41,19 +40,43 @@ pub enum PublishError {
 /// # Errors
 /// The broker refused a declaration.
 pub async fn declare_topology(channel: &Channel) -> Result<(), lapin::Error> {
-    let durable = ExchangeDeclareOptions { durable: true, ..Default::default() };
+    let durable = ExchangeDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
     channel
-        .exchange_declare(topology::TASKS_EXCHANGE.into(), ExchangeKind::Direct, durable, FieldTable::default())
+        .exchange_declare(
+            topology::TASKS_EXCHANGE.into(),
+            ExchangeKind::Direct,
+            durable,
+            FieldTable::default(),
+        )
         .await?;
     channel
-        .exchange_declare(topology::DEAD_LETTER_EXCHANGE.into(), ExchangeKind::Direct, durable, FieldTable::default())
+        .exchange_declare(
+            topology::DEAD_LETTER_EXCHANGE.into(),
+            ExchangeKind::Direct,
+            durable,
+            FieldTable::default(),
+        )
         .await?;
     channel
-        .exchange_declare(topology::CONTROL_EXCHANGE.into(), ExchangeKind::Fanout, durable, FieldTable::default())
+        .exchange_declare(
+            topology::CONTROL_EXCHANGE.into(),
+            ExchangeKind::Fanout,
+            durable,
+            FieldTable::default(),
+        )
         .await?;
-    let durable_queue = QueueDeclareOptions { durable: true, ..Default::default() };
+    let durable_queue = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
     let mut args = FieldTable::default();
-    args.insert("x-max-priority".into(), AMQPValue::LongInt(i32::from(topology::MAX_PRIORITY)));
+    args.insert(
+        "x-max-priority".into(),
+        AMQPValue::LongInt(i32::from(topology::MAX_PRIORITY)),
+    );
     args.insert(
         "x-dead-letter-exchange".into(),
         AMQPValue::LongString(LongString::from(topology::DEAD_LETTER_EXCHANGE)),
@@ -62,8 +85,16 @@ pub async fn declare_topology(channel: &Channel) -> Result<(), lapin::Error> {
         "x-dead-letter-routing-key".into(),
         AMQPValue::LongString(LongString::from(topology::DEAD_LETTER_ROUTING_KEY)),
     );
-    channel.queue_declare(topology::TASKS_QUEUE.into(), durable_queue, args).await?;
-    channel.queue_declare(topology::DEAD_LETTER_QUEUE.into(), durable_queue, FieldTable::default()).await?;
+    channel
+        .queue_declare(topology::TASKS_QUEUE.into(), durable_queue, args)
+        .await?;
+    channel
+        .queue_declare(
+            topology::DEAD_LETTER_QUEUE.into(),
+            durable_queue,
+            FieldTable::default(),
+        )
+        .await?;
     channel
         .queue_bind(
             topology::TASKS_QUEUE.into(),
@@ -107,9 +138,15 @@ impl std::fmt::Debug for Publisher {
 impl Publisher {
     /// A publisher and the supervisor future that connects it (and reconnects
     /// with backoff) until `stop`; spawn the future.
-    pub fn new(url: String, stop: CancellationToken) -> (Self, impl std::future::Future<Output = ()>) {
-        let publisher =
-            Self { link: Arc::default(), broken: Arc::default(), connected: tokio::sync::watch::Sender::new(false) };
+    pub fn new(
+        url: String,
+        stop: CancellationToken,
+    ) -> (Self, impl std::future::Future<Output = ()>) {
+        let publisher = Self {
+            link: Arc::default(),
+            broken: Arc::default(),
+            connected: tokio::sync::watch::Sender::new(false),
+        };
         let supervisor = publisher.clone().supervise(url, stop);
         (publisher, supervisor)
     }
@@ -191,10 +228,19 @@ impl Publisher {
         properties: BasicProperties,
     ) -> Result<(), PublishError> {
         let channel = self.channel().await?;
-        let options = BasicPublishOptions { mandatory: true, ..Default::default() };
+        let options = BasicPublishOptions {
+            mandatory: true,
+            ..Default::default()
+        };
         let result = async {
             let confirm = channel
-                .basic_publish(exchange.into(), routing_key.into(), options, body, properties)
+                .basic_publish(
+                    exchange.into(),
+                    routing_key.into(),
+                    options,
+                    body,
+                    properties,
+                )
                 .await?;
             match confirm.await? {
                 Confirmation::Ack(None) => Ok(()),
@@ -222,14 +268,21 @@ impl Publisher {
             .with_priority(message.priority)
             .with_message_id(ShortString::from(message.task_id.to_string()))
             .with_content_type("application/json".into());
-        self.publish(topology::TASKS_EXCHANGE, topology::TASKS_ROUTING_KEY, &body, properties).await
+        self.publish(
+            topology::TASKS_EXCHANGE,
+            topology::TASKS_ROUTING_KEY,
+            &body,
+            properties,
+        )
+        .await
     }
 
     /// Broadcasts a cancel to every worker.
     pub async fn publish_control(&self, message: &ControlMessage) -> Result<(), PublishError> {
         let body = serde_json::to_vec(message).expect("a ControlMessage always serializes");
         let properties = BasicProperties::default().with_content_type("application/json".into());
-        self.publish(topology::CONTROL_EXCHANGE, "", &body, properties).await
+        self.publish(topology::CONTROL_EXCHANGE, "", &body, properties)
+            .await
     }
 
     /// Messages waiting in a queue (a passive declare on a channel of its
@@ -243,7 +296,10 @@ impl Publisher {
         let depth = channel
             .queue_declare(
                 queue.into(),
-                QueueDeclareOptions { passive: true, ..Default::default() },
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
                 FieldTable::default(),
             )
             .await
@@ -262,8 +318,19 @@ async fn connect(url: &str) -> anyhow::Result<Link> {
         .await
         .context("timed out connecting to rabbitmq")?
         .context("connecting to rabbitmq")?;
-    let channel = connection.create_channel().await.context("opening a channel")?;
-    channel.confirm_select(ConfirmSelectOptions::default()).await.context("enabling publisher confirms")?;
-    declare_topology(&channel).await.context("declaring the topology")?;
-    Ok(Link { connection, channel })
+    let channel = connection
+        .create_channel()
+        .await
+        .context("opening a channel")?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .context("enabling publisher confirms")?;
+    declare_topology(&channel)
+        .await
+        .context("declaring the topology")?;
+    Ok(Link {
+        connection,
+        channel,
+    })
 }

@@ -47,14 +47,19 @@ pub struct AppState {
 
 impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AppState").field("store", &self.store).finish_non_exhaustive()
+        f.debug_struct("AppState")
+            .field("store", &self.store)
+            .finish_non_exhaustive()
     }
 }
 
 impl AppState {
     /// Bookkeeping after a terminal transition: metrics, then the webhook (in the background).
     pub fn on_finished(&self, id: TaskId, status: TaskStatus) {
-        self.metrics.tasks_finished.with_label_values(&[status.as_str()]).inc();
+        self.metrics
+            .tasks_finished
+            .with_label_values(&[status.as_str()])
+            .inc();
         if !self.webhook_hosts.is_empty() && self.finished.send(id).is_err() {
             tracing::error!(task_id = %id, "webhook dispatcher is gone; webhook not sent");
         }
@@ -72,7 +77,9 @@ pub struct Application {
 
 impl std::fmt::Debug for Application {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Application").field("port", &self.port).finish_non_exhaustive()
+        f.debug_struct("Application")
+            .field("port", &self.port)
+            .finish_non_exhaustive()
     }
 }
 
@@ -88,13 +95,21 @@ impl Application {
         let stop = CancellationToken::new();
         let background = tokio_util::task::TaskTracker::new();
 
-        let store = Store::new(&settings.redis_url, &settings.redis_prefix, settings.redis_pool_size)
-            .context("configuring redis")?;
+        let store = Store::new(
+            &settings.redis_url,
+            &settings.redis_prefix,
+            settings.redis_pool_size,
+        )
+        .context("configuring redis")?;
         let (publisher, supervisor) = Publisher::new(settings.amqp_url.clone(), stop.clone());
         background.spawn(supervisor);
 
         let events = Arc::new(EventHub::default());
-        background.spawn(Arc::clone(&events).run(settings.redis_url.clone(), store.events_channel(), stop.clone()));
+        background.spawn(Arc::clone(&events).run(
+            settings.redis_url.clone(),
+            store.events_channel(),
+            stop.clone(),
+        ));
 
         let metrics = Metrics::new();
         let health = HealthChecker::new(Duration::from_secs(5), Duration::from_secs(2));
@@ -112,7 +127,10 @@ impl Application {
                 async move {
                     // A passive declare is a real round trip, and samples the queue depths.
                     for queue in [topology::TASKS_QUEUE, topology::DEAD_LETTER_QUEUE] {
-                        let depth = publisher.queue_depth(queue).await.map_err(|e| error_chain(&e))?;
+                        let depth = publisher
+                            .queue_depth(queue)
+                            .await
+                            .map_err(|e| error_chain(&e))?;
                         gauges.with_label_values(&[queue]).set(i64::from(depth));
                     }
                     Ok(())
@@ -156,7 +174,8 @@ impl Application {
             });
         }
 
-        let listener = TcpListener::bind(settings.bind).with_context(|| format!("binding {}", settings.bind))?;
+        let listener = TcpListener::bind(settings.bind)
+            .with_context(|| format!("binding {}", settings.bind))?;
         let port = listener.local_addr()?.port();
         let data = web::Data::from(Arc::clone(&state));
         let mut server = HttpServer::new(move || {
@@ -177,7 +196,13 @@ impl Application {
             server = server.workers(workers);
         }
         tracing::info!(port, "api listening");
-        Ok(Self { port, server: server.run(), stop, background, state })
+        Ok(Self {
+            port,
+            server: server.run(),
+            stop,
+            background,
+            state,
+        })
     }
 
     /// The bound port (useful with port 0).
@@ -204,7 +229,10 @@ impl Application {
         let result = self.server.await;
         self.stop.cancel();
         self.background.close();
-        if tokio::time::timeout(Duration::from_secs(10), self.background.wait()).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(10), self.background.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!("background tasks did not stop within 10 s");
         }
         result.context("http server failed")
@@ -229,10 +257,15 @@ async fn record_request(
 ) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
     let started = std::time::Instant::now();
     let method = req.method().to_string();
-    let metrics = req.app_data::<web::Data<AppState>>().map(|s| s.metrics.clone());
+    let metrics = req
+        .app_data::<web::Data<AppState>>()
+        .map(|s| s.metrics.clone());
     let res = next.call(req).await?;
     if let Some(metrics) = metrics {
-        let route = res.request().match_pattern().unwrap_or_else(|| "unmatched".to_owned());
+        let route = res
+            .request()
+            .match_pattern()
+            .unwrap_or_else(|| "unmatched".to_owned());
         metrics
             .http_requests
             .with_label_values(&[route.as_str(), method.as_str(), res.status().as_str()])

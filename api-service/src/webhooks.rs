@@ -21,7 +21,10 @@ pub const MAX_ATTEMPTS: u32 = 6;
 /// 400 when webhooks are off, the URL is not http(s), or its host is not allowed.
 pub fn check_url(raw: &str, allowed: &[String]) -> Result<(), ApiError> {
     if allowed.is_empty() {
-        return Err(ApiError::bad_request("webhooks_disabled", "webhooks are off (WEBHOOK_ALLOWED_HOSTS is empty)"));
+        return Err(ApiError::bad_request(
+            "webhooks_disabled",
+            "webhooks are off (WEBHOOK_ALLOWED_HOSTS is empty)",
+        ));
     }
     let url = reqwest::Url::parse(raw)
         .map_err(|e| ApiError::validation(format!("webhook_url is not a URL: {e}")))?;
@@ -30,7 +33,10 @@ pub fn check_url(raw: &str, allowed: &[String]) -> Result<(), ApiError> {
     }
     let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
     if !allowed.iter().any(|h| *h == host) {
-        return Err(ApiError::bad_request("webhook_host_not_allowed", format!("webhooks may not go to {host}")));
+        return Err(ApiError::bad_request(
+            "webhook_host_not_allowed",
+            format!("webhooks may not go to {host}"),
+        ));
     }
     Ok(())
 }
@@ -63,8 +69,16 @@ pub async fn deliver(state: std::sync::Arc<AppState>, id: TaskId) {
             Err(e) if attempt == MAX_ATTEMPTS => ("failed", "failed", Some(e.as_str())),
             Err(e) => ("retry", "pending", Some(e.as_str())),
         };
-        state.metrics.webhook_deliveries.with_label_values(&[label]).inc();
-        if let Err(e) = state.store.record_webhook(&id, state_name, attempt, error).await {
+        state
+            .metrics
+            .webhook_deliveries
+            .with_label_values(&[label])
+            .inc();
+        if let Err(e) = state
+            .store
+            .record_webhook(&id, state_name, attempt, error)
+            .await
+        {
             tracing::error!(task_id = %id, error = %e, "cannot record the webhook outcome");
         }
         match outcome {
@@ -81,8 +95,15 @@ pub async fn deliver(state: std::sync::Arc<AppState>, id: TaskId) {
     }
 }
 
-async fn attempt_once(state: &AppState, id: TaskId, url: &str, secret: &[u8]) -> Result<(), String> {
-    let task = crate::routes::tasks::load_task(state, id).await.map_err(|e| e.to_string())?;
+async fn attempt_once(
+    state: &AppState,
+    id: TaskId,
+    url: &str,
+    secret: &[u8],
+) -> Result<(), String> {
+    let task = crate::routes::tasks::load_task(state, id)
+        .await
+        .map_err(|e| e.to_string())?;
     let body = serde_json::to_vec(&task).map_err(|e| e.to_string())?;
     let res = state
         .http

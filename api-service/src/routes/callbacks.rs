@@ -18,10 +18,19 @@ fn answer(state: &AppState, outcome: &Outcome) -> CallbackAnswer {
     let (error, message) = match outcome.code {
         Code::LeaseHeld => (
             Some("lease_held".to_owned()),
-            Some(format!("held by {} under a live lease", s.worker.as_deref().unwrap_or("another worker"))),
+            Some(format!(
+                "held by {} under a live lease",
+                s.worker.as_deref().unwrap_or("another worker")
+            )),
         ),
-        Code::AlreadyFinished => (Some("already_finished".to_owned()), Some("the task has already finished".to_owned())),
-        Code::NotHolder => (Some("not_holder".to_owned()), Some("this worker does not hold the task".to_owned())),
+        Code::AlreadyFinished => (
+            Some("already_finished".to_owned()),
+            Some("the task has already finished".to_owned()),
+        ),
+        Code::NotHolder => (
+            Some("not_holder".to_owned()),
+            Some("this worker does not hold the task".to_owned()),
+        ),
         _ => (None, None),
     };
     CallbackAnswer {
@@ -29,8 +38,12 @@ fn answer(state: &AppState, outcome: &Outcome) -> CallbackAnswer {
         stage: s.stage,
         cancel_requested: s.cancel_requested,
         worker: s.worker.clone(),
-        started_at: s.started_ms.and_then(|ms| chrono::DateTime::from_timestamp_millis(ms)),
-        deadline_in_ms: s.started_ms.map(|started| started + s.timeout_secs as i64 * 1000 - s.now_ms),
+        started_at: s
+            .started_ms
+            .and_then(|ms| chrono::DateTime::from_timestamp_millis(ms)),
+        deadline_in_ms: s
+            .started_ms
+            .map(|started| started + s.timeout_secs as i64 * 1000 - s.now_ms),
         lease_remaining_ms: (s.lease_until_ms - s.now_ms).max(0) as u64,
         lease_ms: state.lease.as_millis() as u64,
         error,
@@ -46,13 +59,17 @@ fn respond(state: &AppState, id: &str, outcome: Outcome) -> Result<HttpResponse,
         }
         Code::NotFound => Err(ApiError::NotFound(id.to_owned())),
         Code::BadStages => Err(ApiError::validation("stage/stages do not match the task")),
-        Code::Exists => Err(ApiError::Unexpected(anyhow::anyhow!("unexpected transition code {:?}", outcome.code))),
+        Code::Exists => Err(ApiError::Unexpected(anyhow::anyhow!(
+            "unexpected transition code {:?}",
+            outcome.code
+        ))),
     }
 }
 
 fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request("invalid_json", format!("body is not valid JSON: {e}")))?;
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request("invalid_json", format!("body is not valid JSON: {e}"))
+    })?;
     serde_json::from_value(value).map_err(|e| ApiError::validation(e.to_string()))
 }
 
@@ -76,20 +93,34 @@ pub async fn report_status(
     let outcome = match report.status {
         TaskStatus::Processing => state.store.claim(&id, &report.worker, state.lease).await?,
         s if s.is_terminal() => {
-            let result = report.result.as_ref().filter(|_| s == TaskStatus::Completed);
+            let result = report
+                .result
+                .as_ref()
+                .filter(|_| s == TaskStatus::Completed);
             let error = report.error.as_deref().map(|e| &e[..e.len().min(4096)]);
-            state.store.finish(&id, &report.worker, s, result, error, state.result_ttl).await?
+            state
+                .store
+                .finish(&id, &report.worker, s, result, error, state.result_ttl)
+                .await?
         }
-        other => return Err(ApiError::validation(format!("a worker may not report {other}"))),
+        other => {
+            return Err(ApiError::validation(format!(
+                "a worker may not report {other}"
+            )))
+        }
     };
     timer.observe_duration();
     match (outcome.code, report.status) {
-        (Code::Ok, TaskStatus::Processing) => tracing::info!(task_id = %id, stage = outcome.snapshot.stage, "claimed"),
+        (Code::Ok, TaskStatus::Processing) => {
+            tracing::info!(task_id = %id, stage = outcome.snapshot.stage, "claimed")
+        }
         (Code::Ok, s) => {
             tracing::info!(task_id = %id, status = %s, "finished");
             state.on_finished(id, s);
         }
-        (code, _) => tracing::info!(task_id = %id, ?code, current = ?outcome.snapshot.status, "status report refused"),
+        (code, _) => {
+            tracing::info!(task_id = %id, ?code, current = ?outcome.snapshot.status, "status report refused")
+        }
     }
     respond(&state, &path, outcome)
 }
@@ -108,7 +139,16 @@ pub async fn report_progress(
         return Err(ApiError::validation("progress must be from 0 to 100"));
     }
     let timer = state.metrics.callback_timer("progress");
-    let outcome = state.store.progress(&id, &report.worker, report.stage, report.stages, state.lease).await?;
+    let outcome = state
+        .store
+        .progress(
+            &id,
+            &report.worker,
+            report.stage,
+            report.stages,
+            state.lease,
+        )
+        .await?;
     timer.observe_duration();
     if outcome.code == Code::Ok {
         tracing::debug!(task_id = %id, stage = report.stage, "progress");

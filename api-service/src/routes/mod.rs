@@ -19,7 +19,10 @@ pub(crate) fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
     web::resource(path).default_service(web::to(move || async move {
         HttpResponse::MethodNotAllowed()
             .insert_header((header::ALLOW, allow))
-            .json(error_body("method_not_allowed", &format!("allowed: {allow}")))
+            .json(error_body(
+                "method_not_allowed",
+                &format!("allowed: {allow}"),
+            ))
     }))
 }
 
@@ -37,8 +40,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     )
     .service(resource("/tasks/{id}/cancel", "POST").route(web::post().to(tasks::cancel_task)))
     .service(resource("/tasks/{id}/events", "GET").route(web::get().to(tasks::task_events)))
-    .service(resource("/internal/tasks/{id}/status", "POST").route(web::post().to(callbacks::report_status)))
-    .service(resource("/internal/tasks/{id}/progress", "POST").route(web::post().to(callbacks::report_progress)))
+    .service(
+        resource("/internal/tasks/{id}/status", "POST")
+            .route(web::post().to(callbacks::report_status)),
+    )
+    .service(
+        resource("/internal/tasks/{id}/progress", "POST")
+            .route(web::post().to(callbacks::report_progress)),
+    )
     .service(resource("/healthz", "GET").route(web::get().to(health::healthz)))
     .service(resource("/readyz", "GET").route(web::get().to(health::readyz)))
     .service(resource("/metrics", "GET").route(web::get().to(health::metrics)));

@@ -44,7 +44,10 @@ pub struct Watch {
 impl Drop for Watch {
     fn drop(&mut self) {
         let mut watchers = self.hub.watchers.lock().unwrap_or_else(|p| p.into_inner());
-        if watchers.get(&self.id).is_some_and(|tx| tx.receiver_count() <= 1) {
+        if watchers
+            .get(&self.id)
+            .is_some_and(|tx| tx.receiver_count() <= 1)
+        {
             watchers.remove(&self.id);
         }
     }
@@ -54,24 +57,44 @@ impl EventHub {
     /// Starts watching a task.
     pub fn watch(self: &Arc<Self>, id: TaskId) -> Watch {
         let mut watchers = self.watchers.lock().unwrap_or_else(|p| p.into_inner());
-        let rx = watchers.entry(id).or_insert_with(|| broadcast::channel(64).0).subscribe();
-        Watch { hub: Arc::clone(self), id, rx }
+        let rx = watchers
+            .entry(id)
+            .or_insert_with(|| broadcast::channel(64).0)
+            .subscribe();
+        Watch {
+            hub: Arc::clone(self),
+            id,
+            rx,
+        }
     }
 
     /// Tasks with at least one watcher (for tests and metrics).
     pub fn watched(&self) -> usize {
-        self.watchers.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.watchers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
     }
 
     fn dispatch(&self, id: TaskId, seq: u64) {
-        if let Some(tx) = self.watchers.lock().unwrap_or_else(|p| p.into_inner()).get(&id) {
+        if let Some(tx) = self
+            .watchers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+        {
             let _ = tx.send(seq);
         }
     }
 
     /// Tells every watcher to re-read (after a resubscription, events may have been missed).
     fn resync_all(&self) {
-        for tx in self.watchers.lock().unwrap_or_else(|p| p.into_inner()).values() {
+        for tx in self
+            .watchers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+        {
             let _ = tx.send(0);
         }
     }
@@ -124,7 +147,10 @@ fn is_final(e: &EventView) -> bool {
 
 fn frame(e: &EventView) -> Bytes {
     let data = serde_json::to_string(e).unwrap_or_default();
-    Bytes::from(format!("id: {}\nevent: {}\ndata: {}\n\n", e.seq, e.kind, data))
+    Bytes::from(format!(
+        "id: {}\nevent: {}\ndata: {}\n\n",
+        e.seq, e.kind, data
+    ))
 }
 
 /// Answers an SSE request: past events after `last_seen`, then live ones,
@@ -155,7 +181,8 @@ pub async fn event_stream(
             if status.is_terminal() && !done {
                 return;
             }
-            let mut keep_alive = tokio::time::interval_at(tokio::time::Instant::now() + KEEP_ALIVE, KEEP_ALIVE);
+            let mut keep_alive =
+                tokio::time::interval_at(tokio::time::Instant::now() + KEEP_ALIVE, KEEP_ALIVE);
             while !done {
                 tokio::select! {
                     news = watch.rx.recv() => {

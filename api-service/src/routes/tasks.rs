@@ -30,11 +30,21 @@ pub(crate) async fn load_task(state: &AppState, id: TaskId) -> Result<TaskView, 
 }
 
 fn is_json_content_type(req: &HttpRequest) -> bool {
-    match req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) {
+    match req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    {
         None => true,
         Some(ct) => {
-            let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-            essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+            let essence = ct
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
+            essence == "application/json"
+                || (essence.starts_with("application/") && essence.ends_with("+json"))
         }
     }
 }
@@ -49,12 +59,16 @@ pub async fn create_task(
 ) -> Result<HttpResponse, ApiError> {
     let blank = body.iter().all(u8::is_ascii_whitespace);
     if !blank && !is_json_content_type(&req) {
-        return Err(ApiError::UnsupportedMediaType("send the task as application/json".into()));
+        return Err(ApiError::UnsupportedMediaType(
+            "send the task as application/json".into(),
+        ));
     }
     let value: Value = if blank {
         json!({})
     } else {
-        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request("invalid_json", format!("body is not valid JSON: {e}")))?
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::bad_request("invalid_json", format!("body is not valid JSON: {e}"))
+        })?
     };
     if !value.is_object() {
         return Err(ApiError::validation("the body must be a JSON object"));
@@ -63,7 +77,8 @@ pub async fn create_task(
         serde_json::from_value(value).map_err(|e| ApiError::validation(e.to_string()))?;
     // The normalized request (nulls and absent fields alike) identifies a replay.
     let fingerprint = serde_json::to_value(&request).map_err(|e| ApiError::Unexpected(e.into()))?;
-    let task = NewTask::parse(request, state.defaults).map_err(|e| ApiError::validation(e.to_string()))?;
+    let task =
+        NewTask::parse(request, state.defaults).map_err(|e| ApiError::validation(e.to_string()))?;
     if let Some(url) = &task.webhook_url {
         crate::webhooks::check_url(url, &state.webhook_hosts)?;
     }
@@ -74,9 +89,16 @@ pub async fn create_task(
     let idem = match req.headers().get("idempotency-key") {
         None => None,
         Some(raw) => {
-            let key = raw.to_str().ok().filter(|k| IdempotencyKey::is_valid(k)).ok_or_else(|| {
-                ApiError::bad_request("invalid_idempotency_key", "Idempotency-Key must be 1 to 200 visible ASCII characters")
-            })?;
+            let key = raw
+                .to_str()
+                .ok()
+                .filter(|k| IdempotencyKey::is_valid(k))
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "invalid_idempotency_key",
+                        "Idempotency-Key must be 1 to 200 visible ASCII characters",
+                    )
+                })?;
             let key = IdempotencyKey::new(&state.store, &caller.scope, key, &fingerprint);
             if let Some(answer) = replay(&state, &key, &id).await? {
                 return Ok(answer);
@@ -88,7 +110,10 @@ pub async fn create_task(
     let created = async {
         let outcome = state.store.create(&id, &task).await?;
         if outcome.code != Code::Ok {
-            return Err(ApiError::Unexpected(anyhow::anyhow!("a fresh task id already existed: {:?}", outcome.code)));
+            return Err(ApiError::Unexpected(anyhow::anyhow!(
+                "a fresh task id already existed: {:?}",
+                outcome.code
+            )));
         }
         let message = TaskMessage {
             task_id: id,
@@ -125,42 +150,68 @@ pub async fn create_task(
 }
 
 /// Reserves an idempotency key for `id`, or answers for the task that holds it.
-async fn replay(state: &AppState, key: &IdempotencyKey, id: &TaskId) -> Result<Option<HttpResponse>, ApiError> {
+async fn replay(
+    state: &AppState,
+    key: &IdempotencyKey,
+    id: &TaskId,
+) -> Result<Option<HttpResponse>, ApiError> {
     // The first request may still be storing and publishing its task; wait
     // for it (bounded), or take the key over if it gave up.
     for _ in 0..100 {
-        match state.store.reserve_idempotency_key(key, id, state.result_ttl.as_secs()).await? {
+        match state
+            .store
+            .reserve_idempotency_key(key, id, state.result_ttl.as_secs())
+            .await?
+        {
             IdemReservation::Reserved => return Ok(None),
-            IdemReservation::Existing { same_body: false, .. } => {
+            IdemReservation::Existing {
+                same_body: false, ..
+            } => {
                 return Err(ApiError::Conflict {
                     code: "idempotency_conflict",
                     message: "this Idempotency-Key was used with a different body".into(),
                     extra: Default::default(),
                 })
             }
-            IdemReservation::Existing { task_id, same_body: true } => {
+            IdemReservation::Existing {
+                task_id,
+                same_body: true,
+            } => {
                 let fields = state.store.load(&task_id).await?;
                 if !fields.is_empty() {
                     let task = crate::store::parse_task(task_id, fields)?;
-                    return Ok(Some(HttpResponse::Ok().json(json!({ "task_id": task_id, "status": task.status }))));
+                    return Ok(Some(
+                        HttpResponse::Ok()
+                            .json(json!({ "task_id": task_id, "status": task.status })),
+                    ));
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
     }
-    Err(ApiError::Unavailable(anyhow::anyhow!("the first request with this Idempotency-Key is still in flight")))
+    Err(ApiError::Unavailable(anyhow::anyhow!(
+        "the first request with this Idempotency-Key is still in flight"
+    )))
 }
 
 /// `GET /tasks/{id}`.
 #[tracing::instrument(name = "get_task", skip_all, fields(task_id = %path))]
-pub async fn get_task(path: web::Path<String>, state: web::Data<AppState>, _: Caller) -> Result<HttpResponse, ApiError> {
+pub async fn get_task(
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+    _: Caller,
+) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&path)?;
     Ok(HttpResponse::Ok().json(load_task(&state, id).await?))
 }
 
 /// `DELETE /tasks/{id}` and `POST /tasks/{id}/cancel`.
 #[tracing::instrument(name = "cancel_task", skip_all, fields(task_id = %path))]
-pub async fn cancel_task(path: web::Path<String>, state: web::Data<AppState>, _: Caller) -> Result<HttpResponse, ApiError> {
+pub async fn cancel_task(
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+    _: Caller,
+) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&path)?;
     let outcome = state.store.cancel(&id, state.result_ttl).await?;
     let status = outcome.snapshot.status;
@@ -168,7 +219,11 @@ pub async fn cancel_task(path: web::Path<String>, state: web::Data<AppState>, _:
         Code::Ok => {}
         Code::NotFound => return Err(ApiError::NotFound(id.to_string())),
         Code::AlreadyFinished => return Err(ApiError::already_finished(status)),
-        other => return Err(ApiError::Unexpected(anyhow::anyhow!("cancel answered {other:?}"))),
+        other => {
+            return Err(ApiError::Unexpected(anyhow::anyhow!(
+                "cancel answered {other:?}"
+            )))
+        }
     }
     state.metrics.cancels.inc();
     let body = json!({ "task_id": id, "status": status });
@@ -204,10 +259,15 @@ pub async fn list_tasks(
     state: web::Data<AppState>,
     _: Caller,
 ) -> Result<HttpResponse, ApiError> {
-    let query = query.map_err(|e| ApiError::validation(format!("bad query: {e}")))?.into_inner();
+    let query = query
+        .map_err(|e| ApiError::validation(format!("bad query: {e}")))?
+        .into_inner();
     let status = match query.status.as_deref().filter(|s| !s.is_empty()) {
         None => None,
-        Some(s) => Some(s.parse::<TaskStatus>().map_err(|e| ApiError::validation(e.to_string()))?),
+        Some(s) => Some(
+            s.parse::<TaskStatus>()
+                .map_err(|e| ApiError::validation(e.to_string()))?,
+        ),
     };
     let limit = match query.limit.as_deref() {
         None | Some("") => 50,
@@ -219,9 +279,9 @@ pub async fn list_tasks(
     };
     let after = match query.cursor.as_deref().filter(|c| !c.is_empty()) {
         None => None,
-        Some(c) => Some(
-            state.cursor.decode(c).ok_or_else(|| ApiError::bad_request("invalid_cursor", "this cursor was not issued by the api"))?,
-        ),
+        Some(c) => Some(state.cursor.decode(c).ok_or_else(|| {
+            ApiError::bad_request("invalid_cursor", "this cursor was not issued by the api")
+        })?),
     };
     let page = state.store.list(status, limit, after).await?;
     let next_cursor = page.next.map(|m| state.cursor.encode(&m));

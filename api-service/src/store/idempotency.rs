@@ -50,7 +50,11 @@ impl IdempotencyKey {
         };
         let body = body.to_string();
         Self {
-            redis_key: format!("{}idem:{}", store.prefix(), hash(&[scope.as_bytes(), value.as_bytes()])),
+            redis_key: format!(
+                "{}idem:{}",
+                store.prefix(),
+                hash(&[scope.as_bytes(), value.as_bytes()])
+            ),
             fingerprint: hash(&[body.as_bytes()]),
         }
     }
@@ -75,16 +79,26 @@ impl Store {
             .arg(ttl_secs)
             .query_async(&mut conn)
             .await?;
-        let Some(existing) = set else { return Ok(IdemReservation::Reserved) };
+        let Some(existing) = set else {
+            return Ok(IdemReservation::Reserved);
+        };
         let (id, fingerprint) = existing
             .split_once(' ')
             .ok_or_else(|| StoreError::Corrupt("malformed idempotency record".into()))?;
-        let task_id = TaskId::parse(id).map_err(|_| StoreError::Corrupt("malformed idempotency record".into()))?;
-        Ok(IdemReservation::Existing { task_id, same_body: fingerprint == key.fingerprint })
+        let task_id = TaskId::parse(id)
+            .map_err(|_| StoreError::Corrupt("malformed idempotency record".into()))?;
+        Ok(IdemReservation::Existing {
+            task_id,
+            same_body: fingerprint == key.fingerprint,
+        })
     }
 
     /// Gives `key` up, if `task_id` still holds it (its create failed).
-    pub async fn release_idempotency_key(&self, key: &IdempotencyKey, task_id: &TaskId) -> Result<(), StoreError> {
+    pub async fn release_idempotency_key(
+        &self,
+        key: &IdempotencyKey,
+        task_id: &TaskId,
+    ) -> Result<(), StoreError> {
         let mut conn = self.conn().await?;
         let script = redis::Script::new(
             "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",

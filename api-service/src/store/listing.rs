@@ -35,11 +35,14 @@ impl std::fmt::Debug for Cursor {
 impl Cursor {
     /// Cursors signed with `secret`; every api process sharing the secret accepts the others'.
     pub fn new(secret: &[u8]) -> Self {
-        Self { key: secret.to_vec() }
+        Self {
+            key: secret.to_vec(),
+        }
     }
 
     fn tag(&self, member: &str) -> String {
-        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes keys of any length");
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes keys of any length");
         mac.update(b"taskforge-cursor:");
         mac.update(member.as_bytes());
         hex::encode(&mac.finalize().into_bytes()[..12])
@@ -89,7 +92,11 @@ impl Store {
         let mut exhausted = false;
         let mut stale = Vec::new();
         while tasks.len() < limit && scanned < MAX_SCAN {
-            let want = if status.is_some() { limit.max(100) } else { limit - tasks.len() };
+            let want = if status.is_some() {
+                limit.max(100)
+            } else {
+                limit - tasks.len()
+            };
             let members: Vec<String> = redis::cmd("ZRANGE")
                 .arg(&index)
                 .arg(&start)
@@ -112,7 +119,11 @@ impl Store {
             for id in ids.iter().flatten() {
                 pipe.hgetall(self.task_key(id));
             }
-            let hashes: Vec<Vec<(String, String)>> = pipe.query_async(&mut conn).await?;
+            let hashes: Vec<Vec<(String, String)>> = if ids.iter().any(Option::is_some) {
+                pipe.query_async(&mut conn).await?
+            } else {
+                Vec::new()
+            };
             let mut hashes = hashes.into_iter();
             let mut full = false;
             for (member, id) in members.iter().zip(ids) {
@@ -149,9 +160,16 @@ impl Store {
             }
         }
         if !stale.is_empty() {
-            let _: i64 = redis::cmd("ZREM").arg(&index).arg(&stale).query_async(&mut conn).await?;
+            let _: i64 = redis::cmd("ZREM")
+                .arg(&index)
+                .arg(&stale)
+                .query_async(&mut conn)
+                .await?;
         }
-        Ok(Page { tasks, next: if exhausted { None } else { last } })
+        Ok(Page {
+            tasks,
+            next: if exhausted { None } else { last },
+        })
     }
 }
 
@@ -163,7 +181,10 @@ mod tests {
     fn cursors_round_trip_and_forgeries_are_refused() {
         let c = Cursor::new(b"secret");
         let member = index_member(1_700_000_000_000, &TaskId::new());
-        assert_eq!(c.decode(&c.encode(&member)).as_deref(), Some(member.as_str()));
+        assert_eq!(
+            c.decode(&c.encode(&member)).as_deref(),
+            Some(member.as_str())
+        );
         assert_eq!(Cursor::new(b"other").decode(&c.encode(&member)), None);
         assert_eq!(c.decode("bm9wZQ"), None);
         assert_eq!(c.decode("!!!.00"), None);

@@ -99,7 +99,9 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("prefix", &self.prefix).finish_non_exhaustive()
+        f.debug_struct("Store")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
     }
 }
 
@@ -121,7 +123,11 @@ impl Store {
             ..PoolConfig::default()
         });
         let pool = cfg.create_pool(Some(Runtime::Tokio1))?;
-        Ok(Self { pool, prefix: prefix.to_owned(), script: Script::new(include_str!("transition.lua")) })
+        Ok(Self {
+            pool,
+            prefix: prefix.to_owned(),
+            script: Script::new(include_str!("transition.lua")),
+        })
     }
 
     /// A pooled connection.
@@ -157,10 +163,18 @@ impl Store {
         Ok(())
     }
 
-    async fn transition(&self, id: &TaskId, op: &str, args: &[String]) -> Result<Outcome, StoreError> {
+    async fn transition(
+        &self,
+        id: &TaskId,
+        op: &str,
+        args: &[String],
+    ) -> Result<Outcome, StoreError> {
         let mut conn = self.conn().await?;
         let mut call = self.script.key(self.task_key(id));
-        call.key(self.events_key(id)).arg(op).arg(self.events_channel()).arg(id.to_string());
+        call.key(self.events_key(id))
+            .arg(op)
+            .arg(self.events_channel())
+            .arg(id.to_string());
         for a in args {
             call.arg(a);
         }
@@ -191,7 +205,12 @@ impl Store {
         if outcome.code == Code::Ok {
             let mut conn = self.conn().await?;
             let member = listing::index_member(outcome.snapshot.now_ms, id);
-            let _: i64 = redis::cmd("ZADD").arg(self.index_key()).arg(0).arg(member).query_async(&mut conn).await?;
+            let _: i64 = redis::cmd("ZADD")
+                .arg(self.index_key())
+                .arg(0)
+                .arg(member)
+                .query_async(&mut conn)
+                .await?;
         }
         Ok(outcome)
     }
@@ -213,8 +232,18 @@ impl Store {
     }
 
     /// A worker's claim (`PROCESSING`): from QUEUED, or a takeover.
-    pub async fn claim(&self, id: &TaskId, worker: &str, lease: Duration) -> Result<Outcome, StoreError> {
-        self.transition(id, "claim", &[worker.to_owned(), lease.as_millis().to_string()]).await
+    pub async fn claim(
+        &self,
+        id: &TaskId,
+        worker: &str,
+        lease: Duration,
+    ) -> Result<Outcome, StoreError> {
+        self.transition(
+            id,
+            "claim",
+            &[worker.to_owned(), lease.as_millis().to_string()],
+        )
+        .await
     }
 
     /// Stage progress from the holder; renews its lease.
@@ -226,7 +255,12 @@ impl Store {
         stages: u32,
         lease: Duration,
     ) -> Result<Outcome, StoreError> {
-        let args = [worker.to_owned(), stage.to_string(), stages.to_string(), lease.as_millis().to_string()];
+        let args = [
+            worker.to_owned(),
+            stage.to_string(),
+            stages.to_string(),
+            lease.as_millis().to_string(),
+        ];
         self.transition(id, "progress", &args).await
     }
 
@@ -252,13 +286,17 @@ impl Store {
 
     /// A user's cancel: QUEUED → CANCELLED, PROCESSING → CANCELLING.
     pub async fn cancel(&self, id: &TaskId, ttl: Duration) -> Result<Outcome, StoreError> {
-        self.transition(id, "cancel", &[ttl.as_secs().to_string()]).await
+        self.transition(id, "cancel", &[ttl.as_secs().to_string()])
+            .await
     }
 
     /// The raw hash of a task, empty when unknown or expired.
     pub async fn load(&self, id: &TaskId) -> Result<Vec<(String, String)>, StoreError> {
         let mut conn = self.conn().await?;
-        Ok(redis::cmd("HGETALL").arg(self.task_key(id)).query_async(&mut conn).await?)
+        Ok(redis::cmd("HGETALL")
+            .arg(self.task_key(id))
+            .query_async(&mut conn)
+            .await?)
     }
 
     /// The task's events after `after_seq`, oldest first, at most `count`.
@@ -277,7 +315,9 @@ impl Store {
             .arg(count)
             .query_async(&mut conn)
             .await?;
-        raw.into_iter().map(|(entry_id, fields)| parse_event(&entry_id, &fields)).collect()
+        raw.into_iter()
+            .map(|(entry_id, fields)| parse_event(&entry_id, &fields))
+            .collect()
     }
 
     /// Records a webhook delivery attempt's outcome.
@@ -291,7 +331,10 @@ impl Store {
         let mut conn = self.conn().await?;
         let key = self.task_key(id);
         let mut pipe = redis::pipe();
-        pipe.hset(&key, "webhook_state", state).ignore().hset(&key, "webhook_attempts", attempts).ignore();
+        pipe.hset(&key, "webhook_state", state)
+            .ignore()
+            .hset(&key, "webhook_attempts", attempts)
+            .ignore();
         match error {
             Some(e) => pipe.hset(&key, "webhook_error", e).ignore(),
             None => pipe.hdel(&key, "webhook_error").ignore(),
@@ -303,7 +346,10 @@ impl Store {
 
 fn parse_outcome(raw: &[String]) -> Result<Outcome, StoreError> {
     let [code, status, stage, stages, cancel, worker, started, timeout, lease, now] = raw else {
-        return Err(StoreError::Corrupt(format!("transition returned {} fields", raw.len())));
+        return Err(StoreError::Corrupt(format!(
+            "transition returned {} fields",
+            raw.len()
+        )));
     };
     let code = match code.as_str() {
         "ok" => Code::Ok,
@@ -314,13 +360,24 @@ fn parse_outcome(raw: &[String]) -> Result<Outcome, StoreError> {
         "already_finished" => Code::AlreadyFinished,
         "not_holder" => Code::NotHolder,
         "bad_stages" => Code::BadStages,
-        other => return Err(StoreError::Corrupt(format!("unknown transition code {other:?}"))),
+        other => {
+            return Err(StoreError::Corrupt(format!(
+                "unknown transition code {other:?}"
+            )))
+        }
     };
-    let num = |s: &str| s.parse::<i64>().map_err(|_| StoreError::Corrupt(format!("not a number: {s:?}")));
+    let num = |s: &str| {
+        s.parse::<i64>()
+            .map_err(|_| StoreError::Corrupt(format!("not a number: {s:?}")))
+    };
     let status = if status.is_empty() {
         None
     } else {
-        Some(status.parse::<TaskStatus>().map_err(|e| StoreError::Corrupt(e.to_string()))?)
+        Some(
+            status
+                .parse::<TaskStatus>()
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        )
     };
     Ok(Outcome {
         code,
@@ -330,7 +387,11 @@ fn parse_outcome(raw: &[String]) -> Result<Outcome, StoreError> {
             stages: num(stages)? as u32,
             cancel_requested: cancel == "1",
             worker: (!worker.is_empty()).then(|| worker.clone()),
-            started_ms: if started.is_empty() { None } else { Some(num(started)?) },
+            started_ms: if started.is_empty() {
+                None
+            } else {
+                Some(num(started)?)
+            },
             timeout_secs: num(timeout)? as u64,
             lease_until_ms: num(lease)?,
             now_ms: num(now)?,

@@ -20,27 +20,36 @@ pub fn parse_task(id: TaskId, fields: Vec<(String, String)>) -> Result<TaskView,
     let get = |k: &str| f.get(k).filter(|v| !v.is_empty()).map(String::as_str);
     let need = |k: &str| get(k).ok_or_else(|| StoreError::Corrupt(format!("task {id} lacks {k}")));
     let num = |k: &str| -> Result<u64, StoreError> {
-        need(k)?.parse().map_err(|_| StoreError::Corrupt(format!("task {id}: {k} is not a number")))
+        need(k)?
+            .parse()
+            .map_err(|_| StoreError::Corrupt(format!("task {id}: {k} is not a number")))
     };
     let json = |k: &str| -> Result<Option<serde_json::Value>, StoreError> {
         get(k)
-            .map(|v| serde_json::from_str(v).map_err(|e| StoreError::Corrupt(format!("task {id}: {k}: {e}"))))
+            .map(|v| {
+                serde_json::from_str(v)
+                    .map_err(|e| StoreError::Corrupt(format!("task {id}: {k}: {e}")))
+            })
             .transpose()
     };
-    let status: TaskStatus = need("status")?.parse().map_err(|e: task_model::status::UnknownStatus| {
-        StoreError::Corrupt(e.to_string())
-    })?;
+    let status: TaskStatus = need("status")?
+        .parse()
+        .map_err(|e: task_model::status::UnknownStatus| StoreError::Corrupt(e.to_string()))?;
     let stage = num("stage")? as u32;
     let stages = num("stages")? as u32;
     let webhook = match get("webhook_state") {
         Some(state) => Some(WebhookView {
             state: state.to_owned(),
-            attempts: get("webhook_attempts").and_then(|a| a.parse().ok()).unwrap_or(0),
+            attempts: get("webhook_attempts")
+                .and_then(|a| a.parse().ok())
+                .unwrap_or(0),
             last_error: get("webhook_error").map(str::to_owned),
         }),
-        None if get("webhook_url").is_some() => {
-            Some(WebhookView { state: "pending".into(), attempts: 0, last_error: None })
-        }
+        None if get("webhook_url").is_some() => Some(WebhookView {
+            state: "pending".into(),
+            attempts: 0,
+            last_error: None,
+        }),
         None => None,
     };
     Ok(TaskView {

@@ -1,0 +1,242 @@
+//! The callback API and the state machine it drives.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::helpers::{spawn_app, spawn_app_with, TOKEN};
+
+#[tokio::test]
+async fn a_task_goes_queued_processing_completed_with_rising_progress_and_ordered_events() {
+    let app = spawn_app().await;
+    let id = app.create(json!({"stages": 4, "stage_ms": 0})).await;
+
+    let claim = app.claim(&id, "w1").await;
+    assert_eq!(
+        (claim["status"].as_str(), claim["stage"].as_u64()),
+        (Some("PROCESSING"), Some(0))
+    );
+    assert_eq!(claim["lease_ms"], 10_000);
+    assert!(claim["deadline_in_ms"].as_i64().unwrap() > 49_000);
+
+    let mut seen = Vec::new();
+    for stage in 1..=4 {
+        let (status, _) = app.progress_callback(&id, "w1", stage, 4).await;
+        assert_eq!(status, 200);
+        seen.push(app.task(&id).await["progress"].as_u64().unwrap());
+    }
+    assert_eq!(seen, vec![25, 50, 75, 100]);
+
+    let result = json!({"stages": 4, "output": "hello world"});
+    let (status, answer) = app
+        .status_callback(
+            &id,
+            json!({"status": "COMPLETED", "worker": "w1", "result": result}),
+        )
+        .await;
+    assert_eq!(
+        (status, answer["status"].as_str()),
+        (200, Some("COMPLETED"))
+    );
+
+    let task = app.task(&id).await;
+    assert_eq!(task["status"], "COMPLETED");
+    assert_eq!(task["result"], result);
+    assert_eq!(task["worker"], "w1");
+    assert!(task["started_at"].is_string() && task["finished_at"].is_string());
+
+    let events = app.events(&id).await;
+    let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, (1..=7).collect::<Vec<_>>());
+    let statuses: Vec<&str> = events
+        .iter()
+        .filter(|e| e["type"] == "status")
+        .map(|e| e["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["QUEUED", "PROCESSING", "COMPLETED"]);
+    let progress: Vec<u64> = events
+        .iter()
+        .filter(|e| e["type"] == "progress")
+        .map(|e| e["progress"].as_u64().unwrap())
+        .collect();
+    assert_eq!(progress, [25, 50, 75, 100]);
+
+    // The finished task expires with RESULT_TTL_SECS.
+    let mut redis = app.env.redis().await.unwrap();
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(format!("{}task:{{{id}}}", app.env.redis_prefix))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert!((86_000..=86_400).contains(&ttl), "ttl {ttl}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn progress_never_goes_backwards_and_only_the_holder_may_report() {
+    let app = spawn_app().await;
+    let id = app.create(json!({"stages": 5})).await;
+    app.claim(&id, "w1").await;
+    assert_eq!(app.progress_callback(&id, "w1", 3, 5).await.0, 200);
+
+    let (status, answer) = app.progress_callback(&id, "w1", 2, 5).await;
+    assert_eq!(
+        (status, answer["stage"].as_u64()),
+        (200, Some(3)),
+        "lower stage: 200, ignored"
+    );
+    assert_eq!(app.task(&id).await["stage"], 3);
+
+    let (status, answer) = app.progress_callback(&id, "w2", 4, 5).await;
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (409, Some("not_holder"))
+    );
+    let (status, _) = app.progress_callback(&id, "w1", 6, 5).await;
+    assert_eq!(status, 400, "beyond the last stage");
+    let (status, _) = app.progress_callback(&id, "w1", 1, 9).await;
+    assert_eq!(status, 400, "wrong stage count");
+
+    let progress_events = app
+        .events(&id)
+        .await
+        .iter()
+        .filter(|e| e["type"] == "progress")
+        .count();
+    assert_eq!(progress_events, 1, "ignored updates are not events");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_live_lease_blocks_takeover_until_it_expires_and_the_stage_is_kept() {
+    let app = spawn_app_with(&["--lease-secs", "1"]).await;
+    let id = app.create(json!({"stages": 5})).await;
+    let first = app.claim(&id, "w1").await;
+    app.progress_callback(&id, "w1", 2, 5).await;
+
+    let (status, answer) = app
+        .status_callback(&id, json!({"status": "PROCESSING", "worker": "w2"}))
+        .await;
+    assert_eq!(
+        (status, answer["error"].as_str(), answer["worker"].as_str()),
+        (409, Some("lease_held"), Some("w1"))
+    );
+    assert!(answer["lease_remaining_ms"].as_u64().unwrap() > 0);
+
+    // The same worker may re-claim at once (a restart with the same name).
+    let again = app.claim(&id, "w1").await;
+    assert_eq!(again["stage"], 2);
+
+    // Once w1 stops renewing, w2 takes over and resumes at stage 2.
+    let takeover =
+        test_support::eventually("the lease to expire", Duration::from_secs(5), || async {
+            let (status, body) = app
+                .status_callback(&id, json!({"status": "PROCESSING", "worker": "w2"}))
+                .await;
+            (status == 200).then_some(body)
+        })
+        .await;
+    assert_eq!(takeover["stage"], 2);
+    assert_eq!(
+        takeover["started_at"], first["started_at"],
+        "started_at is kept on takeover"
+    );
+
+    // The old holder is now refused.
+    let (status, _) = app.progress_callback(&id, "w1", 3, 5).await;
+    assert_eq!(status, 409);
+    let (status, _) = app
+        .status_callback(&id, json!({"status": "COMPLETED", "worker": "w1"}))
+        .await;
+    assert_eq!(status, 409);
+    let takeover_event = app
+        .events(&id)
+        .await
+        .into_iter()
+        .find(|e| e["detail"] == "taken over from w1");
+    assert!(takeover_event.is_some(), "the takeover is in the history");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn racing_terminal_reports_and_cancels_produce_exactly_one_terminal_state() {
+    let app = spawn_app().await;
+    for round in 0..30 {
+        let id = app.create(json!({"stages": 1})).await;
+        app.claim(&id, "w1").await;
+        let complete = app.status_callback(
+            &id,
+            json!({"status": "COMPLETED", "worker": "w1", "result": {"stages": 1}}),
+        );
+        let fail = app.status_callback(
+            &id,
+            json!({"status": "FAILED", "worker": "w1", "error": "boom"}),
+        );
+        let cancel = app.cancel(&id);
+        let timeout = app.status_callback(&id, json!({"status": "TIMED_OUT", "worker": "w1"}));
+        let (c, f, x, t) = tokio::join!(complete, fail, cancel, timeout);
+        let wins = [c.0, f.0, t.0].iter().filter(|s| **s == 200).count();
+        assert!(wins <= 1, "round {round}: {wins} terminal reports accepted");
+
+        let events = app.events(&id).await;
+        let terminal: Vec<&Value> = events
+            .iter()
+            .filter(|e| {
+                e["type"] == "status"
+                    && ["COMPLETED", "FAILED", "TIMED_OUT", "CANCELLED"]
+                        .contains(&e["status"].as_str().unwrap())
+            })
+            .collect();
+        assert_eq!(terminal.len(), 1, "round {round}: {events:?}");
+        let task = app.task(&id).await;
+        assert_eq!(task["status"], terminal[0]["status"], "round {round}");
+        if x.status() == 409 {
+            assert_eq!(wins, 1, "round {round}: cancel lost to a report");
+        }
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn callbacks_need_the_token_and_reject_statuses_a_worker_may_not_send() {
+    let app = spawn_app().await;
+    let id = app.create(json!({})).await;
+    let url = app.url(&format!("/internal/tasks/{id}/status"));
+    let body = json!({"status": "PROCESSING", "worker": "w1"});
+
+    let res = app.http.post(&url).json(&body).send().await.unwrap();
+    assert_eq!(res.status(), 401);
+    assert_eq!(res.headers()["www-authenticate"], "Bearer");
+    let res = app
+        .http
+        .post(&url)
+        .bearer_auth(format!("{TOKEN}x"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    assert_eq!(res.json::<Value>().await.unwrap()["error"], "unauthorized");
+
+    for bad in [
+        json!({"status": "QUEUED", "worker": "w1"}),
+        json!({"status": "CANCELLING", "worker": "w1"}),
+        json!({"status": "DONE", "worker": "w1"}),
+        json!({"status": "PROCESSING"}),
+        json!({"status": "PROCESSING", "worker": "w1", "extra": 1}),
+    ] {
+        let (status, answer) = app.status_callback(&id, bad.clone()).await;
+        assert_eq!(status, 400, "{bad}");
+        assert!(
+            answer["error"].is_string() && answer["message"].is_string(),
+            "{bad}: {answer}"
+        );
+    }
+    // A terminal report for a task nobody claimed is an illegal transition.
+    let (status, _) = app
+        .status_callback(&id, json!({"status": "COMPLETED", "worker": "w1"}))
+        .await;
+    assert_eq!(status, 409);
+    assert_eq!(app.task(&id).await["status"], "QUEUED");
+    app.stop().await;
+}

@@ -1,0 +1,11 @@
+//! Integration tests of the api against the real Redis and RabbitMQ.
+//! Workers are played by the test through the real callback endpoints.
+#![allow(unreachable_pub)]
+
+mod callbacks;
+mod errors;
+mod events;
+mod faults;
+mod helpers;
+mod listing;
+mod tasks;
