@@ -32,7 +32,7 @@ pub fn check_url(raw: &str, allowed: &[String]) -> Result<(), ApiError> {
         return Err(ApiError::validation("webhook_url must be http or https"));
     }
     let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
-    if !allowed.iter().any(|h| *h == host) {
+    if !allowed.contains(&host) {
         return Err(ApiError::bad_request(
             "webhook_host_not_allowed",
             format!("webhooks may not go to {host}"),

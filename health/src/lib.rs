@@ -219,7 +219,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_hanging_check_times_out() {
         let hc = checker();
-        hc.add_check("hangs", || std::future::pending::<Result<(), String>>());
+        hc.add_check("hangs", std::future::pending::<Result<(), String>>);
         hc.check_now().await;
         let report = hc.report();
         assert_eq!(

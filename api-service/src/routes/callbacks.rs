@@ -40,7 +40,7 @@ fn answer(state: &AppState, outcome: &Outcome) -> CallbackAnswer {
         worker: s.worker.clone(),
         started_at: s
             .started_ms
-            .and_then(|ms| chrono::DateTime::from_timestamp_millis(ms)),
+            .and_then(chrono::DateTime::from_timestamp_millis),
         deadline_in_ms: s
             .started_ms
             .map(|started| started + s.timeout_secs as i64 * 1000 - s.now_ms),
