@@ -4,8 +4,8 @@
 //! management API on port 15672) and picks a Redis key prefix of its own, so
 //! tests run in parallel with the contract's exact queue names.
 //! [`TestEnv::cleanup`] deletes both; call it at the end of a test (a test
-//! that panics leaves its vhost behind, named `taskforge-test-…`, which
-//! `scripts/test.sh` sweeps before each run).
+//! that panics leaves its vhost behind, named `taskforge-test-…`, to look
+//! at; deleting such vhosts is always safe).
 //!
 //! Endpoints come from `TEST_REDIS_URL`, `TEST_AMQP_HOST` (default
 //! 127.0.0.1:5672) and `TEST_RABBITMQ_MGMT` (default http://127.0.0.1:15672).
