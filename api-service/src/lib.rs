@@ -14,12 +14,14 @@
 //! - [`store`]: Redis — tasks, events, the list index, idempotency keys.
 //! - [`publisher`]: RabbitMQ — tasks and cancel broadcasts, confirmed.
 //! - [`webhooks`]: signed outbound notifications.
+//! - [`openapi`]: the OpenAPI document.
 //! - [`metrics`], [`telemetry`], [`error`].
 
 pub mod auth;
 pub mod config;
 pub mod error;
 pub mod metrics;
+pub mod openapi;
 pub mod publisher;
 pub mod routes;
 pub mod startup;

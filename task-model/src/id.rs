@@ -11,6 +11,7 @@ use uuid::Uuid;
 /// not the braced, URN or hyphen-less forms `uuid` would also take, so one task
 /// has exactly one spelling in URLs, keys and messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(value_type = String, format = Uuid))]
 #[serde(try_from = "String", into = "String")]
 pub struct TaskId(Uuid);
 

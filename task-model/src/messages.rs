@@ -43,6 +43,7 @@ pub enum ControlMessage {
 }
 
 /// `POST /internal/tasks/{id}/status`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StatusReport {
@@ -59,6 +60,7 @@ pub struct StatusReport {
 }
 
 /// `POST /internal/tasks/{id}/progress`; also the lease heartbeat.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProgressReport {
@@ -74,6 +76,7 @@ pub struct ProgressReport {
 
 /// Every callback answer, 200 or 409: the task's current state as the api
 /// recorded it, plus what a worker needs to act on it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CallbackAnswer {
     /// Current status.

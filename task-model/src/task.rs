@@ -13,6 +13,7 @@ pub const ALGORITHMS: &[&str] = &["hello"];
 pub const MAX_INPUT_BYTES: usize = 16 * 1024;
 
 /// Body of `POST /tasks`, as sent. Every field is optional and `null` means absent.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTaskRequest {
@@ -158,6 +159,7 @@ impl NewTask {
 }
 
 /// Webhook delivery outcome shown on a task.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WebhookView {
     /// `pending`, `delivered` or `failed`.
@@ -169,6 +171,7 @@ pub struct WebhookView {
 }
 
 /// `GET /tasks/{id}`: a task as users see it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskView {
     /// The task's id.
@@ -220,6 +223,7 @@ pub fn progress_percent(stage: u32, stages: u32) -> u8 {
 }
 
 /// One entry of `GET /tasks/{id}/events`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EventView {
     /// 1, 2, … in order.

@@ -38,7 +38,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::get().to(tasks::get_task))
             .route(web::delete().to(tasks::cancel_task)),
     )
-    .service(resource("/tasks/{id}/cancel", "POST").route(web::post().to(tasks::cancel_task)))
+    .service(resource("/tasks/{id}/cancel", "POST").route(web::post().to(tasks::cancel_task_post)))
     .service(resource("/tasks/{id}/events", "GET").route(web::get().to(tasks::task_events)))
     .service(
         resource("/internal/tasks/{id}/status", "POST")
@@ -50,5 +50,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     )
     .service(resource("/healthz", "GET").route(web::get().to(health::healthz)))
     .service(resource("/readyz", "GET").route(web::get().to(health::readyz)))
-    .service(resource("/metrics", "GET").route(web::get().to(health::metrics)));
+    .service(resource("/metrics", "GET").route(web::get().to(health::metrics)))
+    .service(resource("/openapi.json", "GET").route(web::get().to(crate::openapi::openapi_json)));
 }

@@ -5,7 +5,9 @@ use std::time::Duration;
 use actix_web::{http::header, web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use task_model::{CreateTaskRequest, NewTask, TaskId, TaskMessage, TaskStatus, TaskView};
+use task_model::{
+    CreateTaskRequest, EventView, NewTask, TaskId, TaskMessage, TaskStatus, TaskView,
+};
 use tracing::Instrument;
 
 use crate::{
@@ -50,6 +52,19 @@ fn is_json_content_type(req: &HttpRequest) -> bool {
 }
 
 /// `POST /tasks`.
+#[utoipa::path(post, path = "/tasks", tag = "tasks", security(("api_key" = [])),
+    request_body(content = Option<CreateTaskRequest>, description = "Every field optional; empty body = {}"),
+    params(("Idempotency-Key" = Option<String>, Header, description = "1 to 200 visible ASCII characters")),
+    responses(
+        (status = 202, description = "Stored and published", body = crate::openapi::TaskRef, headers(("Location" = String))),
+        (status = 200, description = "Idempotent replay: the first task", body = crate::openapi::TaskRef),
+        (status = 400, description = "Invalid body or header", body = crate::openapi::ErrorBody),
+        (status = 401, description = "API key missing or wrong", body = crate::openapi::ErrorBody),
+        (status = 409, description = "Idempotency-Key reused with another body", body = crate::openapi::ErrorBody),
+        (status = 413, description = "Body over 65,536 bytes", body = crate::openapi::ErrorBody),
+        (status = 415, description = "Not JSON", body = crate::openapi::ErrorBody),
+        (status = 503, description = "Redis or RabbitMQ unreachable; Retry-After: 5", body = crate::openapi::ErrorBody),
+    ))]
 #[tracing::instrument(name = "create_task", skip_all, fields(task_id = tracing::field::Empty))]
 pub async fn create_task(
     req: HttpRequest,
@@ -195,6 +210,9 @@ async fn replay(
 }
 
 /// `GET /tasks/{id}`.
+#[utoipa::path(get, path = "/tasks/{id}", tag = "tasks", security(("api_key" = [])),
+    params(("id" = String, Path, description = "Task id (UUID)")),
+    responses((status = 200, body = TaskView), (status = 404, description = "Unknown or expired", body = crate::openapi::ErrorBody), (status = 400, description = "Malformed id", body = crate::openapi::ErrorBody), (status = 401, description = "API key missing or wrong", body = crate::openapi::ErrorBody), (status = 503, description = "Redis unreachable", body = crate::openapi::ErrorBody)))]
 #[tracing::instrument(name = "get_task", skip_all, fields(task_id = %path))]
 pub async fn get_task(
     path: web::Path<String>,
@@ -205,7 +223,15 @@ pub async fn get_task(
     Ok(HttpResponse::Ok().json(load_task(&state, id).await?))
 }
 
-/// `DELETE /tasks/{id}` and `POST /tasks/{id}/cancel`.
+/// `DELETE /tasks/{id}` (and, through [`cancel_task_post`], `POST /tasks/{id}/cancel`).
+#[utoipa::path(delete, path = "/tasks/{id}", tag = "tasks", security(("api_key" = [])),
+    params(("id" = String, Path, description = "Task id (UUID)")),
+    responses(
+        (status = 200, description = "Was queued: now CANCELLED", body = crate::openapi::TaskRef),
+        (status = 202, description = "Was running: CANCELLING until the worker stops", body = crate::openapi::TaskRef),
+        (status = 404, description = "Unknown or expired", body = crate::openapi::ErrorBody),
+        (status = 409, description = "Already finished (`status` says how)", body = crate::openapi::ErrorBody),
+        (status = 400, description = "Malformed id", body = crate::openapi::ErrorBody), (status = 401, description = "API key missing or wrong", body = crate::openapi::ErrorBody), (status = 503, description = "Redis unreachable", body = crate::openapi::ErrorBody)))]
 #[tracing::instrument(name = "cancel_task", skip_all, fields(task_id = %path))]
 pub async fn cancel_task(
     path: web::Path<String>,
@@ -243,6 +269,23 @@ pub async fn cancel_task(
     Ok(HttpResponse::Accepted().json(body))
 }
 
+/// `POST /tasks/{id}/cancel`: the same as `DELETE /tasks/{id}`.
+#[utoipa::path(post, path = "/tasks/{id}/cancel", tag = "tasks", security(("api_key" = [])),
+    params(("id" = String, Path, description = "Task id (UUID)")),
+    responses(
+        (status = 200, description = "Was queued: now CANCELLED", body = crate::openapi::TaskRef),
+        (status = 202, description = "Was running: CANCELLING until the worker stops", body = crate::openapi::TaskRef),
+        (status = 404, description = "Unknown or expired", body = crate::openapi::ErrorBody),
+        (status = 409, description = "Already finished (`status` says how)", body = crate::openapi::ErrorBody),
+        (status = 400, description = "Malformed id", body = crate::openapi::ErrorBody), (status = 401, description = "API key missing or wrong", body = crate::openapi::ErrorBody), (status = 503, description = "Redis unreachable", body = crate::openapi::ErrorBody)))]
+pub async fn cancel_task_post(
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+    caller: Caller,
+) -> Result<HttpResponse, ApiError> {
+    cancel_task(path, state, caller).await
+}
+
 /// Query of `GET /tasks`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -253,6 +296,14 @@ pub struct ListQuery {
 }
 
 /// `GET /tasks`.
+#[utoipa::path(get, path = "/tasks", tag = "tasks", security(("api_key" = [])),
+    params(
+        ("status" = Option<TaskStatus>, Query, description = "Only tasks in this state"),
+        ("limit" = Option<u32>, Query, description = "1..=1000, default 50"),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+    ),
+    responses((status = 200, body = crate::openapi::TaskPage), (status = 400, description = "Bad status, limit or cursor", body = crate::openapi::ErrorBody),
+        (status = 401, description = "API key missing or wrong", body = crate::openapi::ErrorBody), (status = 503, description = "Redis unreachable", body = crate::openapi::ErrorBody)))]
 #[tracing::instrument(name = "list_tasks", skip_all)]
 pub async fn list_tasks(
     query: Result<web::Query<ListQuery>, actix_web::Error>,
@@ -289,6 +340,14 @@ pub async fn list_tasks(
 }
 
 /// `GET /tasks/{id}/events`: JSON history, or a live SSE stream.
+#[utoipa::path(get, path = "/tasks/{id}/events", tag = "tasks", security(("api_key" = [])),
+    params(("id" = String, Path, description = "Task id (UUID)"),
+        ("Last-Event-ID" = Option<u64>, Header, description = "SSE: resume after this seq")),
+    responses(
+        (status = 200, description = "Oldest first; with `Accept: text/event-stream`, Server-Sent Events (`id: <seq>`, `event: <type>`, `data: <event JSON>`) closing after the terminal event",
+            content((Vec<EventView> = "application/json"), (String = "text/event-stream"))),
+        (status = 404, description = "Unknown or expired", body = crate::openapi::ErrorBody),
+        (status = 400, description = "Malformed id", body = crate::openapi::ErrorBody), (status = 401, description = "API key missing or wrong", body = crate::openapi::ErrorBody), (status = 503, description = "Redis unreachable", body = crate::openapi::ErrorBody)))]
 #[tracing::instrument(name = "task_events", skip_all, fields(task_id = %path))]
 pub async fn task_events(
     req: HttpRequest,

@@ -8,4 +8,5 @@ mod events;
 mod faults;
 mod helpers;
 mod listing;
+mod openapi;
 mod tasks;
