@@ -250,11 +250,16 @@ async fn settle(delivery: &Delivery, disposition: Disposition) {
         }
     };
     match result {
-        Ok(_) => tracing::debug!(?disposition, "delivery settled"),
+        Ok(true) => tracing::debug!(?disposition, "delivery settled"),
+        // lapin answers Ok(false) when the delivery's channel is closed (the acker is poisoned).
+        Ok(false) => tracing::warn!(
+            ?disposition,
+            "could not settle the delivery: its channel is closed; the broker redelivers it and the next claim sees the recorded state"
+        ),
         Err(e) => tracing::warn!(
             ?disposition,
             error.message = %e,
-            "could not settle the delivery (its channel is gone); the broker will redeliver it and the next claim sees the recorded state"
+            "could not settle the delivery; the broker redelivers it and the next claim sees the recorded state"
         ),
     }
 }

@@ -12,7 +12,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use futures_util::StreamExt;
-use lapin::Consumer;
+use lapin::{options::BasicNackOptions, Consumer};
 use task_model::ControlMessage;
 use tokio::{net::TcpListener, sync::watch, time::Instant};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
@@ -241,6 +241,7 @@ async fn consume(
                 if let Err(e) = session.cancel_tasks_consumer().await {
                     tracing::warn!(error.message = %e, "could not cancel the consumer");
                 }
+                tracker.spawn(requeue_buffered(session.tasks.clone()));
                 return Some(session);
             }
             SessionEnd::Broken(why) => {
@@ -258,6 +259,35 @@ async fn consume(
                 }
             }
         }
+    }
+}
+
+/// Hands back deliveries that reached the consumer's buffer but were not
+/// taken yet, so other workers get them now rather than when this one closes
+/// its channel at the end of the drain.
+async fn requeue_buffered(mut tasks: Consumer) {
+    let requeue = async {
+        let mut returned = 0u32;
+        while let Some(Ok(delivery)) = tasks.next().await {
+            let nack = delivery
+                .acker
+                .nack(BasicNackOptions {
+                    requeue: true,
+                    multiple: false,
+                })
+                .await;
+            if matches!(nack, Ok(true)) {
+                returned += 1;
+            }
+        }
+        returned
+    };
+    match tokio::time::timeout(Duration::from_secs(2), requeue).await {
+        Ok(0) => {}
+        Ok(returned) => tracing::info!(returned, "requeued deliveries not yet started"),
+        Err(_) => tracing::debug!(
+            "the cancelled consumer did not end; its deliveries return when the channel closes"
+        ),
     }
 }
 
