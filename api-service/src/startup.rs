@@ -125,6 +125,13 @@ impl Application {
                 let publisher = publisher.clone();
                 let gauges = gauges.clone();
                 async move {
+                    // Right after start the connection may still be coming up:
+                    // give it most of the check's time before calling it down.
+                    let _ = tokio::time::timeout(
+                        Duration::from_millis(1500),
+                        publisher.wait_connected(),
+                    )
+                    .await;
                     // A passive declare is a real round trip, and samples the queue depths.
                     for queue in [topology::TASKS_QUEUE, topology::DEAD_LETTER_QUEUE] {
                         let depth = publisher

@@ -7,6 +7,7 @@ mod errors;
 mod events;
 mod faults;
 mod helpers;
+mod hostile;
 mod listing;
 mod openapi;
 mod tasks;
