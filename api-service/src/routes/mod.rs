@@ -4,8 +4,10 @@
 //! - [`stream`]: live events over SSE.
 //! - [`callbacks`]: the worker callback API.
 //! - [`health`]: `/healthz`, `/readyz`, `/metrics`.
+//! - [`dashboard`]: the web page at `/` and its two assets.
 
 pub mod callbacks;
+pub mod dashboard;
 pub mod health;
 pub mod stream;
 pub mod tasks;
@@ -29,6 +31,21 @@ pub(crate) fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
 /// Registers every route.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
+        resource("/", "GET, HEAD")
+            .route(web::get().to(dashboard::index))
+            .route(web::head().to(dashboard::index)),
+    )
+    .service(
+        resource("/assets/app.css", "GET, HEAD")
+            .route(web::get().to(dashboard::stylesheet))
+            .route(web::head().to(dashboard::stylesheet)),
+    )
+    .service(
+        resource("/assets/app.js", "GET, HEAD")
+            .route(web::get().to(dashboard::script))
+            .route(web::head().to(dashboard::script)),
+    )
+    .service(
         resource("/tasks", "GET, POST")
             .route(web::post().to(tasks::create_task))
             .route(web::get().to(tasks::list_tasks)),

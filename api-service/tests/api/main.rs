@@ -3,6 +3,7 @@
 #![allow(unreachable_pub)]
 
 mod callbacks;
+mod dashboard;
 mod errors;
 mod events;
 mod faults;
