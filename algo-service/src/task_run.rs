@@ -9,6 +9,12 @@
 //! stages. Slow or failing progress calls never hold up the next stage; the
 //! terminal report waits until the reporter has sent everything, so the last
 //! stage's progress always lands before the terminal state.
+//!
+//! If renewals keep failing until the lease may have run out ([`Lease`]),
+//! another worker may already be taking the task over, so the run stops and
+//! the delivery goes back to the queue: a task never runs on two workers at
+//! once, even when this worker is cut off from the api. Whoever claims it
+//! next resumes at the recorded stage, with the original deadline.
 
 use std::time::Duration;
 
@@ -49,6 +55,55 @@ pub fn deadline(now: Instant, deadline_in_ms: Option<i64>, timeout_secs: u64) ->
     }
 }
 
+/// This worker's view of its lease on a task: when it surely still holds it.
+///
+/// The api renews the lease on every progress call and says how long it runs
+/// (`lease_remaining_ms`). If renewals fail for so long that the lease may
+/// have run out, another worker may take the task over, so this one must stop
+/// running it: [`Lease::safe_until`] is the last renewal's answer plus the
+/// remaining time, less a margin for clock skew between this process's timer
+/// and the api's and for the few milliseconds the C routine takes to notice
+/// its flag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    /// The lease length (`LEASE_SECS`).
+    pub length: Duration,
+    /// Until when the lease is surely held.
+    pub safe_until: Instant,
+}
+
+impl Lease {
+    /// The lease as of an answer received at `now`, saying `lease_remaining_ms`
+    /// (0 = not said: a full `lease_ms`) of a lease of `lease_ms` (0 = unknown).
+    pub fn from_answer(now: Instant, lease_ms: u64, lease_remaining_ms: u64) -> Self {
+        let length = if lease_ms == 0 {
+            DEFAULT_LEASE
+        } else {
+            Duration::from_millis(lease_ms)
+        };
+        let remaining = if lease_remaining_ms == 0 {
+            length
+        } else {
+            Duration::from_millis(lease_remaining_ms)
+        };
+        let margin = (length / 10).clamp(Duration::from_millis(50), Duration::from_secs(1));
+        Self {
+            length,
+            safe_until: now + remaining.saturating_sub(margin),
+        }
+    }
+
+    /// How often to renew it: a third of its length.
+    pub fn heartbeat(&self) -> Duration {
+        heartbeat_period(self.length.as_millis() as u64)
+    }
+
+    /// After a renewal answered at `now` with `lease_remaining_ms`.
+    pub fn renewed(&mut self, now: Instant, lease_remaining_ms: u64) {
+        *self = Self::from_answer(now, self.length.as_millis() as u64, lease_remaining_ms);
+    }
+}
+
 /// How the reporter ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -58,6 +113,9 @@ pub enum Verdict {
     Lost,
     /// A 404: the api no longer knows the task.
     Gone,
+    /// Renewals failed until the lease may have run out: another worker may
+    /// take the task over, so it stops here and goes back to the queue.
+    Lapsed,
     /// Shutdown's grace period ended while a report was being retried.
     Abandoned,
 }
@@ -88,7 +146,7 @@ pub fn ending(
     match verdict {
         Verdict::Lost => return Ending::Silent(Disposition::Ack),
         Verdict::Gone => return Ending::Silent(Disposition::Reject),
-        Verdict::Abandoned => return Ending::Silent(Disposition::Requeue),
+        Verdict::Abandoned | Verdict::Lapsed => return Ending::Silent(Disposition::Requeue),
         Verdict::Held => {}
     }
     match reason {
@@ -146,7 +204,7 @@ pub async fn run(
             stages,
             stage,
             progress_rx,
-            heartbeat_period(claim.lease_ms),
+            Lease::from_answer(Instant::now(), claim.lease_ms, claim.lease_remaining_ms),
             flag.clone(),
             ctx.abandon.clone(),
         )
@@ -236,8 +294,9 @@ async fn run_stage(
 }
 
 /// Sends a progress callback for each completed stage received on `stages_rx`,
-/// in order, and a heartbeat whenever `every` passed without a callback.
-/// Raises the flag on a cancel request (`Cancel`) or a lost task (`LostLease`).
+/// in order, and a heartbeat whenever a third of the lease passed without one.
+/// Raises the flag on a cancel request (`Cancel`), a lost task (`LostLease`),
+/// or a lease that could not be renewed in time (`LostLease`, verdict `Lapsed`).
 #[allow(clippy::too_many_arguments)]
 async fn reporter(
     api: ApiClient,
@@ -245,11 +304,19 @@ async fn reporter(
     stages: u32,
     mut last: u32,
     mut stages_rx: mpsc::UnboundedReceiver<u32>,
-    every: Duration,
+    mut lease: Lease,
     flag: StopFlag,
     stop: CancellationToken,
 ) -> Verdict {
-    let mut next_beat = Instant::now() + every;
+    let lapsed = |flag: &StopFlag, lease: &Lease| {
+        flag.raise(StopReason::LostLease);
+        tracing::warn!(
+            lease_ms = lease.length.as_millis() as u64,
+            "could not renew the lease in time; another worker may take the task over, so stopping it here and requeueing"
+        );
+        Verdict::Lapsed
+    };
+    let mut next_beat = Instant::now() + lease.heartbeat();
     loop {
         let (stage, heartbeat) = tokio::select! {
             biased;
@@ -260,12 +327,16 @@ async fn reporter(
             () = tokio::time::sleep_until(next_beat) => (last, true),
         };
         last = stage;
-        let answer = match api.report_progress(task_id, stage, stages, &stop).await {
-            Ok(answer) => answer,
-            Err(_abandoned) => return Verdict::Abandoned,
+        let answer = tokio::select! {
+            answer = api.report_progress(task_id, stage, stages, &stop) => match answer {
+                Ok(answer) => answer,
+                Err(_abandoned) => return Verdict::Abandoned,
+            },
+            () = tokio::time::sleep_until(lease.safe_until) => return lapsed(&flag, &lease),
         };
         match answer {
             Answer::Accepted(a) => {
+                lease.renewed(Instant::now(), a.lease_remaining_ms);
                 if a.cancel_requested && flag.raise(StopReason::Cancel) {
                     tracing::info!("cancel requested (seen in a progress answer); interrupting");
                 }
@@ -293,7 +364,7 @@ async fn reporter(
                 "the api rejected a progress report as malformed"
             ),
         }
-        next_beat = Instant::now() + every;
+        next_beat = Instant::now() + lease.heartbeat();
     }
 }
 
@@ -370,6 +441,29 @@ mod tests {
         assert_eq!(heartbeat_period(9_000), Duration::from_secs(3));
         assert_eq!(heartbeat_period(0), DEFAULT_LEASE / 3);
         assert_eq!(heartbeat_period(30), MIN_HEARTBEAT);
+    }
+
+    #[test]
+    fn the_lease_is_surely_held_until_the_answer_plus_remaining_less_a_margin() {
+        let now = Instant::now();
+        let lease = Lease::from_answer(now, 10_000, 9_990);
+        assert_eq!(lease.safe_until, now + Duration::from_millis(8_990));
+        assert_eq!(lease.heartbeat(), Duration::from_secs(10) / 3);
+
+        let unknown = Lease::from_answer(now, 0, 0);
+        assert_eq!(unknown.length, DEFAULT_LEASE);
+        assert_eq!(unknown.safe_until, now + Duration::from_secs(9));
+
+        let short = Lease::from_answer(now, 300, 300);
+        assert_eq!(
+            short.safe_until,
+            now + Duration::from_millis(250),
+            "margin at least 50 ms"
+        );
+
+        let mut renewed = lease;
+        renewed.renewed(now + Duration::from_secs(3), 10_000);
+        assert_eq!(renewed.safe_until, now + Duration::from_secs(12));
     }
 
     #[test]
