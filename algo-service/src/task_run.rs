@@ -192,7 +192,7 @@ pub async fn run(
         stage_ms = msg.stage_ms,
         deadline_in_ms = claim.deadline_in_ms,
         lease_ms = claim.lease_ms,
-        takeover = claim.stage > 0,
+        resumed = claim.stage > 0,
         "claimed"
     );
 
