@@ -1,0 +1,328 @@
+//! The command line: every subcommand and flag, with its `--help` text.
+//!
+//! Everything a person can get wrong locally (a malformed id, a number out of
+//! the contract's range, input that is not JSON, an unknown status) is caught
+//! here, before any request, and ends with exit code 2.
+
+use clap::{Args, Parser, Subcommand};
+use task_model::{TaskId, TaskStatus};
+
+const EXAMPLES: &str = "\
+Examples:
+  taskctl submit --stages 3 --stage-ms 1000 --wait
+  ID=$(taskctl submit --priority 9 --input '{\"name\": \"x\"}')
+  taskctl watch \"$ID\"
+  taskctl get \"$ID\" --json | jq .status
+  taskctl list --status PROCESSING
+  taskctl cancel \"$ID\"
+
+Exit codes:
+  0  success (watch and submit --wait: the task COMPLETED)
+  1  the task ended FAILED, TIMED_OUT or CANCELLED
+  2  bad usage or argument
+  3  the api is unreachable
+  4  no such task
+  5  any other error answer from the api
+  130  watch interrupted with Ctrl-C (the tasks go on)";
+
+/// Command-line client for Taskforge: submit tasks, follow them with a live
+/// progress bar, cancel, inspect and list them.
+///
+/// The api is found through API_URL (or --api-url); when the api has
+/// API_KEYS set, pass one of them as API_KEY (or --api-key).
+/// When standard output is not a terminal, progress is printed as plain
+/// lines, one per event, for scripts and logs.
+#[derive(Debug, Parser)]
+#[command(name = "taskctl", version, about, long_about, after_help = EXAMPLES)]
+pub struct Cli {
+    /// Base URL of the Taskforge api.
+    #[arg(
+        long,
+        env = "API_URL",
+        default_value = "http://127.0.0.1:8080",
+        global = true,
+        help_heading = "Connection",
+        value_parser = parse_api_url
+    )]
+    pub api_url: reqwest::Url,
+
+    /// Bearer key for the api, when it requires one (API_KEYS on the api).
+    #[arg(
+        long,
+        env = "API_KEY",
+        hide_env_values = true,
+        global = true,
+        help_heading = "Connection"
+    )]
+    pub api_key: Option<String>,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Submit a new task and print its id (with --wait, follow it to the end).
+    #[command(after_help = "\
+Examples:
+  taskctl submit
+  taskctl submit --stages 3 --stage-ms 1000 --wait
+  taskctl submit --priority 9 --timeout 120 --input '{\"name\": \"x\"}'
+  taskctl submit --idempotency-key order-42   # a replay returns the first task's id")]
+    Submit(SubmitArgs),
+
+    /// Follow tasks live until they end: a progress bar each (stage k/n,
+    /// elapsed, ETA), or plain lines when stdout is not a terminal.
+    ///
+    /// Exits 0 only when every task COMPLETED, 1 when any ended otherwise.
+    #[command(after_help = "\
+Examples:
+  taskctl watch 2f1c0c6e-8a4b-4f7e-9d0a-3b5e6c7d8e9f
+  taskctl watch \"$ID1\" \"$ID2\" && echo all done
+  taskctl watch \"$ID\" | tee progress.log   # plain lines")]
+    Watch(WatchArgs),
+
+    /// Cancel a task: at once when queued, or ask its worker to stop it.
+    #[command(after_help = "\
+Examples:
+  taskctl cancel 2f1c0c6e-8a4b-4f7e-9d0a-3b5e6c7d8e9f")]
+    Cancel(IdArg),
+
+    /// Show one task: status, progress, times, worker, result or error.
+    #[command(after_help = "\
+Examples:
+  taskctl get 2f1c0c6e-8a4b-4f7e-9d0a-3b5e6c7d8e9f
+  taskctl get \"$ID\" --json | jq -r .status")]
+    Get(GetArgs),
+
+    /// List tasks, newest first.
+    #[command(after_help = "\
+Examples:
+  taskctl list
+  taskctl list --status FAILED --limit 10
+  taskctl list --all --json > tasks.json")]
+    List(ListArgs),
+
+    /// Show a task's history, oldest first.
+    #[command(after_help = "\
+Examples:
+  taskctl events 2f1c0c6e-8a4b-4f7e-9d0a-3b5e6c7d8e9f
+  taskctl events \"$ID\" --json")]
+    Events(GetArgs),
+}
+
+/// `taskctl submit`.
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    /// Number of stages (1..=1000; the api's default when left out).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub stages: Option<u32>,
+
+    /// Length of one stage in milliseconds (0..=600000).
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u32).range(0..=600_000))]
+    pub stage_ms: Option<u32>,
+
+    /// Deadline in seconds after a worker first claims the task (1..=86400).
+    #[arg(long, value_name = "S", value_parser = clap::value_parser!(u32).range(1..=86_400))]
+    pub timeout: Option<u32>,
+
+    /// Priority 0..=9; higher runs first.
+    #[arg(long, value_name = "P", value_parser = clap::value_parser!(u8).range(0..=9))]
+    pub priority: Option<u8>,
+
+    /// Input for the routine, as JSON (at most 16 KiB serialized).
+    #[arg(long, value_name = "JSON", value_parser = parse_json)]
+    pub input: Option<serde_json::Value>,
+
+    /// The routine to run (the api's default, `hello`, when left out).
+    #[arg(long, value_name = "NAME")]
+    pub algorithm: Option<String>,
+
+    /// http(s) URL the api POSTs the finished task to (its host must be allowed by the api).
+    #[arg(long, value_name = "URL")]
+    pub webhook_url: Option<String>,
+
+    /// Makes the submission safe to retry: the same key with the same
+    /// options returns the first task instead of creating another.
+    #[arg(long, value_name = "KEY", value_parser = parse_idempotency_key)]
+    pub idempotency_key: Option<String>,
+
+    /// After submitting, follow the task like `watch` until it ends.
+    #[arg(long)]
+    pub wait: bool,
+}
+
+/// `taskctl watch`.
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Task ids (canonical UUIDs).
+    #[arg(required = true, value_name = "ID", value_parser = parse_task_id)]
+    pub ids: Vec<TaskId>,
+}
+
+/// A single task id.
+#[derive(Debug, Args)]
+pub struct IdArg {
+    /// Task id (canonical UUID).
+    #[arg(value_name = "ID", value_parser = parse_task_id)]
+    pub id: TaskId,
+}
+
+/// `taskctl get` and `taskctl events`.
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// Task id (canonical UUID).
+    #[arg(value_name = "ID", value_parser = parse_task_id)]
+    pub id: TaskId,
+
+    /// Print the api's JSON (pretty) instead of a summary.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `taskctl list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only tasks in this state (QUEUED, PROCESSING, CANCELLING, COMPLETED,
+    /// FAILED, TIMED_OUT, CANCELLED; any case).
+    #[arg(long, value_name = "S", value_parser = parse_status)]
+    pub status: Option<TaskStatus>,
+
+    /// Tasks per page (1..=1000).
+    #[arg(long, value_name = "N", default_value_t = 50, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub limit: u16,
+
+    /// Follow the api's cursor through every page (otherwise: one page).
+    #[arg(long)]
+    pub all: bool,
+
+    /// Print JSON (`{"tasks": [...], "next_cursor": ...}`) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_task_id(s: &str) -> Result<TaskId, String> {
+    TaskId::parse(s.trim()).map_err(|e| e.to_string())
+}
+
+fn parse_status(s: &str) -> Result<TaskStatus, String> {
+    s.trim()
+        .to_ascii_uppercase()
+        .replace('-', "_")
+        .parse::<TaskStatus>()
+        .map_err(|_| {
+            "expected one of QUEUED, PROCESSING, CANCELLING, COMPLETED, FAILED, TIMED_OUT, CANCELLED"
+                .to_owned()
+        })
+}
+
+fn parse_json(s: &str) -> Result<serde_json::Value, String> {
+    serde_json::from_str(s).map_err(|e| format!("not valid JSON: {e}"))
+}
+
+fn parse_idempotency_key(s: &str) -> Result<String, String> {
+    let ok = (1..=200).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_graphic());
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err("must be 1 to 200 visible ASCII characters (no spaces)".to_owned())
+    }
+}
+
+fn parse_api_url(s: &str) -> Result<reqwest::Url, String> {
+    let url = reqwest::Url::parse(s.trim())
+        .map_err(|e| format!("not a URL ({e}); expected e.g. http://127.0.0.1:8080"))?;
+    match url.scheme() {
+        "http" => {}
+        // reqwest is built without TLS in this workspace.
+        "https" => {
+            return Err(
+                "https is not supported by this build; use an http:// URL (e.g. through a TLS-terminating proxy)"
+                    .to_owned(),
+            )
+        }
+        other => return Err(format!("unsupported scheme {other:?}; expected http://")),
+    }
+    if url.host().is_none() {
+        return Err("the URL has no host".to_owned());
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err("the URL must not have a query or fragment".to_owned());
+    }
+    Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn ids_must_be_canonical_uuids() {
+        assert!(parse_task_id("2f1c0c6e-8a4b-4f7e-9d0a-3b5e6c7d8e9f").is_ok());
+        assert!(parse_task_id("2F1C0C6E-8A4B-4F7E-9D0A-3B5E6C7D8E9F").is_ok());
+        for bad in [
+            "",
+            "abc",
+            "2f1c0c6e8a4b4f7e9d0a3b5e6c7d8e9f",
+            "{2f1c0c6e-8a4b-4f7e-9d0a-3b5e6c7d8e9f}",
+        ] {
+            assert!(parse_task_id(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn statuses_are_accepted_in_any_case() {
+        assert_eq!(parse_status("timed_out"), Ok(TaskStatus::TimedOut));
+        assert_eq!(parse_status("Completed"), Ok(TaskStatus::Completed));
+        assert!(parse_status("done").is_err());
+    }
+
+    #[test]
+    fn api_urls_are_checked() {
+        assert!(parse_api_url("http://127.0.0.1:8080").is_ok());
+        assert!(parse_api_url("http://host/prefix/").is_ok());
+        assert!(parse_api_url("127.0.0.1:8080").is_err());
+        assert!(parse_api_url("ftp://host").is_err());
+        assert!(parse_api_url("https://host").is_err());
+    }
+
+    #[test]
+    fn numbers_out_of_the_contracts_range_are_usage_errors() {
+        for args in [
+            &["taskctl", "submit", "--stages", "0"][..],
+            &["taskctl", "submit", "--stages", "1001"],
+            &["taskctl", "submit", "--priority", "10"],
+            &["taskctl", "submit", "--stage-ms", "-1"],
+            &["taskctl", "submit", "--input", "{oops"],
+            &["taskctl", "list", "--limit", "0"],
+        ] {
+            let err = Cli::try_parse_from(args).expect_err("must be rejected");
+            assert_eq!(err.exit_code(), 2, "{args:?}");
+        }
+        let cli = Cli::try_parse_from([
+            "taskctl",
+            "submit",
+            "--stages",
+            "3",
+            "--stage-ms",
+            "0",
+            "--input",
+            "[1,2]",
+            "--wait",
+        ])
+        .unwrap();
+        let Command::Submit(s) = cli.command else {
+            panic!("submit")
+        };
+        assert_eq!((s.stages, s.stage_ms, s.wait), (Some(3), Some(0), true));
+        assert_eq!(s.input, Some(serde_json::json!([1, 2])));
+    }
+}

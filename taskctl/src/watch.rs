@@ -1,0 +1,423 @@
+//! Following tasks live: the api's Server-Sent Events, shown as a progress
+//! bar per task on a terminal or as plain lines elsewhere.
+//!
+//! [`follow`] reads a task once (for its stage count and start time), then
+//! `GET /tasks/{id}/events` with `Accept: text/event-stream`, parsing frames
+//! incrementally ([`SseParser`]) as bytes arrive. When the connection drops,
+//! or goes silent for longer than the api's keep-alive period, before the
+//! terminal status event, it reconnects with `Last-Event-ID`, so no event is
+//! shown twice or lost. It returns the terminal status.
+
+use std::{io::IsTerminal, time::Duration};
+
+use futures_util::StreamExt;
+use indicatif::{
+    HumanDuration, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle,
+};
+use task_model::{EventView, TaskId, TaskStatus, TaskView};
+
+use crate::{
+    client::{Client, ClientError},
+    output,
+};
+
+/// Longer than the api's 15 s keep-alive: silence beyond this means the
+/// connection is dead even if TCP has not noticed.
+const IDLE_LIMIT: Duration = Duration::from_secs(40);
+/// Reconnection attempts in a row before giving up on an api that is gone.
+const MAX_RECONNECTS: u32 = 10;
+
+/// One Server-Sent Events frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    /// The last `id:` seen (it carries over frames, as in the SSE spec).
+    pub id: Option<String>,
+    /// `event:`, or `message` when the frame had none.
+    pub event: String,
+    /// The `data:` lines, joined with `\n`.
+    pub data: String,
+}
+
+/// Incremental SSE parser: feed it chunks as they arrive, in any split.
+#[derive(Debug, Default)]
+pub struct SseParser {
+    buf: Vec<u8>,
+    last_id: Option<String>,
+    event: Option<String>,
+    data: Vec<String>,
+}
+
+impl SseParser {
+    /// Adds a chunk; returns the frames it completed.
+    pub fn push(&mut self, chunk: &[u8]) -> Vec<Frame> {
+        self.buf.extend_from_slice(chunk);
+        let mut frames = Vec::new();
+        let mut start = 0;
+        while let Some(len) = self.buf[start..].iter().position(|&b| b == b'\n') {
+            let mut line = &self.buf[start..start + len];
+            start += len + 1;
+            if let [rest @ .., b'\r'] = line {
+                line = rest;
+            }
+            let line = String::from_utf8_lossy(line).into_owned();
+            if let Some(frame) = self.line(&line) {
+                frames.push(frame);
+            }
+        }
+        self.buf.drain(..start);
+        frames
+    }
+
+    fn line(&mut self, line: &str) -> Option<Frame> {
+        if line.is_empty() {
+            let event = self.event.take();
+            if self.data.is_empty() {
+                return None;
+            }
+            return Some(Frame {
+                id: self.last_id.clone(),
+                event: event.unwrap_or_else(|| "message".to_owned()),
+                data: std::mem::take(&mut self.data).join("\n"),
+            });
+        }
+        if line.starts_with(':') {
+            return None; // a comment, e.g. the keep-alive
+        }
+        let (field, value) = match line.split_once(':') {
+            Some((field, value)) => (field, value.strip_prefix(' ').unwrap_or(value)),
+            None => (line, ""),
+        };
+        match field {
+            "id" if !value.contains('\0') => self.last_id = Some(value.to_owned()),
+            "event" => self.event = Some(value.to_owned()),
+            "data" => self.data.push(value.to_owned()),
+            _ => {} // `retry` and unknown fields
+        }
+        None
+    }
+}
+
+/// How progress is shown.
+#[derive(Debug, Clone)]
+pub enum Display {
+    /// A bar per task (stdout is a terminal).
+    Bars(MultiProgress),
+    /// One plain line per event, no escape codes.
+    Lines,
+}
+
+impl Display {
+    /// Bars when stdout is a terminal, lines otherwise.
+    pub fn detect() -> Self {
+        if std::io::stdout().is_terminal() {
+            Display::Bars(MultiProgress::with_draw_target(ProgressDrawTarget::stdout()))
+        } else {
+            Display::Lines
+        }
+    }
+
+    fn reporter(&self, id: TaskId) -> Reporter {
+        match self {
+            Display::Bars(multi) => Reporter::Bar {
+                multi: multi.clone(),
+                bar: None,
+                id,
+                processing: false,
+            },
+            Display::Lines => Reporter::Line { id, stages: 0 },
+        }
+    }
+}
+
+/// Shows one task's progress.
+#[derive(Debug)]
+enum Reporter {
+    Bar {
+        multi: MultiProgress,
+        bar: Option<ProgressBar>,
+        id: TaskId,
+        processing: bool,
+    },
+    Line {
+        id: TaskId,
+        stages: u32,
+    },
+}
+
+/// The bar's look. `{eta}` is indicatif's estimate once a stage has been
+/// done; before that (nothing to measure yet) it is the plan: stages × stage_ms.
+fn bar_style(stage_ms: u64) -> ProgressStyle {
+    let planned = move |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+        let eta = if state.pos() == 0 {
+            let left = state.len().unwrap_or(0).saturating_sub(state.pos());
+            Duration::from_millis(left.saturating_mul(stage_ms))
+        } else {
+            state.eta()
+        };
+        let _ = write!(w, "{:#}", HumanDuration(eta));
+    };
+    ProgressStyle::with_template(
+        "{prefix:.bold} [{bar:30.cyan/blue}] {pos}/{len} stages {elapsed_precise} ETA {eta} {msg}",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar())
+    .with_key("eta", planned)
+    .progress_chars("=> ")
+}
+
+fn short(id: &TaskId) -> String {
+    id.to_string().chars().take(8).collect()
+}
+
+impl Reporter {
+    fn start(&mut self, task: &TaskView) {
+        match self {
+            Reporter::Bar {
+                multi,
+                bar,
+                id,
+                processing,
+            } => {
+                // Hidden until the MultiProgress owns it, so it never draws on its own.
+                let mut pb = ProgressBar::with_draw_target(
+                    Some(u64::from(task.stages)),
+                    ProgressDrawTarget::hidden(),
+                );
+                if let (Some(started), false) = (task.started_at, task.status.is_terminal()) {
+                    let since = (chrono::Utc::now() - started).to_std().unwrap_or_default();
+                    pb = pb.with_elapsed(since);
+                    *processing = true;
+                }
+                pb.set_style(bar_style(task.stage_ms));
+                pb.set_prefix(short(id));
+                pb.set_position(u64::from(task.stage));
+                pb.set_message(task.status.as_str());
+                let pb = multi.add(pb);
+                pb.enable_steady_tick(Duration::from_millis(200));
+                *bar = Some(pb);
+            }
+            Reporter::Line { stages, .. } => *stages = task.stages,
+        }
+    }
+
+    fn event(&mut self, e: &EventView) {
+        match self {
+            Reporter::Bar {
+                bar: Some(pb),
+                processing,
+                ..
+            } => {
+                if e.status == TaskStatus::Processing && !*processing {
+                    // Elapsed and ETA count the running time, not the wait in the queue.
+                    *processing = true;
+                    pb.reset_elapsed();
+                    pb.reset_eta();
+                }
+                pb.set_position(u64::from(e.stage).max(pb.position()));
+                let mut msg = e.status.as_str().to_owned();
+                if let Some(worker) = &e.worker {
+                    msg.push_str(&format!(" on {worker}"));
+                }
+                pb.set_message(msg);
+            }
+            Reporter::Bar { bar: None, .. } => {}
+            // The terminal status event's line is `finish`'s.
+            Reporter::Line { .. } if e.kind == "status" && e.status.is_terminal() => {}
+            Reporter::Line { id, stages } => output::line(output::progress_line(id, e, *stages)),
+        }
+    }
+
+    fn finish(&mut self, status: TaskStatus, detail: Option<&str>) {
+        let text = output::final_status(status, detail);
+        match self {
+            Reporter::Bar { bar: Some(pb), .. } => {
+                if status == TaskStatus::Completed {
+                    pb.finish_with_message(text);
+                } else {
+                    pb.abandon_with_message(text);
+                }
+            }
+            Reporter::Bar { bar: None, .. } => {}
+            Reporter::Line { id, .. } => output::line(format!("{id} {text}")),
+        }
+    }
+
+    fn fail(&mut self) {
+        if let Reporter::Bar { bar: Some(pb), .. } = self {
+            pb.abandon_with_message("error (see below)");
+        }
+    }
+}
+
+/// Follows one task to its end, showing it on `display`; returns its final status.
+///
+/// # Errors
+/// The task does not exist, the api cannot be reached (at first, or again
+/// after repeated reconnection attempts), or it answers something unexpected.
+pub async fn follow(
+    client: &Client,
+    id: TaskId,
+    display: &Display,
+) -> Result<TaskStatus, ClientError> {
+    let mut reporter = display.reporter(id);
+    let outcome = follow_with(client, id, &mut reporter).await;
+    if outcome.is_err() {
+        reporter.fail();
+    }
+    outcome
+}
+
+async fn follow_with(
+    client: &Client,
+    id: TaskId,
+    reporter: &mut Reporter,
+) -> Result<TaskStatus, ClientError> {
+    let task = client.task(id).await?;
+    reporter.start(&task);
+    let mut last_seen = 0u64;
+    let mut failures = 0u32;
+    let mut saw_terminal_task = false;
+    loop {
+        let error = match read_stream(client, id, &mut last_seen, reporter).await {
+            Ok(StreamEnd::Terminal(status)) => return Ok(status),
+            Ok(StreamEnd::Dropped { progressed }) => {
+                if progressed {
+                    failures = 0;
+                }
+                // If the task is over but its final event never came (a
+                // connection closed at the wrong moment), ask once more for
+                // the rest, then go by the task itself.
+                match client.task(id).await {
+                    Ok(task) if task.status.is_terminal() => {
+                        if saw_terminal_task {
+                            reporter.finish(task.status, task.error.as_deref());
+                            return Ok(task.status);
+                        }
+                        saw_terminal_task = true;
+                        continue;
+                    }
+                    Ok(_) => ClientError::InvalidResponse(
+                        "the event stream keeps closing before the task ends".to_owned(),
+                    ),
+                    Err(e) if retryable(&e) => e,
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(e) if retryable(&e) => e,
+            Err(e) => return Err(e),
+        };
+        failures += 1;
+        if failures > MAX_RECONNECTS {
+            return Err(error);
+        }
+        tokio::time::sleep(backoff(failures - 1)).await;
+    }
+}
+
+fn retryable(e: &ClientError) -> bool {
+    match e {
+        ClientError::Unreachable { .. } => true,
+        ClientError::Api { status, .. } => *status >= 500,
+        ClientError::NotFound { .. } | ClientError::InvalidResponse(_) => false,
+    }
+}
+
+fn backoff(failures: u32) -> Duration {
+    let ms = 100u64 << failures.min(5);
+    Duration::from_millis(ms.min(2_000))
+}
+
+/// How one SSE connection ended.
+#[derive(Debug)]
+enum StreamEnd {
+    /// With the terminal status event.
+    Terminal(TaskStatus),
+    /// Closed, broken or silent before it; `progressed` if it brought news.
+    Dropped { progressed: bool },
+}
+
+/// Reads one SSE connection to its end.
+async fn read_stream(
+    client: &Client,
+    id: TaskId,
+    last_seen: &mut u64,
+    reporter: &mut Reporter,
+) -> Result<StreamEnd, ClientError> {
+    let res = client.event_stream(id, *last_seen).await?;
+    let mut body = res.bytes_stream();
+    let mut parser = SseParser::default();
+    let mut progressed = false;
+    loop {
+        let chunk = match tokio::time::timeout(IDLE_LIMIT, body.next()).await {
+            Err(_) | Ok(None) | Ok(Some(Err(_))) => return Ok(StreamEnd::Dropped { progressed }),
+            Ok(Some(Ok(chunk))) => chunk,
+        };
+        for frame in parser.push(&chunk) {
+            let event: EventView = serde_json::from_str(&frame.data).map_err(|e| {
+                ClientError::InvalidResponse(format!("an event that is not one: {e}"))
+            })?;
+            if event.seq <= *last_seen {
+                continue;
+            }
+            *last_seen = event.seq;
+            progressed = true;
+            reporter.event(&event);
+            if event.kind == "status" && event.status.is_terminal() {
+                reporter.finish(event.status, event.detail.as_deref());
+                return Ok(StreamEnd::Terminal(event.status));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STREAM: &str = "id: 1\nevent: status\ndata: {\"a\":1}\n\n: keep-alive\n\nid: 2\r\nevent: progress\r\ndata: x\r\ndata: y\r\n\r\n";
+
+    fn expected() -> Vec<Frame> {
+        vec![
+            Frame {
+                id: Some("1".into()),
+                event: "status".into(),
+                data: "{\"a\":1}".into(),
+            },
+            Frame {
+                id: Some("2".into()),
+                event: "progress".into(),
+                data: "x\ny".into(),
+            },
+        ]
+    }
+
+    #[test]
+    fn frames_parse_whatever_the_chunking() {
+        let bytes = STREAM.as_bytes();
+        for split in 0..=bytes.len() {
+            let mut p = SseParser::default();
+            let mut frames = p.push(&bytes[..split]);
+            frames.extend(p.push(&bytes[split..]));
+            assert_eq!(frames, expected(), "split at {split}");
+        }
+        let mut p = SseParser::default();
+        let frames: Vec<Frame> = bytes.iter().flat_map(|b| p.push(&[*b])).collect();
+        assert_eq!(frames, expected(), "byte by byte");
+    }
+
+    #[test]
+    fn comments_and_dataless_frames_dispatch_nothing() {
+        let mut p = SseParser::default();
+        assert!(p.push(b": keep-alive\n\nevent: x\n\n").is_empty());
+        // The dataless frame's event type does not leak into the next one.
+        let f = p.push(b"data:no space\n\n");
+        assert_eq!(f[0].event, "message");
+        assert_eq!(f[0].data, "no space");
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        assert_eq!(backoff(0), Duration::from_millis(100));
+        assert_eq!(backoff(1), Duration::from_millis(200));
+        assert_eq!(backoff(10), Duration::from_millis(2_000));
+    }
+}

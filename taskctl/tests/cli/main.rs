@@ -1,0 +1,11 @@
+//! End-to-end tests of the real `taskctl` binary against the real api (in
+//! process, on real Redis and RabbitMQ, isolated per test); the test plays
+//! the worker through the callback endpoints.
+#![allow(unreachable_pub)]
+
+mod commands;
+mod errors;
+mod helpers;
+mod reconnect;
+mod submit;
+mod watch;
