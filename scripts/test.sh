@@ -44,4 +44,7 @@ cargo test --workspace --no-fail-fast -- --test-threads=4
 #   (cd tests/browser && npm ci && npm test)
 # ---------------------------------------------------------------------------
 
+step "browser test (dashboard in headless Chromium, real api and workers)"
+bash scripts/browser-test.sh
+
 log "all checks passed"
