@@ -72,6 +72,11 @@ pub struct Settings {
     #[arg(long, env = "WEBHOOK_ALLOWED_HOSTS", default_value = "")]
     pub webhook_allowed_hosts: String,
 
+    /// Wait (ms) before the first retry of a failed webhook delivery; it
+    /// doubles with each attempt, up to 30 s.
+    #[arg(long, env = "WEBHOOK_RETRY_BASE_MS", default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=30_000))]
+    pub webhook_retry_base_ms: u64,
+
     /// `text` for people, `json` for machines.
     #[arg(long, env = "LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,

@@ -41,6 +41,8 @@ pub struct AppState {
     pub cursor: Cursor,
     pub webhook_hosts: Vec<String>,
     pub webhook_secret: Option<String>,
+    /// Wait before the first webhook retry; doubles per attempt.
+    pub webhook_retry_base: Duration,
     pub http: reqwest::Client,
     finished: mpsc::UnboundedSender<TaskId>,
 }
@@ -161,6 +163,7 @@ impl Application {
             defaults: settings.defaults(),
             webhook_hosts: settings.webhook_hosts(),
             webhook_secret: settings.webhook_secret.clone(),
+            webhook_retry_base: Duration::from_millis(settings.webhook_retry_base_ms),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
                 .redirect(reqwest::redirect::Policy::none())

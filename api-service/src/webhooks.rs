@@ -61,7 +61,7 @@ pub async fn deliver(state: std::sync::Arc<AppState>, id: TaskId) {
         }
     };
     let secret = state.webhook_secret.clone().unwrap_or_default();
-    let mut delay = Duration::from_millis(500);
+    let mut delay = state.webhook_retry_base;
     for attempt in 1..=MAX_ATTEMPTS {
         let outcome = attempt_once(&state, id, &url, secret.as_bytes()).await;
         let (label, state_name, error) = match &outcome {
@@ -74,12 +74,20 @@ pub async fn deliver(state: std::sync::Arc<AppState>, id: TaskId) {
             .webhook_deliveries
             .with_label_values(&[label])
             .inc();
-        if let Err(e) = state
+        match state
             .store
             .record_webhook(&id, state_name, attempt, error)
             .await
         {
-            tracing::error!(task_id = %id, error = %e, "cannot record the webhook outcome");
+            Ok(true) => {}
+            Ok(false) => {
+                // Expired (RESULT_TTL_SECS) while being retried: nothing left to report on.
+                tracing::info!(task_id = %id, attempt, "the task expired; its webhook is abandoned");
+                return;
+            }
+            Err(e) => {
+                tracing::error!(task_id = %id, error = %e, "cannot record the webhook outcome")
+            }
         }
         match outcome {
             Ok(()) => {

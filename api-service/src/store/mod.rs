@@ -320,27 +320,38 @@ impl Store {
             .collect()
     }
 
-    /// Records a webhook delivery attempt's outcome.
+    /// Records a webhook delivery attempt's outcome, if the task still
+    /// exists; answers whether it did. A task that expired while its webhook
+    /// was being retried must stay gone: a plain HSET would bring it back as
+    /// a hash of only these fields, without a TTL, which reads as corrupt.
     pub async fn record_webhook(
         &self,
         id: &TaskId,
         state: &str,
         attempts: u32,
         error: Option<&str>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
+        static SCRIPT: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
+            Script::new(
+                r"if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'webhook_state', ARGV[1], 'webhook_attempts', ARGV[2])
+if ARGV[3] == '' then
+  redis.call('HDEL', KEYS[1], 'webhook_error')
+else
+  redis.call('HSET', KEYS[1], 'webhook_error', ARGV[3])
+end
+return 1",
+            )
+        });
         let mut conn = self.conn().await?;
-        let key = self.task_key(id);
-        let mut pipe = redis::pipe();
-        pipe.hset(&key, "webhook_state", state)
-            .ignore()
-            .hset(&key, "webhook_attempts", attempts)
-            .ignore();
-        match error {
-            Some(e) => pipe.hset(&key, "webhook_error", e).ignore(),
-            None => pipe.hdel(&key, "webhook_error").ignore(),
-        };
-        let _: () = pipe.query_async(&mut conn).await?;
-        Ok(())
+        let recorded: i64 = SCRIPT
+            .key(self.task_key(id))
+            .arg(state)
+            .arg(attempts)
+            .arg(error.unwrap_or(""))
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(recorded == 1)
     }
 }
 

@@ -12,3 +12,4 @@ mod hostile;
 mod listing;
 mod openapi;
 mod tasks;
+mod webhooks;
