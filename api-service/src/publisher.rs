@@ -9,12 +9,9 @@
 use std::{sync::Arc, time::Duration};
 
 use lapin::{
-    options::{
-        BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
-        QueueDeclareOptions,
-    },
-    types::{AMQPValue, FieldTable, LongString, ShortString},
-    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
+    options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions},
+    types::{FieldTable, ShortString},
+    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties,
 };
 use task_model::{topology, ControlMessage, TaskMessage};
 use tokio::sync::{Notify, RwLock};
@@ -32,88 +29,6 @@ pub enum PublishError {
     /// The channel failed under the publish.
     #[error(transparent)]
     Amqp(#[from] lapin::Error),
-}
-
-/// Declares the contract's topology; idempotent, and the same arguments as
-/// `rabbitmq/definitions.json` (a mismatch would make RabbitMQ refuse it).
-///
-/// # Errors
-/// The broker refused a declaration.
-pub async fn declare_topology(channel: &Channel) -> Result<(), lapin::Error> {
-    let durable = ExchangeDeclareOptions {
-        durable: true,
-        ..Default::default()
-    };
-    channel
-        .exchange_declare(
-            topology::TASKS_EXCHANGE.into(),
-            ExchangeKind::Direct,
-            durable,
-            FieldTable::default(),
-        )
-        .await?;
-    channel
-        .exchange_declare(
-            topology::DEAD_LETTER_EXCHANGE.into(),
-            ExchangeKind::Direct,
-            durable,
-            FieldTable::default(),
-        )
-        .await?;
-    channel
-        .exchange_declare(
-            topology::CONTROL_EXCHANGE.into(),
-            ExchangeKind::Fanout,
-            durable,
-            FieldTable::default(),
-        )
-        .await?;
-    let durable_queue = QueueDeclareOptions {
-        durable: true,
-        ..Default::default()
-    };
-    let mut args = FieldTable::default();
-    args.insert(
-        "x-max-priority".into(),
-        AMQPValue::LongInt(i32::from(topology::MAX_PRIORITY)),
-    );
-    args.insert(
-        "x-dead-letter-exchange".into(),
-        AMQPValue::LongString(LongString::from(topology::DEAD_LETTER_EXCHANGE)),
-    );
-    args.insert(
-        "x-dead-letter-routing-key".into(),
-        AMQPValue::LongString(LongString::from(topology::DEAD_LETTER_ROUTING_KEY)),
-    );
-    channel
-        .queue_declare(topology::TASKS_QUEUE.into(), durable_queue, args)
-        .await?;
-    channel
-        .queue_declare(
-            topology::DEAD_LETTER_QUEUE.into(),
-            durable_queue,
-            FieldTable::default(),
-        )
-        .await?;
-    channel
-        .queue_bind(
-            topology::TASKS_QUEUE.into(),
-            topology::TASKS_EXCHANGE.into(),
-            topology::TASKS_ROUTING_KEY.into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-    channel
-        .queue_bind(
-            topology::DEAD_LETTER_QUEUE.into(),
-            topology::DEAD_LETTER_EXCHANGE.into(),
-            topology::DEAD_LETTER_ROUTING_KEY.into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-    Ok(())
 }
 
 struct Link {
@@ -326,9 +241,7 @@ async fn connect(url: &str) -> anyhow::Result<Link> {
         .confirm_select(ConfirmSelectOptions::default())
         .await
         .context("enabling publisher confirms")?;
-    declare_topology(&channel)
-        .await
-        .context("declaring the topology")?;
+    broker_topology::declare_topology(&channel).await?;
     Ok(Link {
         connection,
         channel,
