@@ -22,6 +22,7 @@ let browser;
 let page;
 const offsite = []; // requests to anything but the api
 const pageErrors = []; // uncaught exceptions and console errors
+const streams = { open: 0, max: 0 }; // SSE requests in flight
 
 before(async () => {
   browser = await chromium.launch({
@@ -49,6 +50,17 @@ before(async () => {
     const url = new URL(req.url());
     if (url.origin !== ORIGIN && url.protocol !== 'data:') offsite.push(req.url());
   });
+  const isStream = (req) => req.headers().accept === 'text/event-stream';
+  page.on('request', (req) => {
+    if (!isStream(req)) return;
+    streams.open += 1;
+    streams.max = Math.max(streams.max, streams.open);
+  });
+  for (const done of ['requestfinished', 'requestfailed']) {
+    page.on(done, (req) => {
+      if (isStream(req)) streams.open -= 1;
+    });
+  }
   page.on('pageerror', (err) => pageErrors.push(String(err)));
   page.on('console', (msg) => {
     // Chromium logs every 4xx answer to fetch(); the tests provoke a 400 and 401s on purpose.
@@ -208,6 +220,22 @@ test('screenshot of the dashboard, with a task in progress', async () => {
 
   await row(id).getByRole('button', { name: `Cancel task ${id.slice(0, 8)}` }).click();
   await waitForStatus(id, 'CANCELLED', 10_000);
+});
+
+test('more running tasks than live streams all reach COMPLETED', async () => {
+  // The page keeps at most four streams open (HTTP/1.1 allows six
+  // connections per host); the others wait for a slot and then replay what
+  // they missed.
+  streams.max = streams.open;
+  const ids = [];
+  for (let i = 0; i < 7; i += 1) {
+    ids.push(await submit({ Stages: 2, 'Stage length (ms)': 700, 'Timeout (s)': 30, Priority: 5, 'Input (JSON, optional)': '' }));
+  }
+  for (const id of ids) await waitForStatus(id, 'COMPLETED');
+  for (const id of ids) {
+    assert.equal(await row(id).getByRole('progressbar').getAttribute('aria-valuenow'), '100', id);
+  }
+  assert.equal(streams.max, 4, 'four streams at most, and all four used');
 });
 
 test('in a narrow window nothing overflows sideways', async () => {
