@@ -1,0 +1,422 @@
+//! `bench`: Taskforge's load generator and benchmark report.
+//!
+//! It measures the infrastructure's own limits on this machine (RabbitMQ
+//! publish+confirm and consume, Redis running the api's commands), then runs
+//! every scenario against real `api-service` and `algo-service` processes it
+//! starts itself, each run in a RabbitMQ vhost and Redis key prefix of its
+//! own, and prints each figure beside its limit and goal. With `--out-dir`
+//! it also writes `BENCHMARKS.md` and `bench.png` there. `--smoke` runs tiny
+//! counts (figures not judged) so the test suite keeps the benchmark working;
+//! any functional failure exits non-zero.
+//!
+//! `scripts/bench.sh` is the way to run it.
+
+mod client;
+mod infra;
+mod limit;
+mod plot;
+mod procs;
+mod report;
+mod scenarios;
+mod stats;
+
+use std::{path::PathBuf, process::ExitCode, time::Instant};
+
+use anyhow::Context;
+use clap::{Parser, ValueEnum};
+
+use crate::{
+    infra::Infra,
+    limit::LimitPlan,
+    procs::Launcher,
+    report::{Meta, Results},
+    scenarios::{Ctx, Plan, RunOut},
+};
+
+/// Taskforge benchmark: infrastructure limits, then every scenario against
+/// real api and worker processes; a table on stdout, and BENCHMARKS.md +
+/// bench.png with --out-dir.
+#[derive(Debug, Parser)]
+#[command(name = "bench", version)]
+struct Cli {
+    /// Tiny counts, one run each, goals not judged: checks that everything works.
+    #[arg(long)]
+    smoke: bool,
+
+    /// Where api-service and algo-service are [default: this executable's directory].
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+
+    /// Write BENCHMARKS.md and bench.png here (nothing is written without it).
+    #[arg(long)]
+    out_dir: Option<PathBuf>,
+
+    /// Logs of the started services [default: a fresh directory under the system temp dir].
+    #[arg(long)]
+    log_dir: Option<PathBuf>,
+
+    /// Runs per scenario [default: 3 for limit, create, drain, makespan; 5 for dispatch, cancel; 1 with --smoke].
+    #[arg(long)]
+    runs: Option<usize>,
+
+    /// Only these scenarios (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<Scenario>,
+
+    /// Redis (keys go under a fresh prefix, deleted afterwards).
+    #[arg(
+        long,
+        env = "BENCH_REDIS_URL",
+        default_value = "redis://127.0.0.1:6379/0"
+    )]
+    redis_url: String,
+
+    /// RabbitMQ's AMQP host:port (a fresh vhost per run, deleted afterwards).
+    #[arg(long, env = "BENCH_AMQP_HOST", default_value = "127.0.0.1:5672")]
+    amqp_host: String,
+
+    /// RabbitMQ's management API (guest/guest), for creating vhosts and reading versions.
+    #[arg(
+        long,
+        env = "BENCH_RABBITMQ_MGMT",
+        default_value = "http://127.0.0.1:15672"
+    )]
+    mgmt_url: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    Limit,
+    Create,
+    Dispatch,
+    Drain,
+    Makespan,
+    Cancel,
+}
+
+impl Scenario {
+    const ALL: [Scenario; 6] = [
+        Scenario::Limit,
+        Scenario::Create,
+        Scenario::Dispatch,
+        Scenario::Drain,
+        Scenario::Makespan,
+        Scenario::Cancel,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Scenario::Limit => "limit",
+            Scenario::Create => "create",
+            Scenario::Dispatch => "dispatch",
+            Scenario::Drain => "drain",
+            Scenario::Makespan => "makespan",
+            Scenario::Cancel => "cancel",
+        }
+    }
+
+    /// Cheap scenarios get more runs.
+    fn default_runs(self) -> usize {
+        match self {
+            Scenario::Dispatch | Scenario::Cancel => 5,
+            _ => 3,
+        }
+    }
+}
+
+fn plans(smoke: bool) -> (LimitPlan, Plan) {
+    if smoke {
+        (
+            LimitPlan {
+                publishes: 300,
+                redis_tasks: 200,
+                round_trips: 20,
+            },
+            Plan {
+                create_levels: vec![(1, 20), (16, 20), (64, 20)],
+                create_warmup: 5,
+                dispatch_n: 5,
+                drain_n: 50,
+                drain_workers: 2,
+                makespan_n: 10,
+                makespan_stage_ms: 200,
+                makespan_concurrency: 1000,
+                cancel_n: 3,
+                cancel_stage_ms: 3000,
+            },
+        )
+    } else {
+        (
+            LimitPlan {
+                publishes: 20_000,
+                redis_tasks: 20_000,
+                round_trips: 500,
+            },
+            Plan {
+                create_levels: vec![(1, 1500), (16, 4000), (64, 6000)],
+                create_warmup: 200,
+                dispatch_n: 300,
+                drain_n: 10_000,
+                drain_workers: 2,
+                makespan_n: 1000,
+                makespan_stage_ms: 2000,
+                makespan_concurrency: 1000,
+                cancel_n: 50,
+                cancel_stage_ms: 3000,
+            },
+        )
+    }
+}
+
+fn plan_text(l: &LimitPlan, p: &Plan) -> String {
+    let levels: Vec<String> = p
+        .create_levels
+        .iter()
+        .map(|(c, n)| format!("{n} at {c}"))
+        .collect();
+    format!(
+        "limits: {} messages, {} Redis tasks, {} sequential round trips; create: {} (after {} warm-up each); \
+         dispatch: {} tasks; drain: {} tasks, {} workers × 64; makespan: {} tasks of {} ms, 1 worker × {}; \
+         cancel: {} tasks of a {} ms stage",
+        l.publishes,
+        l.redis_tasks,
+        l.round_trips,
+        levels.join(", "),
+        p.create_warmup,
+        p.dispatch_n,
+        p.drain_n,
+        p.drain_workers,
+        p.makespan_n,
+        p.makespan_stage_ms,
+        p.makespan_concurrency,
+        p.cancel_n,
+        p.cancel_stage_ms
+    )
+}
+
+fn command_output(cmd: &str, args: &[&str]) -> Option<String> {
+    let out = std::process::Command::new(cmd).args(args).output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+fn commit() -> String {
+    let Some(sha) = command_output("git", &["rev-parse", "--short", "HEAD"]) else {
+        return "unknown".to_owned();
+    };
+    let dirty = command_output("git", &["status", "--porcelain", "--untracked-files=no"])
+        .is_some_and(|s| !s.is_empty());
+    if dirty {
+        format!("{sha} (with uncommitted changes)")
+    } else {
+        sha
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime starts");
+    match runtime.block_on(run(cli)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs everything; `Ok(false)` when a scenario failed (the rest still ran).
+async fn run(cli: Cli) -> anyhow::Result<bool> {
+    let started = Instant::now();
+    let bin_dir = match cli.bin_dir {
+        Some(d) => d,
+        None => std::env::current_exe()?
+            .parent()
+            .context("the executable has no directory")?
+            .to_owned(),
+    };
+    let log_dir = cli.log_dir.unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("taskforge-bench-{}", std::process::id()))
+    });
+    let infra = Infra::new(cli.redis_url.clone(), cli.amqp_host, cli.mgmt_url);
+    infra.check().await?;
+    let launcher = Launcher::new(&bin_dir, &log_dir, &cli.redis_url)?;
+    let (limit_plan, plan) = plans(cli.smoke);
+    let levels: Vec<usize> = plan.create_levels.iter().map(|l| l.0).collect();
+    let ctx = Ctx {
+        launcher,
+        plan: plan.clone(),
+    };
+    let load_before = infra::load_average();
+    eprintln!(
+        "bench: {} run; binaries from {}, service logs in {}; load average {load_before:.2}",
+        if cli.smoke { "smoke" } else { "full" },
+        bin_dir.display(),
+        log_dir.display()
+    );
+
+    let selected: Vec<Scenario> = Scenario::ALL
+        .into_iter()
+        .filter(|s| cli.only.is_empty() || cli.only.contains(s))
+        .collect();
+    let mut results = Results::default();
+    let mut failures = Vec::new();
+    let redis_url = &cli.redis_url;
+    for scenario in selected {
+        let runs = if cli.smoke {
+            1
+        } else {
+            cli.runs.unwrap_or_else(|| scenario.default_runs())
+        };
+        for i in 1..=runs {
+            let t = Instant::now();
+            let out = match scenario {
+                Scenario::Limit => {
+                    scenarios::in_sandbox(&infra, |sb| async move {
+                        let l = limit::run(&sb, redis_url, limit_plan).await?;
+                        Ok(limit_values(&l))
+                    })
+                    .await
+                }
+                Scenario::Create => {
+                    scenarios::in_sandbox(&infra, |sb| scenarios::create(&ctx, sb)).await
+                }
+                Scenario::Dispatch => {
+                    scenarios::in_sandbox(&infra, |sb| scenarios::dispatch(&ctx, sb)).await
+                }
+                Scenario::Drain => {
+                    scenarios::in_sandbox(&infra, |sb| scenarios::drain(&ctx, sb)).await
+                }
+                Scenario::Makespan => {
+                    scenarios::in_sandbox(&infra, |sb| scenarios::makespan(&ctx, sb)).await
+                }
+                Scenario::Cancel => {
+                    scenarios::in_sandbox(&infra, |sb| scenarios::cancel(&ctx, sb)).await
+                }
+            };
+            match out {
+                Ok(out) => {
+                    eprintln!(
+                        "bench: {} run {i}/{runs} done in {:.1} s: {}",
+                        scenario.name(),
+                        t.elapsed().as_secs_f64(),
+                        headline(&out)
+                    );
+                    record(&mut results, scenario, out);
+                }
+                Err(e) => {
+                    eprintln!("bench: {} run {i}/{runs} FAILED: {e:#}", scenario.name());
+                    failures.push(format!("{} run {i}: {e:#}", scenario.name()));
+                    break;
+                }
+            }
+        }
+    }
+
+    let rows = report::rows(&results, plan.makespan_stage_ms, &levels);
+    println!("{}", report::table(&results, &rows, cli.smoke));
+    if let Some(dir) = &cli.out_dir {
+        std::fs::create_dir_all(dir)?;
+        let meta = Meta {
+            date: chrono::Utc::now().format("%Y-%m-%d %H:%M").to_string(),
+            commit: commit(),
+            rustc: command_output("rustc", &["--version"]).unwrap_or_else(|| "unknown".into()),
+            machine: infra::machine(),
+            versions: infra.versions().await,
+            load_before,
+            load_after: infra::load_average(),
+            duration_s: started.elapsed().as_secs_f64(),
+            smoke: cli.smoke,
+            message_bytes: results.median("limit.message_bytes").unwrap_or(0.0) as usize,
+            command: if cli.smoke {
+                "bench --smoke".to_owned()
+            } else {
+                "scripts/bench.sh".to_owned()
+            },
+        };
+        let mut md = report::markdown(&results, &rows, &meta, &plan_text(&limit_plan, &plan));
+        if !failures.is_empty() {
+            md.push_str("\n## Failures\n\n");
+            for f in &failures {
+                md.push_str(&format!("- {}\n", f.replace('\n', " ")));
+            }
+        }
+        std::fs::write(dir.join("BENCHMARKS.md"), md)?;
+        plot::draw(&results, &levels, &dir.join("bench.png"))?;
+        eprintln!(
+            "bench: wrote {} and {}",
+            dir.join("BENCHMARKS.md").display(),
+            dir.join("bench.png").display()
+        );
+    }
+    eprintln!(
+        "bench: finished in {:.0} s; load average {:.2}",
+        started.elapsed().as_secs_f64(),
+        infra::load_average()
+    );
+    for f in &failures {
+        eprintln!("bench: FAILED: {f}");
+    }
+    Ok(failures.is_empty())
+}
+
+fn limit_values(l: &limit::Limits) -> RunOut {
+    let mut out = RunOut::default();
+    for (k, v) in [
+        ("publish_w64", l.publish_w64),
+        ("publish_w1024", l.publish_w1024),
+        ("consume_ack", l.consume_ack),
+        ("confirm_rtt_ms", l.confirm_rtt_ms),
+        ("deliver_ms", l.deliver_ms),
+        ("redis_create", l.redis_create),
+        ("redis_lifecycle", l.redis_lifecycle),
+        ("redis_create_rtt_ms", l.redis_create_rtt_ms),
+        ("redis_transition_rtt_ms", l.redis_transition_rtt_ms),
+        ("message_bytes", l.message_bytes as f64),
+    ] {
+        out.values.insert(format!("limit.{k}"), v);
+    }
+    out
+}
+
+fn record(results: &mut Results, scenario: Scenario, out: RunOut) {
+    match scenario {
+        Scenario::Dispatch => results.dispatch_latencies.extend(&out.latencies),
+        Scenario::Cancel => results.cancel_latencies.extend(&out.latencies),
+        _ => {}
+    }
+    for (k, v) in out.values {
+        results.values.entry(k).or_default().push(v);
+    }
+}
+
+/// The run's main figures, for the progress line.
+fn headline(out: &RunOut) -> String {
+    const MAIN: &[&str] = &[
+        "limit.publish_w64",
+        "limit.redis_create",
+        "create.c1.rate",
+        "create.c16.rate",
+        "create.c64.rate",
+        "dispatch.p50_ms",
+        "dispatch.p99_ms",
+        "drain.rate",
+        "makespan.s",
+        "makespan.worker_rss_mb",
+        "cancel.p50_ms",
+        "cancel.p99_ms",
+    ];
+    MAIN.iter()
+        .filter_map(|k| {
+            out.values
+                .get(*k)
+                .map(|v| format!("{k}={}", report::num(*v)))
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}

@@ -1,0 +1,622 @@
+//! The figures, their limits and goals: a table on stdout and `BENCHMARKS.md`.
+
+use std::{collections::BTreeMap, fmt::Write as _};
+
+use crate::{infra::Machine, infra::Versions, stats};
+
+/// Everything measured, run by run.
+#[derive(Debug, Default)]
+pub(crate) struct Results {
+    /// Each figure's value in each run.
+    pub(crate) values: BTreeMap<String, Vec<f64>>,
+    /// Every POST → COMPLETED latency of every dispatch run (ms).
+    pub(crate) dispatch_latencies: Vec<f64>,
+    /// Every DELETE → CANCELLED latency of every cancel run (ms).
+    pub(crate) cancel_latencies: Vec<f64>,
+}
+
+impl Results {
+    pub(crate) fn median(&self, key: &str) -> Option<f64> {
+        self.values
+            .get(key)
+            .filter(|v| !v.is_empty())
+            .map(|v| stats::median(v))
+    }
+
+    fn spread(&self, key: &str) -> String {
+        match self.values.get(key) {
+            Some(v) if v.len() > 1 => {
+                let (lo, hi) = stats::min_max(v);
+                format!("{} runs, {}–{}", v.len(), num(lo), num(hi))
+            }
+            Some(v) => format!("{} run", v.len()),
+            None => String::new(),
+        }
+    }
+}
+
+/// About the run, for the report's head.
+#[derive(Debug, Clone)]
+pub(crate) struct Meta {
+    pub(crate) date: String,
+    pub(crate) commit: String,
+    pub(crate) rustc: String,
+    pub(crate) machine: Machine,
+    pub(crate) versions: Versions,
+    pub(crate) load_before: f64,
+    pub(crate) load_after: f64,
+    pub(crate) duration_s: f64,
+    pub(crate) smoke: bool,
+    pub(crate) message_bytes: usize,
+    pub(crate) command: String,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Goal {
+    None,
+    RatioAtLeast(f64),
+    RatioAtMost(f64),
+    Below(f64),
+}
+
+/// One line of the results table.
+#[derive(Debug, Clone)]
+pub(crate) struct Row {
+    pub(crate) label: String,
+    key: String,
+    unit: &'static str,
+    pub(crate) value: Option<f64>,
+    reference: Option<(f64, String)>,
+    goal: Goal,
+}
+
+impl Row {
+    fn ratio(&self) -> Option<f64> {
+        let (r, _) = self.reference.as_ref()?;
+        Some(self.value? / r)
+    }
+
+    fn goal_text(&self) -> String {
+        match self.goal {
+            Goal::None => "reported".to_owned(),
+            Goal::RatioAtLeast(x) => format!("≥ {:.0} % of limit", x * 100.0),
+            Goal::RatioAtMost(x) => format!("≤ {x} × ideal"),
+            Goal::Below(x) => format!("< {} {}", num(x), self.unit),
+        }
+    }
+
+    /// `Some(met)` for judged goals.
+    pub(crate) fn met(&self) -> Option<bool> {
+        let v = self.value?;
+        match self.goal {
+            Goal::None => None,
+            Goal::RatioAtLeast(x) => Some(self.ratio()? >= x),
+            Goal::RatioAtMost(x) => Some(self.ratio()? <= x),
+            Goal::Below(x) => Some(v < x),
+        }
+    }
+}
+
+/// A number with sensible precision for its size.
+pub(crate) fn num(x: f64) -> String {
+    if x.is_nan() {
+        "—".to_owned()
+    } else if x.abs() >= 1000.0 {
+        format!("{x:.0}")
+    } else if x.abs() >= 100.0 {
+        format!("{x:.1}")
+    } else if x.abs() >= 10.0 {
+        format!("{x:.2}")
+    } else {
+        format!("{x:.3}")
+    }
+}
+
+/// The infrastructure floors and ceilings the figures are compared with.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Refs {
+    pub(crate) publish_w64: Option<f64>,
+    pub(crate) consume_ack: Option<f64>,
+    pub(crate) redis_lifecycle: Option<f64>,
+    pub(crate) dispatch_floor: Option<f64>,
+    pub(crate) cancel_floor: Option<f64>,
+}
+
+impl Refs {
+    pub(crate) fn from(r: &Results) -> Self {
+        let m = |k: &str| r.median(&format!("limit.{k}"));
+        let dispatch_floor = (|| {
+            Some(
+                m("redis_create_rtt_ms")?
+                    + m("confirm_rtt_ms")?.max(m("deliver_ms")?)
+                    + 3.0 * m("redis_transition_rtt_ms")?,
+            )
+        })();
+        let cancel_floor = (|| Some(m("deliver_ms")? + 3.0 * m("redis_transition_rtt_ms")?))();
+        Self {
+            publish_w64: m("publish_w64"),
+            consume_ack: m("consume_ack"),
+            redis_lifecycle: m("redis_lifecycle"),
+            dispatch_floor,
+            cancel_floor,
+        }
+    }
+}
+
+pub(crate) fn rows(r: &Results, makespan_stage_ms: u64, create_levels: &[usize]) -> Vec<Row> {
+    let refs = Refs::from(r);
+    let mut rows = Vec::new();
+    let mut add = |label: String, key: String, unit, reference: Option<(f64, String)>, goal| {
+        let value = r.median(&key);
+        if value.is_some() {
+            rows.push(Row {
+                label,
+                key,
+                unit,
+                value,
+                reference,
+                goal,
+            });
+        }
+    };
+    let publish = refs
+        .publish_w64
+        .map(|v| (v, "publish+confirm, window 64".to_owned()));
+    for &c in create_levels {
+        let goal = if c == 64 {
+            Goal::RatioAtLeast(0.6)
+        } else {
+            Goal::None
+        };
+        add(
+            format!("create, {c} client{}", if c == 1 { "" } else { "s" }),
+            format!("create.c{c}.rate"),
+            "tasks/s",
+            publish.clone(),
+            goal,
+        );
+    }
+    let floor = refs
+        .dispatch_floor
+        .map(|v| (v, "broker + Redis round trips".to_owned()));
+    add(
+        "dispatch overhead p50".into(),
+        "dispatch.p50_ms".into(),
+        "ms",
+        floor.clone(),
+        Goal::None,
+    );
+    add(
+        "dispatch overhead p99".into(),
+        "dispatch.p99_ms".into(),
+        "ms",
+        floor,
+        Goal::Below(5.0),
+    );
+    let drain_ref = match (refs.consume_ack, refs.redis_lifecycle) {
+        (Some(a), Some(b)) if a <= b => Some((a, "consume+ack, 2 consumers".to_owned())),
+        (Some(_), Some(b)) => Some((b, "Redis claim+progress+finish".to_owned())),
+        _ => None,
+    };
+    add(
+        "drain, 2 workers".into(),
+        "drain.rate".into(),
+        "tasks/s",
+        drain_ref,
+        Goal::None,
+    );
+    let ideal = makespan_stage_ms as f64 / 1e3;
+    add(
+        "makespan".into(),
+        "makespan.s".into(),
+        "s",
+        Some((ideal, format!("ideal {} s", num(ideal)))),
+        Goal::RatioAtMost(1.05),
+    );
+    add(
+        "makespan worker peak RSS".into(),
+        "makespan.worker_rss_mb".into(),
+        "MiB",
+        None,
+        Goal::Below(100.0),
+    );
+    let cfloor = refs
+        .cancel_floor
+        .map(|v| (v, "broker + Redis round trips".to_owned()));
+    add(
+        "cancel → CANCELLED p50".into(),
+        "cancel.p50_ms".into(),
+        "ms",
+        cfloor.clone(),
+        Goal::None,
+    );
+    add(
+        "cancel → CANCELLED p99".into(),
+        "cancel.p99_ms".into(),
+        "ms",
+        cfloor,
+        Goal::Below(50.0),
+    );
+    for scenario in ["create", "dispatch", "drain", "makespan", "cancel"] {
+        for role in ["api", "worker"] {
+            add(
+                format!("{scenario}: {role} peak RSS"),
+                format!("footprint.{scenario}.{role}_mb"),
+                "MiB",
+                None,
+                Goal::None,
+            );
+        }
+    }
+    rows
+}
+
+fn met_text(row: &Row, smoke: bool) -> &'static str {
+    match (row.met(), smoke) {
+        (None, _) => "—",
+        (Some(_), true) => "not judged",
+        (Some(true), false) => "yes",
+        (Some(false), false) => "NO",
+    }
+}
+
+/// The results as a plain-text table.
+pub(crate) fn table(r: &Results, rows: &[Row], smoke: bool) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<30} {:>10} {:<8} {:>10}  {:<30} {:>7}  {:<20} met",
+        "figure", "median", "unit", "limit", "(limit is)", "ratio", "goal"
+    );
+    for row in rows {
+        let (limit, what) = row
+            .reference
+            .as_ref()
+            .map_or(("".to_owned(), ""), |(v, w)| (num(*v), w.as_str()));
+        let ratio = row.ratio().map_or(String::new(), |x| format!("{x:.2}×"));
+        let _ = writeln!(
+            out,
+            "{:<30} {:>10} {:<8} {:>10}  {:<30} {:>7}  {:<20} {}",
+            row.label,
+            row.value.map_or("—".into(), num),
+            row.unit,
+            limit,
+            what,
+            ratio,
+            row.goal_text(),
+            met_text(row, smoke)
+        );
+    }
+    let _ = writeln!(out, "\nlimits (median of runs):");
+    for (key, label, unit) in LIMITS {
+        if let Some(v) = r.median(key) {
+            let _ = writeln!(out, "  {label:<58} {:>10} {unit}", num(v));
+        }
+    }
+    out
+}
+
+const LIMITS: &[(&str, &str, &str)] = &[
+    (
+        "limit.publish_w64",
+        "RabbitMQ publish+confirm, persistent, window 64",
+        "msgs/s",
+    ),
+    (
+        "limit.publish_w1024",
+        "RabbitMQ publish+confirm, persistent, window 1024",
+        "msgs/s",
+    ),
+    (
+        "limit.consume_ack",
+        "RabbitMQ consume + ack, 2 consumers, prefetch 64",
+        "msgs/s",
+    ),
+    (
+        "limit.confirm_rtt_ms",
+        "RabbitMQ publish → confirm, sequential, p50",
+        "ms",
+    ),
+    (
+        "limit.deliver_ms",
+        "RabbitMQ publish → delivery to a consumer, sequential, p50",
+        "ms",
+    ),
+    (
+        "limit.redis_create",
+        "Redis create (EVALSHA transition + ZADD), 64 connections",
+        "creates/s",
+    ),
+    (
+        "limit.redis_lifecycle",
+        "Redis claim + progress + finish (3 EVALSHA), 64 connections",
+        "tasks/s",
+    ),
+    (
+        "limit.redis_create_rtt_ms",
+        "Redis create (2 round trips), sequential, p50",
+        "ms",
+    ),
+    (
+        "limit.redis_transition_rtt_ms",
+        "Redis one transition (EVALSHA), sequential, p50",
+        "ms",
+    ),
+];
+
+fn md_row(cells: &[String]) -> String {
+    format!("| {} |\n", cells.join(" | "))
+}
+
+fn val(r: &Results, key: &str) -> String {
+    r.median(key).map_or("—".into(), num)
+}
+
+/// `docs/BENCHMARKS.md`.
+pub(crate) fn markdown(r: &Results, rows: &[Row], meta: &Meta, plan_text: &str) -> String {
+    let mut md = String::new();
+    let m = &meta.machine;
+    let _ = writeln!(md, "# Benchmarks\n");
+    let _ = writeln!(
+        md,
+        "Generated by `{}` (the `bench` crate) — do not edit by hand; rerun it.{}\n",
+        meta.command,
+        if meta.smoke {
+            " **Smoke run: tiny counts, figures not judged.**"
+        } else {
+            ""
+        }
+    );
+    let _ = writeln!(
+        md,
+        "![latency distribution and create throughput](bench.png)\n"
+    );
+    let _ = writeln!(md, "## Run\n");
+    md.push_str("| | |\n|---|---|\n");
+    for (k, v) in [
+        ("date (UTC)", meta.date.clone()),
+        ("commit", meta.commit.clone()),
+        (
+            "machine",
+            format!(
+                "{} × {} ({} cores), {:.1} GiB memory, Linux {}",
+                m.cpus, m.cpu_model, m.cpus, m.memory_gib, m.kernel
+            ),
+        ),
+        (
+            "load average (1 min) before / after",
+            format!("{:.2} / {:.2}", meta.load_before, meta.load_after),
+        ),
+        ("rustc", meta.rustc.clone()),
+        (
+            "RabbitMQ",
+            format!(
+                "{} (Erlang {})",
+                meta.versions.rabbitmq, meta.versions.erlang
+            ),
+        ),
+        ("Redis", meta.versions.redis.clone()),
+        ("duration of the run", format!("{:.0} s", meta.duration_s)),
+        ("sizes", plan_text.to_owned()),
+    ] {
+        md.push_str(&md_row(&[k.to_owned(), v]));
+    }
+
+    let _ = writeln!(md, "\n## Results\n");
+    let _ = writeln!(
+        md,
+        "Each figure is the median over its runs (spread in the last column); each run \
+         starts its own api and workers in a RabbitMQ vhost and Redis key prefix of its own. \
+         *ratio* = figure ÷ limit: for rates, the fraction of what the broker or Redis alone \
+         sustains on this machine; for latencies, how many times the sum of the infrastructure \
+         round trips on the path.\n"
+    );
+    md.push_str(&md_row(
+        &["figure", "median", "limit", "ratio", "goal", "met", "runs"].map(String::from),
+    ));
+    md.push_str("|---|---:|---|---:|---|---|---|\n");
+    for row in rows {
+        let limit = row
+            .reference
+            .as_ref()
+            .map_or("—".into(), |(v, w)| format!("{} ({w})", num(*v)));
+        md.push_str(&md_row(&[
+            row.label.clone(),
+            format!("{} {}", row.value.map_or("—".into(), num), row.unit),
+            limit,
+            row.ratio().map_or("—".into(), |x| format!("{x:.2}×")),
+            row.goal_text(),
+            match met_text(row, meta.smoke) {
+                "NO" => "**NO**".to_owned(),
+                t => t.to_owned(),
+            },
+            r.spread(&row.key),
+        ]));
+    }
+
+    let _ = writeln!(md, "\n## Limits: the infrastructure alone, same run\n");
+    let _ = writeln!(
+        md,
+        "Measured with `lapin` and `redis` directly, before the scenarios, in a vhost of their own. \
+         Messages are {} bytes (a real task message), persistent, `mandatory`, published through \
+         exchange `tasks` to the contract's durable priority queue `tasks.algo`. The Redis \
+         figures run the api's own `transition.lua`.\n",
+        meta.message_bytes
+    );
+    md.push_str("| limit | median | runs |\n|---|---:|---|\n");
+    for (key, label, unit) in LIMITS {
+        md.push_str(&md_row(&[
+            (*label).to_owned(),
+            format!("{} {unit}", val(r, key)),
+            r.spread(key),
+        ]));
+    }
+    md.push_str(&where_time_goes(r));
+    md
+}
+
+fn steps_table(r: &Results, prefix: &str, labels: &[(&str, &str)]) -> String {
+    let mut md = String::from("| step | mean (ms) |\n|---|---:|\n");
+    for (suffix, label) in labels {
+        md.push_str(&md_row(&[
+            (*label).to_owned(),
+            val(r, &format!("{prefix}{suffix}")),
+        ]));
+    }
+    md
+}
+
+fn cpu_table(r: &Results, prefix: &str) -> String {
+    let mut md = String::from("| process | CPU µs per task |\n|---|---:|\n");
+    for g in ["api", "workers", "redis", "rabbitmq", "bench", "total"] {
+        let key = format!("{prefix}.cpu_us_per_task.{g}");
+        if r.median(&key).is_some() {
+            md.push_str(&md_row(&[g.to_owned(), val(r, &key)]));
+        }
+    }
+    md
+}
+
+fn where_time_goes(r: &Results) -> String {
+    let mut md = String::from("\n## Where the time goes\n");
+    if r.median("create.c64.rate").is_some() {
+        let _ = writeln!(
+            md,
+            "\n### create\n\nPer level: client-side latency p50 / p99, the api's own \
+             handling time (mean, from its `/metrics` histogram), and CPU per create.\n"
+        );
+        md.push_str("| clients | tasks/s | p50 ms | p99 ms | api handling ms | CPU µs/create: api | redis | rabbitmq | bench | CPU busy % |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+        for c in [1, 16, 64] {
+            let k = format!("create.c{c}");
+            if r.median(&format!("{k}.rate")).is_none() {
+                continue;
+            }
+            md.push_str(&md_row(&[
+                c.to_string(),
+                val(r, &format!("{k}.rate")),
+                val(r, &format!("{k}.p50_ms")),
+                val(r, &format!("{k}.p99_ms")),
+                val(r, &format!("{k}.server_ms")),
+                val(r, &format!("{k}.cpu_us_per_task.api")),
+                val(r, &format!("{k}.cpu_us_per_task.redis")),
+                val(r, &format!("{k}.cpu_us_per_task.rabbitmq")),
+                val(r, &format!("{k}.cpu_us_per_task.bench")),
+                val(r, &format!("{k}.cpu_busy_pct")),
+            ]));
+        }
+        if let (Some(c64), Some(redis)) =
+            (r.median("create.c64.rate"), r.median("limit.redis_create"))
+        {
+            let _ = writeln!(
+                md,
+                "\nAgainst Redis alone (the same two commands per create, 64 connections): {:.2}×.",
+                c64 / redis
+            );
+        }
+    }
+    if r.median("dispatch.p50_ms").is_some() {
+        let _ = writeln!(
+            md,
+            "\n### dispatch overhead (POST → COMPLETED, one 0 ms stage)\n\n\
+             Per step, mean over the samples; steps 2–6 come from the task's event times \
+             (Redis clock, millisecond resolution) against the client's clock, so each is \
+             ±1 ms per sample but unbiased in the mean. Step 1 runs alongside 2–3.\n"
+        );
+        md.push_str(&steps_table(
+            r,
+            "dispatch.step.",
+            &[
+                ("1_post_answered_ms", "1. POST answered (client)"),
+                ("2_stored_ms", "2. POST sent → QUEUED recorded"),
+                (
+                    "3_queued_to_claimed_ms",
+                    "3. QUEUED → PROCESSING (confirm, delivery, claim callback)",
+                ),
+                (
+                    "4_claimed_to_progress_ms",
+                    "4. PROCESSING → progress (stage on a blocking thread, progress callback)",
+                ),
+                (
+                    "5_progress_to_completed_ms",
+                    "5. progress → COMPLETED (finish callback)",
+                ),
+                (
+                    "6_completed_to_client_ms",
+                    "6. COMPLETED → terminal SSE event at the client",
+                ),
+            ],
+        ));
+        let _ = writeln!(md, "\nMean total: {} ms.", val(r, "dispatch.mean_ms"));
+    }
+    if r.median("drain.rate").is_some() {
+        let _ = writeln!(
+            md,
+            "\n### drain\n\n\
+             Rate between 10 % and 90 % completed (overall, including worker start-up: {} tasks/s; \
+             wall time {} s). Each task costs the api {} callbacks (claim, progress, finish), \
+             {} ms of api handling in all; 2 workers × 64 in flight. CPU per task, and how busy \
+             the machine's cores were ({} %):\n",
+            val(r, "drain.overall_rate"),
+            val(r, "drain.wall_s"),
+            val(r, "drain.callbacks_per_task"),
+            val(r, "drain.callback_server_ms_per_task"),
+            val(r, "drain.cpu_busy_pct"),
+        );
+        md.push_str(&cpu_table(r, "drain"));
+        let _ = writeln!(
+            md,
+            "\nMean api handling per callback: status (claim / finish) {} ms, progress {} ms.",
+            val(r, "drain.callback_server_ms.status"),
+            val(r, "drain.callback_server_ms.progress"),
+        );
+    }
+    if r.median("makespan.s").is_some() {
+        let _ = writeln!(
+            md,
+            "\n### makespan\n\n\
+             All tasks are queued before the worker starts; the makespan runs from the worker's \
+             first `/healthz` 200 to the last `finished_at`.\n"
+        );
+        md.push_str("| part | median |\n|---|---:|\n");
+        for (k, label) in [
+            ("makespan.first_claim_s", "worker ready → first claim (s)"),
+            ("makespan.claim_spread_s", "first claim → last claim (s)"),
+            (
+                "makespan.claim_to_finish_overrun_p50_s",
+                "claim → finish beyond the stage, p50 (s)",
+            ),
+            (
+                "makespan.claim_to_finish_overrun_max_s",
+                "claim → finish beyond the stage, max (s)",
+            ),
+            ("makespan.worker_threads_max", "worker threads, peak"),
+            ("makespan.worker_startup_ms", "worker spawn → ready (ms)"),
+        ] {
+            md.push_str(&md_row(&[label.to_owned(), val(r, k)]));
+        }
+    }
+    if r.median("cancel.p50_ms").is_some() {
+        let _ = writeln!(
+            md,
+            "\n### cancel (DELETE → GET shows CANCELLED, during a running stage)\n\n\
+             GET is polled every millisecond after the DELETE answers.\n"
+        );
+        md.push_str(&steps_table(
+            r,
+            "cancel.step.",
+            &[
+                ("1_delete_answered_ms", "1. DELETE answered (client)"),
+                (
+                    "2_requested_recorded_ms",
+                    "2. DELETE sent → cancel_requested recorded",
+                ),
+                (
+                    "3_requested_to_cancelled_ms",
+                    "3. cancel_requested → CANCELLED (broadcast, C routine stops, callback)",
+                ),
+                ("4_cancelled_to_get_ms", "4. CANCELLED → a GET shows it"),
+            ],
+        ));
+    }
+    md
+}
