@@ -9,6 +9,11 @@
 //!
 //! Endpoints come from `TEST_REDIS_URL`, `TEST_AMQP_HOST` (default
 //! 127.0.0.1:5672) and `TEST_RABBITMQ_MGMT` (default http://127.0.0.1:15672).
+//!
+//! [`servers`] starts private Redis and RabbitMQ servers for tests that stop,
+//! pause or restart them (never the shared ones).
+
+pub mod servers;
 
 use std::time::Duration;
 

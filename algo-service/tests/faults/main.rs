@@ -1,0 +1,16 @@
+//! Faults: RabbitMQ restarted, Redis frozen, the api restarted, workers
+//! stopped (SIGTERM) and killed, poison and duplicate messages, and a broker
+//! that closes channels under running tasks. The shared Redis and RabbitMQ
+//! are never touched: tests that restart or freeze a server start a private
+//! one ([`test_support::servers`]).
+//!
+//! Every test asserts that no task is lost, none ends twice, and none runs
+//! a stage in parallel or again (counting the C routine's `hello world` lines).
+#![allow(unreachable_pub)]
+
+mod api;
+mod broker;
+mod harness;
+mod messages;
+mod redis_down;
+mod shutdown;

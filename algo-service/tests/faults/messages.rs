@@ -1,0 +1,185 @@
+//! Poison messages dead-letter once; a duplicate of a finished task's
+//! message is acked without running anything.
+
+use std::{collections::HashSet, time::Duration};
+
+use lapin::{
+    options::{BasicAckOptions, BasicGetOptions, BasicPublishOptions},
+    types::{AMQPValue, ShortString},
+    BasicProperties, Channel, Connection, ConnectionProperties,
+};
+use serde_json::json;
+use task_model::{TaskId, TaskMessage};
+use test_support::eventually;
+
+use crate::harness::{body, status_trail, terminal_events, Backends, Stack, WorkerOpts};
+
+async fn channel(amqp_url: &str) -> (Connection, Channel) {
+    let conn = Connection::connect(amqp_url, ConnectionProperties::default())
+        .await
+        .expect("connecting to the test's vhost");
+    let channel = conn.create_channel().await.unwrap();
+    (conn, channel)
+}
+
+/// Publishes `body` to `tasks` → `tasks.algo` as the api would (persistent,
+/// with a message_id), confirmed.
+async fn publish(channel: &Channel, message_id: &str, body: &[u8]) {
+    channel
+        .basic_publish(
+            "tasks".into(),
+            "tasks.algo".into(),
+            BasicPublishOptions::default(),
+            body,
+            BasicProperties::default()
+                .with_message_id(ShortString::from(message_id))
+                .with_delivery_mode(2),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+}
+
+fn task_message(task_id: TaskId, algorithm: &str) -> Vec<u8> {
+    serde_json::to_vec(&TaskMessage {
+        task_id,
+        algorithm: algorithm.to_owned(),
+        stages: 1,
+        stage_ms: 0,
+        timeout_secs: 10,
+        priority: 0,
+        input: json!(null),
+    })
+    .unwrap()
+}
+
+#[tokio::test]
+async fn poison_messages_land_in_tasks_dead_exactly_once_and_are_never_redelivered() {
+    let mut sys = Stack::start(Backends::shared().await, &[]).await;
+    sys.wait_api_connected(Duration::from_secs(10)).await;
+    sys.add_worker("w1", WorkerOpts::default()).await;
+    let (conn, ch) = channel(&sys.backends.amqp_url).await;
+
+    let unparseable = b"{\"task_id\": not json".to_vec();
+    let unknown_algorithm = task_message(TaskId::new(), "sort");
+    let unknown_id = TaskId::new();
+    let unknown_task = task_message(unknown_id, "hello");
+    publish(&ch, "poison-1", &unparseable).await;
+    publish(&ch, "poison-2", &unknown_algorithm).await;
+    publish(&ch, &unknown_id.to_string(), &unknown_task).await;
+
+    eventually("three dead letters", Duration::from_secs(15), || async {
+        (sys.queue_depth("tasks.dead").await == 3).then_some(())
+    })
+    .await;
+    // A real task after them completes: the worker is alive and past them.
+    let id = sys.create(body(1, 0)).await;
+    sys.assert_all_completed_once(&[id], Duration::from_secs(15))
+        .await;
+    assert_eq!(
+        sys.queue_depth("tasks.dead").await,
+        3,
+        "no more dead letters"
+    );
+    assert_eq!(
+        sys.queue_depth("tasks.algo").await,
+        0,
+        "nothing left to loop"
+    );
+    assert_eq!(sys.hellos(), 1, "only the real task ran");
+    let w = &sys.workers[0];
+    assert_eq!(
+        w.log_lines("rejecting an unusable message"),
+        2,
+        "handled once each"
+    );
+    assert_eq!(w.log_lines("does not know this task"), 1, "claimed once");
+
+    // Each dead letter was rejected once (x-death count 1), never requeued.
+    let mut bodies = HashSet::new();
+    for _ in 0..3 {
+        let got = ch
+            .basic_get("tasks.dead".into(), BasicGetOptions::default())
+            .await
+            .unwrap()
+            .expect("a dead letter");
+        let headers = got
+            .delivery
+            .properties
+            .headers()
+            .clone()
+            .unwrap_or_default();
+        let Some(AMQPValue::FieldArray(deaths)) = headers.inner().get("x-death") else {
+            panic!("no x-death header: {headers:?}");
+        };
+        assert_eq!(deaths.as_slice().len(), 1, "{deaths:?}");
+        let AMQPValue::FieldTable(death) = &deaths.as_slice()[0] else {
+            panic!("{deaths:?}");
+        };
+        let count = match death.inner().get("count") {
+            Some(AMQPValue::LongLongInt(n)) => *n,
+            other => panic!("x-death count: {other:?}"),
+        };
+        assert_eq!(count, 1, "{death:?}");
+        assert_eq!(
+            death.inner().get("reason"),
+            Some(&AMQPValue::LongString("rejected".into()))
+        );
+        assert!(!got.delivery.redelivered || count == 1);
+        bodies.insert(got.delivery.data.clone());
+        got.delivery.ack(BasicAckOptions::default()).await.unwrap();
+    }
+    assert_eq!(
+        bodies,
+        HashSet::from([unparseable, unknown_algorithm, unknown_task])
+    );
+    let _ = conn.close(200, "done".into()).await;
+    sys.stop().await;
+}
+
+#[tokio::test]
+async fn a_duplicate_delivery_of_a_finished_task_is_acked_and_runs_nothing() {
+    let mut sys = Stack::start(Backends::shared().await, &[]).await;
+    sys.wait_api_connected(Duration::from_secs(10)).await;
+    sys.add_worker("w1", WorkerOpts::default()).await;
+    let id = sys.create(body(2, 50)).await;
+    sys.assert_all_completed_once(std::slice::from_ref(&id), Duration::from_secs(15))
+        .await;
+    assert_eq!(sys.hellos(), 2);
+
+    let (conn, ch) = channel(&sys.backends.amqp_url).await;
+    let task_id = TaskId::parse(&id).unwrap();
+    let copy = serde_json::to_vec(&TaskMessage {
+        task_id,
+        algorithm: "hello".to_owned(),
+        stages: 2,
+        stage_ms: 50,
+        timeout_secs: 50,
+        priority: 0,
+        input: json!({}),
+    })
+    .unwrap();
+    publish(&ch, &id, &copy).await;
+    eventually(
+        "the copy to be acked as already finished",
+        Duration::from_secs(10),
+        || async {
+            (sys.workers[0].log_lines("already finished; acking without running it") == 1)
+                .then_some(())
+        },
+    )
+    .await;
+    eventually("tasks.algo to drain", Duration::from_secs(10), || async {
+        (sys.queue_depth("tasks.algo").await == 0).then_some(())
+    })
+    .await;
+
+    assert_eq!(sys.hellos(), 2, "no stage ran again");
+    let events = sys.events(&id).await;
+    assert_eq!(terminal_events(&events), 1);
+    assert_eq!(status_trail(&events), ["QUEUED", "PROCESSING", "COMPLETED"]);
+    assert_eq!(sys.queue_depth("tasks.dead").await, 0);
+    let _ = conn.close(200, "done".into()).await;
+    sys.stop().await;
+}

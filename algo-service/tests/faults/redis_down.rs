@@ -1,0 +1,119 @@
+//! Redis frozen (SIGSTOP) and back (SIGCONT), on a private `redis-server`:
+//! a faithful "unreachable, then back with every key", unlike a restart of a
+//! server without persistence.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use test_support::{eventually, servers::PrivateRedis};
+
+use crate::harness::{body, Backends, Stack, WorkerOpts};
+
+#[tokio::test]
+async fn with_redis_frozen_endpoints_answer_503_workers_retry_and_every_outcome_lands_once() {
+    let mut redis = PrivateRedis::start().await.expect("a private redis-server");
+    // A lease far longer than the outage: the workers keep their tasks.
+    let mut sys = Stack::start(
+        Backends::shared().await.with_redis(redis.url()),
+        &["--lease-secs", "30"],
+    )
+    .await;
+    sys.wait_api_connected(Duration::from_secs(10)).await;
+    sys.add_worker(
+        "w1",
+        WorkerOpts {
+            concurrency: 8,
+            grace_secs: 2,
+        },
+    )
+    .await;
+    let mut ids = Vec::new();
+    for _ in 0..6 {
+        ids.push(sys.create(body(4, 400)).await);
+    }
+    for id in &ids {
+        sys.wait_for(id, Duration::from_secs(15), |t| t["status"] == "PROCESSING")
+            .await;
+    }
+
+    redis.pause().expect("SIGSTOP");
+
+    // The api answers 503 (promptly, Retry-After: 5) and stays alive.
+    let asked = Instant::now();
+    let res = sys.post_task(body(1, 0)).await;
+    assert_eq!(res.status(), 503, "{:?}", res.text().await);
+    assert!(
+        asked.elapsed() < Duration::from_secs(10),
+        "503 took {:?}",
+        asked.elapsed()
+    );
+    let res = sys.post_task(body(1, 0)).await;
+    assert_eq!(res.status(), 503);
+    assert_eq!(res.headers()["retry-after"], "5");
+    let res = sys
+        .http
+        .get(format!("{}/tasks/{}", sys.api_url, ids[0]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 503);
+    let res = sys
+        .http
+        .get(format!("{}/healthz", sys.api_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    sys.api_state().health.check_now().await;
+    let res = sys
+        .http
+        .get(format!("{}/readyz", sys.api_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 503);
+    let ready: Value = res.json().await.unwrap();
+    assert_eq!(ready["status"], "unavailable", "{ready}");
+    assert_eq!(ready["checks"]["redis"]["ok"], false, "{ready}");
+    assert!(ready["checks"]["redis"]["error"].is_string(), "{ready}");
+    assert_eq!(ready["checks"]["rabbitmq"]["ok"], true, "{ready}");
+
+    // The stages run on; the callbacks that report them fail and are retried.
+    eventually(
+        "every stage to run while redis is frozen",
+        Duration::from_secs(15),
+        || async { (sys.hellos() == 24).then_some(()) },
+    )
+    .await;
+    let retries = sys.workers[0]
+        .metric("taskforge_worker_callback_retries_total")
+        .await;
+    assert!(retries >= 1.0, "callbacks were retried: {retries}");
+
+    redis.resume().expect("SIGCONT");
+
+    sys.assert_all_completed_once(&ids, Duration::from_secs(40))
+        .await;
+    assert_eq!(sys.hellos(), 24, "no stage ran twice");
+    // And the api serves again.
+    let after = sys.create(body(1, 0)).await;
+    sys.assert_all_completed_once(&[after], Duration::from_secs(20))
+        .await;
+    let listed: Value = sys
+        .http
+        .get(format!("{}/tasks?limit=1000", sys.api_url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        listed["tasks"].as_array().unwrap().len(),
+        7,
+        "the creates refused with 503 left nothing behind: {listed}"
+    );
+    assert_eq!(sys.queue_depth("tasks.algo").await, 0);
+    assert_eq!(sys.queue_depth("tasks.dead").await, 0);
+    sys.stop().await;
+}
