@@ -94,6 +94,11 @@ impl Application {
     /// A missing `CALLBACK_TOKEN`, a bad URL, or an address that cannot be bound.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let callback_token = settings.require_callback_token()?.to_owned();
+        if !settings.webhook_hosts().is_empty()
+            && settings.webhook_secret.as_deref().is_none_or(str::is_empty)
+        {
+            anyhow::bail!("WEBHOOK_ALLOWED_HOSTS is set but WEBHOOK_SECRET is empty: webhooks would go out unsigned");
+        }
         let stop = CancellationToken::new();
         let background = tokio_util::task::TaskTracker::new();
 

@@ -116,3 +116,25 @@ async fn metrics_count_created_and_finished_tasks() {
     assert!(text.contains("taskforge_http_request_duration_seconds_count{method=\"POST\",route=\"/tasks\",status=\"202\"} 1"), "{text}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn the_api_refuses_to_start_with_webhooks_on_but_no_secret_or_no_callback_token() {
+    use clap::Parser;
+    let base = ["api-service", "--bind", "127.0.0.1:0"];
+    let unsigned = api_service::Settings::try_parse_from(base.iter().chain(&[
+        "--callback-token",
+        "t",
+        "--webhook-allowed-hosts",
+        "127.0.0.1",
+    ]))
+    .unwrap();
+    let err = api_service::Application::build(unsigned).await.unwrap_err();
+    assert!(err.to_string().contains("WEBHOOK_SECRET"), "{err}");
+
+    let mut tokenless = api_service::Settings::try_parse_from(base).unwrap();
+    tokenless.callback_token = Some("  ".into());
+    let err = api_service::Application::build(tokenless)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("CALLBACK_TOKEN"), "{err}");
+}
