@@ -1,0 +1,579 @@
+//! `chaos`: runs tasks across workers while killing and restarting workers
+//! (SIGKILL and SIGTERM), RabbitMQ and the api at random moments, then checks
+//! that every task reached exactly one terminal state and none was lost.
+//!
+//! Everything runs on loopback and is the driver's own: a private
+//! `redis-server`, a private RabbitMQ node (restarted on its own data), the
+//! api and worker binaries from `--bin-dir`. The shared servers on 6379 and
+//! 5672 are never touched.
+//!
+//! Tasks are submitted at a steady pace over the first 60 % of the fault
+//! window, each with an `Idempotency-Key`, retried with the same key until
+//! the api answers (so a create cut short by a fault is neither lost nor
+//! doubled). Faults are drawn from the seed: their moments, the victims, and
+//! whether RabbitMQ stops cleanly or is killed. After the window the driver
+//! waits (bounded) for every task to end, then checks each through the api:
+//!
+//! - **lost**: the api does not know a task it accepted (404);
+//! - **stuck**: not terminal when the wait is over;
+//! - **duplicated**: more than one terminal `status` event.
+//!
+//! `hello world` lines across all workers are counted against the stages of
+//! the completed tasks and reported, not judged: a worker killed between
+//! printing a stage and recording it legitimately runs that stage again.
+//!
+//! The last line gives the figures; the exit code is 1 when anything was
+//! lost, stuck, duplicated, never accepted, or a SIGTERMed worker did not
+//! exit 0.
+
+mod procs;
+
+use std::{
+    collections::BTreeMap,
+    path::PathBuf,
+    process::ExitCode,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use clap::Parser;
+use serde_json::{json, Value};
+use test_support::servers::{PrivateRabbit, PrivateRedis, RabbitOptions};
+
+use crate::procs::{Procs, Setup};
+
+const TERMINAL: [&str; 4] = ["COMPLETED", "FAILED", "TIMED_OUT", "CANCELLED"];
+
+/// Chaos test of a whole Taskforge on loopback: N tasks, K faults, then the verdict.
+#[derive(Debug, Parser)]
+#[command(name = "chaos", version, args_override_self = true)]
+struct Cli {
+    /// Tasks to submit.
+    #[arg(long, default_value_t = 500)]
+    tasks: usize,
+    /// Worker processes.
+    #[arg(long, default_value_t = 3)]
+    workers: usize,
+    /// Faults to inject, in turn: worker SIGKILL, worker SIGTERM, api
+    /// restart, RabbitMQ restart (each restarted at once).
+    #[arg(long, default_value_t = 30)]
+    faults: usize,
+    /// Seed of every random choice (default: from the clock; printed).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// The window in which faults happen; tasks are submitted in its first 60 %.
+    #[arg(long, default_value_t = 150)]
+    duration_secs: u64,
+    /// How long to wait, after the window, for every task to end.
+    #[arg(long, default_value_t = 240)]
+    settle_secs: u64,
+    /// Where `api-service` and `algo-service` are (default: this binary's directory).
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+    /// Where the processes' logs go (default: a fresh directory under the temp dir).
+    #[arg(long)]
+    log_dir: Option<PathBuf>,
+    /// The api's LEASE_SECS.
+    #[arg(long, default_value_t = 5)]
+    lease_secs: u64,
+    /// The workers' SHUTDOWN_GRACE_SECS.
+    #[arg(long, default_value_t = 3)]
+    grace_secs: u64,
+    /// The workers' WORKER_CONCURRENCY.
+    #[arg(long, default_value_t = 8)]
+    concurrency: u16,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Fault {
+    WorkerSigkill,
+    WorkerSigterm,
+    ApiRestart,
+    RabbitmqRestart,
+}
+
+impl Fault {
+    const ALL: [Fault; 4] = [
+        Fault::WorkerSigkill,
+        Fault::WorkerSigterm,
+        Fault::ApiRestart,
+        Fault::RabbitmqRestart,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Fault::WorkerSigkill => "worker_sigkill",
+            Fault::WorkerSigterm => "worker_sigterm",
+            Fault::ApiRestart => "api_restart",
+            Fault::RabbitmqRestart => "rabbitmq_restart",
+        }
+    }
+}
+
+/// What became of one submission.
+#[derive(Debug)]
+enum Submitted {
+    Accepted { id: String, stages: u64 },
+    Refused(String),
+    GaveUp,
+}
+
+#[derive(Debug, Default)]
+struct Verdict {
+    tasks: usize,
+    accepted: usize,
+    faults: BTreeMap<Fault, usize>,
+    lost: Vec<String>,
+    stuck: Vec<String>,
+    duplicated: Vec<String>,
+    unsubmitted: usize,
+    bad_exits: usize,
+    statuses: BTreeMap<String, usize>,
+    hellos: usize,
+    completed_stages: u64,
+    strays: usize,
+    seed: u64,
+    secs: u64,
+}
+
+impl Verdict {
+    fn failed(&self) -> bool {
+        !(self.lost.is_empty()
+            && self.stuck.is_empty()
+            && self.duplicated.is_empty()
+            && self.unsubmitted == 0
+            && self.bad_exits == 0
+            && self.strays == 0)
+    }
+
+    fn line(&self) -> String {
+        let by_kind: Vec<String> = Fault::ALL
+            .iter()
+            .map(|f| format!("{}={}", f.name(), self.faults.get(f).copied().unwrap_or(0)))
+            .collect();
+        let statuses: Vec<String> = self
+            .statuses
+            .iter()
+            .map(|(s, n)| format!("{}={n}", s.to_ascii_lowercase()))
+            .collect();
+        format!(
+            "chaos: tasks={} faults={} ({}) lost={} stuck={} duplicated={} unsubmitted={} bad_exits={} [{}] hello_world={}/{} seed={} secs={}",
+            self.tasks,
+            self.faults.values().sum::<usize>(),
+            by_kind.join(" "),
+            self.lost.len(),
+            self.stuck.len(),
+            self.duplicated.len(),
+            self.unsubmitted,
+            self.bad_exits,
+            statuses.join(" "),
+            self.hellos,
+            self.completed_stages,
+            self.seed,
+            self.secs,
+        )
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("chaos: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(verdict) => {
+            for (what, ids) in [
+                ("lost", &verdict.lost),
+                ("stuck", &verdict.stuck),
+                ("duplicated", &verdict.duplicated),
+            ] {
+                for id in ids.iter().take(20) {
+                    println!("chaos: {what}: {id}");
+                }
+            }
+            println!("{}", verdict.line());
+            if verdict.failed() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => {
+            println!("chaos: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn say(started: Instant, what: impl std::fmt::Display) {
+    println!("chaos: t={:.1}s {what}", started.elapsed().as_secs_f64());
+}
+
+async fn run(cli: Cli) -> anyhow::Result<Verdict> {
+    let started = Instant::now();
+    let seed = cli.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1)
+    });
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let bin_dir = match cli.bin_dir.clone() {
+        Some(dir) => dir,
+        None => std::env::current_exe()?
+            .parent()
+            .context("this binary's directory")?
+            .to_path_buf(),
+    };
+    let log_dir = cli.log_dir.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("taskforge-chaos-{seed}-{}", std::process::id()))
+    });
+    std::fs::create_dir_all(&log_dir)?;
+    say(
+        started,
+        format!(
+            "seed={seed} tasks={} workers={} faults={} window={}s logs={}",
+            cli.tasks,
+            cli.workers,
+            cli.faults,
+            cli.duration_secs,
+            log_dir.display()
+        ),
+    );
+
+    let redis = PrivateRedis::start()
+        .await
+        .context("private redis-server")?;
+    let mut rabbit = PrivateRabbit::start(RabbitOptions::default())
+        .await
+        .context("private RabbitMQ node")?;
+    say(
+        started,
+        format!(
+            "redis on :{}, rabbitmq node {} on :{}",
+            redis.port, rabbit.node, rabbit.port
+        ),
+    );
+    let mut procs = Procs::new(
+        Setup {
+            bin_dir,
+            log_dir: log_dir.clone(),
+            token: format!("chaos-{seed}"),
+            redis_url: redis.url(),
+            redis_prefix: "chaos:".to_owned(),
+            amqp_url: rabbit.amqp_url(),
+            lease_secs: cli.lease_secs,
+            grace_secs: cli.grace_secs,
+            concurrency: cli.concurrency,
+        },
+        cli.workers,
+    );
+    let outcome = drive(&cli, &mut rng, &mut procs, &mut rabbit, started).await;
+    procs.shutdown().await;
+    rabbit.stop().await;
+    let mut verdict = outcome?;
+    verdict.seed = seed;
+    verdict.secs = started.elapsed().as_secs();
+    Ok(verdict)
+}
+
+async fn drive(
+    cli: &Cli,
+    rng: &mut fastrand::Rng,
+    procs: &mut Procs,
+    rabbit: &mut PrivateRabbit,
+    started: Instant,
+) -> anyhow::Result<Verdict> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    procs.start_api().await?;
+    for slot in 0..procs.worker_count() {
+        procs.start_worker(slot)?;
+    }
+    let api = procs.api_url();
+    wait_ready(&http, &api).await?;
+    say(started, format!("api on {api}, {} workers", cli.workers));
+
+    let window = Duration::from_secs(cli.duration_secs);
+    let t0 = tokio::time::Instant::now();
+
+    // Submissions: steady over the first 60 % of the window, retried with the same key.
+    let submit_window = window.mul_f64(0.6);
+    let give_up_at = t0 + window + Duration::from_secs(120);
+    let mut submissions = Vec::with_capacity(cli.tasks);
+    for i in 0..cli.tasks {
+        let at = t0 + submit_window.mul_f64(i as f64 / cli.tasks.max(1) as f64);
+        let stages = rng.u64(2..=4);
+        let body = json!({
+            "stages": stages,
+            "stage_ms": rng.u64(50..=300),
+            "priority": rng.u8(0..=9),
+            // Far beyond any delay the faults cause: a timeout would be a finding of its own.
+            "timeout_secs": 3_600,
+        });
+        let key = format!("chaos-{i}-{}", rng.u64(..));
+        let http = http.clone();
+        let api = api.clone();
+        submissions.push(tokio::spawn(async move {
+            tokio::time::sleep_until(at).await;
+            submit(&http, &api, &key, &body, stages, give_up_at).await
+        }));
+    }
+
+    // Faults: the kinds in turn, shuffled, at sorted random moments in the window.
+    let mut kinds: Vec<Fault> = (0..cli.faults).map(|i| Fault::ALL[i % 4]).collect();
+    rng.shuffle(&mut kinds);
+    let mut moments: Vec<Duration> = (0..cli.faults)
+        .map(|_| window.mul_f64(0.05 + 0.9 * rng.f64()))
+        .collect();
+    moments.sort();
+    let mut verdict = Verdict {
+        tasks: cli.tasks,
+        ..Verdict::default()
+    };
+    for (n, (kind, at)) in kinds.into_iter().zip(moments).enumerate() {
+        tokio::time::sleep_until(t0 + at).await;
+        let what = inject(kind, rng, procs, rabbit, &mut verdict).await?;
+        *verdict.faults.entry(kind).or_default() += 1;
+        say(
+            started,
+            format!("fault {}/{}: {} {what}", n + 1, cli.faults, kind.name()),
+        );
+    }
+
+    let mut accepted = Vec::new();
+    for handle in submissions {
+        match handle.await? {
+            Submitted::Accepted { id, stages } => accepted.push((id, stages)),
+            Submitted::Refused(why) => {
+                say(started, format!("a task was refused: {why}"));
+                verdict.unsubmitted += 1;
+            }
+            Submitted::GaveUp => verdict.unsubmitted += 1,
+        }
+    }
+    verdict.accepted = accepted.len();
+    say(
+        started,
+        format!(
+            "faults over; {} tasks accepted, {} never; waiting up to {} s for them to end",
+            accepted.len(),
+            verdict.unsubmitted,
+            cli.settle_secs
+        ),
+    );
+
+    // Wait (bounded) for every accepted task to end.
+    let settle_end = tokio::time::Instant::now() + Duration::from_secs(cli.settle_secs);
+    let mut pending: Vec<&(String, u64)> = accepted.iter().collect();
+    let mut last_report = tokio::time::Instant::now();
+    while !pending.is_empty() && tokio::time::Instant::now() < settle_end {
+        let mut still = Vec::new();
+        for task in pending {
+            match get_json(&http, &format!("{api}/tasks/{}", task.0)).await {
+                Ok((200, t)) if TERMINAL.contains(&t["status"].as_str().unwrap_or("")) => {}
+                _ => still.push(task),
+            }
+        }
+        pending = still;
+        if last_report.elapsed() > Duration::from_secs(10) {
+            say(started, format!("{} tasks not finished yet", pending.len()));
+            last_report = tokio::time::Instant::now();
+        }
+        if !pending.is_empty() {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    // The verdict, task by task.
+    for (id, stages) in &accepted {
+        let (code, task) = get_json(&http, &format!("{api}/tasks/{id}"))
+            .await
+            .with_context(|| format!("reading task {id}"))?;
+        if code == 404 {
+            verdict.lost.push(id.clone());
+            continue;
+        }
+        let status = task["status"].as_str().unwrap_or("").to_owned();
+        *verdict.statuses.entry(status.clone()).or_default() += 1;
+        if !TERMINAL.contains(&status.as_str()) {
+            verdict.stuck.push(format!(
+                "{id} {status} stage={} worker={}",
+                task["stage"], task["worker"]
+            ));
+            continue;
+        }
+        if status == "COMPLETED" {
+            verdict.completed_stages += stages;
+        }
+        let (_, events) = get_json(&http, &format!("{api}/tasks/{id}/events"))
+            .await
+            .with_context(|| format!("reading the events of {id}"))?;
+        let terminal = events
+            .as_array()
+            .map(|evs| {
+                evs.iter()
+                    .filter(|e| {
+                        e["type"] == "status"
+                            && TERMINAL.contains(&e["status"].as_str().unwrap_or(""))
+                    })
+                    .count()
+            })
+            .unwrap_or(0);
+        if terminal != 1 {
+            verdict
+                .duplicated
+                .push(format!("{id} {terminal} terminal events"));
+        }
+    }
+    verdict.hellos = procs.hellos();
+    verdict.strays = procs.strays();
+    Ok(verdict)
+}
+
+/// Injects one fault and restarts what it took down; says what it did.
+async fn inject(
+    kind: Fault,
+    rng: &mut fastrand::Rng,
+    procs: &mut Procs,
+    rabbit: &mut PrivateRabbit,
+    verdict: &mut Verdict,
+) -> anyhow::Result<String> {
+    Ok(match kind {
+        Fault::WorkerSigkill => {
+            let slot = rng.usize(..procs.worker_count());
+            let old = procs.kill_worker(slot).await.unwrap_or_default();
+            let new = procs.start_worker(slot)?;
+            format!("{old} killed, {new} started")
+        }
+        Fault::WorkerSigterm => {
+            let slot = rng.usize(..procs.worker_count());
+            let (old, status, took) = procs.stop_worker(slot).await.context("a worker to stop")?;
+            let exit = match status {
+                Some(s) if s.code() == Some(0) => "exit 0".to_owned(),
+                Some(s) => {
+                    verdict.bad_exits += 1;
+                    format!("BAD EXIT {s}")
+                }
+                None => {
+                    verdict.bad_exits += 1;
+                    "DID NOT EXIT (killed)".to_owned()
+                }
+            };
+            let new = procs.start_worker(slot)?;
+            format!(
+                "{old} stopped ({exit} after {:.1}s), {new} started",
+                took.as_secs_f64()
+            )
+        }
+        Fault::ApiRestart => {
+            procs.kill_api().await;
+            procs.start_api().await?;
+            "api killed (SIGKILL) and started again on its port".to_owned()
+        }
+        Fault::RabbitmqRestart => {
+            let how = if rng.bool() {
+                rabbit.stop().await;
+                "stopped"
+            } else {
+                rabbit.kill().await;
+                "killed (SIGKILL)"
+            };
+            let down = Instant::now();
+            rabbit
+                .start_again()
+                .await
+                .context("restarting the RabbitMQ node")?;
+            format!(
+                "node {how} and booted again on its data ({:.1}s down)",
+                down.elapsed().as_secs_f64()
+            )
+        }
+    })
+}
+
+/// POSTs a task with its idempotency key until the api takes it (202, or
+/// 200 for a replay of a create that went through before a fault).
+async fn submit(
+    http: &reqwest::Client,
+    api: &str,
+    key: &str,
+    body: &Value,
+    stages: u64,
+    give_up_at: tokio::time::Instant,
+) -> Submitted {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let sent = http
+            .post(format!("{api}/tasks"))
+            .header("idempotency-key", key)
+            .json(body)
+            .send()
+            .await;
+        match sent {
+            Ok(res) if res.status() == 202 || res.status() == 200 => {
+                let answer: Value = match res.json().await {
+                    Ok(v) => v,
+                    Err(_) => continue,
+                };
+                if let Some(id) = answer["task_id"].as_str() {
+                    return Submitted::Accepted {
+                        id: id.to_owned(),
+                        stages,
+                    };
+                }
+            }
+            Ok(res) if res.status().is_server_error() || res.status() == 429 => {}
+            Ok(res) => {
+                let status = res.status();
+                let text = res.text().await.unwrap_or_default();
+                return Submitted::Refused(format!("{status}: {text}"));
+            }
+            Err(_) => {}
+        }
+        if tokio::time::Instant::now() >= give_up_at {
+            return Submitted::GaveUp;
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// GET with a few retries on transport errors and 5xx.
+async fn get_json(http: &reqwest::Client, url: &str) -> anyhow::Result<(u16, Value)> {
+    let mut last = None;
+    for _ in 0..20 {
+        match http.get(url).send().await {
+            Ok(res) if !res.status().is_server_error() => {
+                let code = res.status().as_u16();
+                let body = res.json().await.unwrap_or(Value::Null);
+                return Ok((code, body));
+            }
+            Ok(res) => last = Some(anyhow::anyhow!("{url} answered {}", res.status())),
+            Err(e) => last = Some(e.into()),
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    Err(last.unwrap_or_else(|| anyhow::anyhow!("{url} failed")))
+}
+
+/// Waits until `/readyz` answers 200 (Redis and RabbitMQ both reachable).
+async fn wait_ready(http: &reqwest::Client, api: &str) -> anyhow::Result<()> {
+    for _ in 0..300 {
+        if http
+            .get(format!("{api}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    anyhow::bail!("the api was not ready within 30 s")
+}
