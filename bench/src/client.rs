@@ -183,6 +183,18 @@ impl Api {
     }
 }
 
+/// Scrapes any Prometheus endpoint (a worker's).
+pub(crate) async fn scrape(url: &str) -> anyhow::Result<Metrics> {
+    let text = reqwest::Client::new()
+        .get(url)
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await?
+        .text()
+        .await?;
+    Ok(Metrics(text))
+}
+
 /// A Prometheus text exposition.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Metrics(pub(crate) String);

@@ -266,6 +266,24 @@ pub(crate) fn status_field(pid: u32, field: &str) -> Option<f64> {
     })
 }
 
+/// Context switches (voluntary + involuntary) of every thread of a process so far.
+pub(crate) fn context_switches(pid: u32) -> f64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return f64::NAN;
+    };
+    tasks
+        .filter_map(Result::ok)
+        .filter_map(|t| std::fs::read_to_string(t.path().join("status")).ok())
+        .flat_map(|status| {
+            status
+                .lines()
+                .filter(|l| l.contains("ctxt_switches:"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .sum()
+}
+
 /// Pids of processes whose command name (`/proc/<pid>/comm`) is `comm`.
 pub(crate) fn pids_named(comm: &str) -> Vec<u32> {
     let Ok(dir) = std::fs::read_dir("/proc") else {

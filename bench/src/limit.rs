@@ -28,11 +28,10 @@ use futures_util::{stream::FuturesUnordered, StreamExt};
 use lapin::{
     options::{
         BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-        ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
-        QueuePurgeOptions,
+        ConfirmSelectOptions, QueuePurgeOptions,
     },
-    types::{AMQPValue, FieldTable, LongString, ShortString},
-    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
+    types::{FieldTable, ShortString},
+    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties,
 };
 use task_model::{topology, TaskId, TaskMessage};
 
@@ -88,7 +87,7 @@ pub(crate) async fn run(sb: &Sandbox, redis_url: &str, plan: LimitPlan) -> anyho
     channel
         .confirm_select(ConfirmSelectOptions::default())
         .await?;
-    declare_topology(&channel).await?;
+    broker_topology::declare_topology(&channel).await?;
 
     l.publish_w64 = publish(&channel, plan.publishes, 64).await?;
     l.consume_ack = consume(&sb.amqp_url, plan.publishes, 2, 64).await?;
@@ -112,53 +111,6 @@ async fn connect(url: &str) -> anyhow::Result<Connection> {
     Connection::connect(url, ConnectionProperties::default())
         .await
         .context("connecting to rabbitmq")
-}
-
-/// The contract's topology, as the services declare it.
-async fn declare_topology(channel: &Channel) -> anyhow::Result<()> {
-    let durable = ExchangeDeclareOptions {
-        durable: true,
-        ..Default::default()
-    };
-    for (name, kind) in [
-        (topology::TASKS_EXCHANGE, ExchangeKind::Direct),
-        (topology::DEAD_LETTER_EXCHANGE, ExchangeKind::Direct),
-        (topology::CONTROL_EXCHANGE, ExchangeKind::Fanout),
-    ] {
-        channel
-            .exchange_declare(name.into(), kind, durable, FieldTable::default())
-            .await?;
-    }
-    let mut args = FieldTable::default();
-    args.insert(
-        "x-max-priority".into(),
-        AMQPValue::LongInt(i32::from(topology::MAX_PRIORITY)),
-    );
-    args.insert(
-        "x-dead-letter-exchange".into(),
-        AMQPValue::LongString(LongString::from(topology::DEAD_LETTER_EXCHANGE)),
-    );
-    args.insert(
-        "x-dead-letter-routing-key".into(),
-        AMQPValue::LongString(LongString::from(topology::DEAD_LETTER_ROUTING_KEY)),
-    );
-    let durable_queue = QueueDeclareOptions {
-        durable: true,
-        ..Default::default()
-    };
-    channel
-        .queue_declare(topology::TASKS_QUEUE.into(), durable_queue, args)
-        .await?;
-    channel
-        .queue_bind(
-            topology::TASKS_QUEUE.into(),
-            topology::TASKS_EXCHANGE.into(),
-            topology::TASKS_ROUTING_KEY.into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-    Ok(())
 }
 
 async fn publish_one(channel: &Channel, body: &[u8]) -> anyhow::Result<lapin::PublisherConfirm> {

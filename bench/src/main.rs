@@ -63,6 +63,14 @@ struct Cli {
     #[arg(long, value_delimiter = ',')]
     only: Vec<Scenario>,
 
+    /// An extra setting for every api process, e.g. `--api-env API_WORKERS=1` (repeatable; for experiments).
+    #[arg(long, value_name = "KEY=VALUE", value_parser = key_value)]
+    api_env: Vec<(String, String)>,
+
+    /// An extra setting for every worker process (repeatable; for experiments).
+    #[arg(long, value_name = "KEY=VALUE", value_parser = key_value)]
+    worker_env: Vec<(String, String)>,
+
     /// Redis (keys go under a fresh prefix, deleted afterwards).
     #[arg(
         long,
@@ -82,6 +90,13 @@ struct Cli {
         default_value = "http://127.0.0.1:15672"
     )]
     mgmt_url: String,
+}
+
+fn key_value(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .filter(|(k, _)| !k.is_empty())
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("expected KEY=VALUE, got {s:?}"))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -245,7 +260,9 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
     });
     let infra = Infra::new(cli.redis_url.clone(), cli.amqp_host, cli.mgmt_url);
     infra.check().await?;
-    let launcher = Launcher::new(&bin_dir, &log_dir, &cli.redis_url)?;
+    let mut launcher = Launcher::new(&bin_dir, &log_dir, &cli.redis_url)?;
+    launcher.api_env = cli.api_env.clone();
+    launcher.worker_env = cli.worker_env.clone();
     let (limit_plan, plan) = plans(cli.smoke);
     let levels: Vec<usize> = plan.create_levels.iter().map(|l| l.0).collect();
     let ctx = Ctx {
@@ -333,6 +350,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             duration_s: started.elapsed().as_secs_f64(),
             smoke: cli.smoke,
             message_bytes: results.median("limit.message_bytes").unwrap_or(0.0) as usize,
+            settings: settings_text(&cli.api_env, &cli.worker_env),
             command: if cli.smoke {
                 "bench --smoke".to_owned()
             } else {
@@ -363,6 +381,23 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         eprintln!("bench: FAILED: {f}");
     }
     Ok(failures.is_empty())
+}
+
+fn settings_text(api: &[(String, String)], worker: &[(String, String)]) -> String {
+    let join = |kv: &[(String, String)]| {
+        kv.iter()
+            .map(|(k, v)| format!("`{k}={v}`"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let mut parts = vec!["contract defaults, `RUST_LOG=warn`".to_owned()];
+    if !api.is_empty() {
+        parts.push(format!("api: {}", join(api)));
+    }
+    if !worker.is_empty() {
+        parts.push(format!("workers: {}", join(worker)));
+    }
+    parts.join("; ")
 }
 
 fn limit_values(l: &limit::Limits) -> RunOut {

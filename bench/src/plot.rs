@@ -64,6 +64,8 @@ fn latency(r: &Results, area: &Area<'_>) -> anyhow::Result<()> {
         .configure_mesh()
         .x_desc("latency (ms)")
         .y_desc("tasks")
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(&|y| format!("{y:.0}"))
         .label_style(("sans-serif", 13))
         .axis_desc_style(("sans-serif", 14))
         .draw()?;
@@ -128,6 +130,7 @@ fn throughput(r: &Results, levels: &[usize], area: &Area<'_>) -> anyhow::Result<
         .x_desc("concurrent clients (log scale)")
         .y_desc("tasks/s")
         .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(&|y| format!("{y:.0}"))
         .label_style(("sans-serif", 13))
         .axis_desc_style(("sans-serif", 14))
         .draw()?;
@@ -187,7 +190,7 @@ fn throughput(r: &Results, levels: &[usize], area: &Area<'_>) -> anyhow::Result<
         .background_style(WHITE.mix(0.9))
         .border_style(BLACK)
         .label_font(("sans-serif", 13))
-        .position(SeriesLabelPosition::UpperLeft)
+        .position(SeriesLabelPosition::MiddleRight)
         .draw()?;
     Ok(())
 }

@@ -102,6 +102,8 @@ pub(crate) struct ReadyWorker {
     pub(crate) ready_at: SystemTime,
     /// From spawning to ready.
     pub(crate) startup: Duration,
+    /// Its `/metrics`.
+    pub(crate) metrics_url: String,
 }
 
 /// Starts the services with the bench's settings.
@@ -112,6 +114,10 @@ pub(crate) struct Launcher {
     token: String,
     redis_url: String,
     http: reqwest::Client,
+    /// Extra settings for every api (`--api-env`), applied last.
+    pub(crate) api_env: Vec<(String, String)>,
+    /// Extra settings for every worker (`--worker-env`), applied last.
+    pub(crate) worker_env: Vec<(String, String)>,
 }
 
 /// A free TCP port on loopback (closed again, so a small race is possible).
@@ -142,6 +148,8 @@ impl Launcher {
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(2))
                 .build()?,
+            api_env: Vec::new(),
+            worker_env: Vec::new(),
         })
     }
 
@@ -150,6 +158,7 @@ impl Launcher {
         bin: &str,
         name: &str,
         env: &[(&str, String)],
+        extra: &[(String, String)],
         stdout_null: bool,
     ) -> anyhow::Result<Proc> {
         let log = self.log_dir.join(format!("{name}.log"));
@@ -163,6 +172,7 @@ impl Launcher {
             .env("RUST_LOG", "warn")
             .env("LOG_FORMAT", "text")
             .env("CALLBACK_TOKEN", &self.token)
+            .envs(extra.iter().map(|(k, v)| (k, v)))
             .current_dir(&self.log_dir)
             .stdin(Stdio::null())
             .stdout(if stdout_null {
@@ -215,7 +225,7 @@ impl Launcher {
             ("API_KEYS", String::new()),
             ("RESULT_TTL_SECS", "3600".to_owned()),
         ];
-        let mut proc = self.spawn("api-service", name, &env, false)?;
+        let mut proc = self.spawn("api-service", name, &env, &self.api_env, false)?;
         self.wait_ok(
             &mut proc,
             &format!("{base}/readyz"),
@@ -242,7 +252,7 @@ impl Launcher {
             ("METRICS_BIND", format!("127.0.0.1:{port}")),
         ];
         let spawned = Instant::now();
-        let mut proc = self.spawn("algo-service", name, &env, true)?;
+        let mut proc = self.spawn("algo-service", name, &env, &self.worker_env, true)?;
         self.wait_ok(
             &mut proc,
             &format!("http://127.0.0.1:{port}/healthz"),
@@ -252,6 +262,7 @@ impl Launcher {
         Ok(ReadyWorker {
             ready_at: SystemTime::now(),
             startup: spawned.elapsed(),
+            metrics_url: format!("http://127.0.0.1:{port}/metrics"),
             proc,
         })
     }

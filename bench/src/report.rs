@@ -49,6 +49,8 @@ pub(crate) struct Meta {
     pub(crate) smoke: bool,
     pub(crate) message_bytes: usize,
     pub(crate) command: String,
+    /// Settings beyond the bench's own (`--api-env`, `--worker-env`), or "defaults".
+    pub(crate) settings: String,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -398,6 +400,7 @@ pub(crate) fn markdown(r: &Results, rows: &[Row], meta: &Meta, plan_text: &str) 
         ("Redis", meta.versions.redis.clone()),
         ("duration of the run", format!("{:.0} s", meta.duration_s)),
         ("sizes", plan_text.to_owned()),
+        ("service settings", meta.settings.clone()),
     ] {
         md.push_str(&md_row(&[k.to_owned(), v]));
     }
@@ -485,7 +488,7 @@ fn where_time_goes(r: &Results) -> String {
             "\n### create\n\nPer level: client-side latency p50 / p99, the api's own \
              handling time (mean, from its `/metrics` histogram), and CPU per create.\n"
         );
-        md.push_str("| clients | tasks/s | p50 ms | p99 ms | api handling ms | CPU µs/create: api | redis | rabbitmq | bench | CPU busy % |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+        md.push_str("| clients | tasks/s | p50 ms | p99 ms | api handling ms | CPU µs/create: api | redis | rabbitmq | bench | CPU busy % | api context switches/create |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
         for c in [1, 16, 64] {
             let k = format!("create.c{c}");
             if r.median(&format!("{k}.rate")).is_none() {
@@ -502,6 +505,7 @@ fn where_time_goes(r: &Results) -> String {
                 val(r, &format!("{k}.cpu_us_per_task.rabbitmq")),
                 val(r, &format!("{k}.cpu_us_per_task.bench")),
                 val(r, &format!("{k}.cpu_busy_pct")),
+                val(r, &format!("{k}.api_switches_per_task")),
             ]));
         }
         if let (Some(c64), Some(redis)) =
@@ -546,7 +550,28 @@ fn where_time_goes(r: &Results) -> String {
                 ),
             ],
         ));
-        let _ = writeln!(md, "\nMean total: {} ms.", val(r, "dispatch.mean_ms"));
+        if r.median("dispatch.step.sse_lag_terminal_ms")
+            .is_some_and(|lag| lag > 30.0)
+        {
+            let _ = writeln!(
+                md,
+                "\n**Diagnosis:** live SSE events reach the client about 40 ms after Redis \
+                 records them. Each event is a small write on a connection that already has an \
+                 unacknowledged one in flight: that is Nagle's algorithm waiting for the \
+                 client's delayed ACK (40 ms on Linux). The api's listener does not set \
+                 `TCP_NODELAY` (actix-web keeps the OS default unless `HttpServer::tcp_nodelay(true)`)."
+            );
+        }
+        let _ = writeln!(
+            md,
+            "\nMean total: {} ms. The SSE path alone — from an event's time in Redis to its \
+             arrival at the client, for events recorded after the stream opened: PROCESSING \
+             {} ms, progress {} ms, COMPLETED {} ms.",
+            val(r, "dispatch.mean_ms"),
+            val(r, "dispatch.step.sse_lag_processing_ms"),
+            val(r, "dispatch.step.sse_lag_progress_ms"),
+            val(r, "dispatch.step.sse_lag_terminal_ms"),
+        );
     }
     if r.median("drain.rate").is_some() {
         let _ = writeln!(
@@ -565,9 +590,11 @@ fn where_time_goes(r: &Results) -> String {
         md.push_str(&cpu_table(r, "drain"));
         let _ = writeln!(
             md,
-            "\nMean api handling per callback: status (claim / finish) {} ms, progress {} ms.",
+            "\nMean api handling per callback: status (claim / finish) {} ms, progress {} ms. \
+             The api's threads switched context {} times per task.",
             val(r, "drain.callback_server_ms.status"),
             val(r, "drain.callback_server_ms.progress"),
+            val(r, "drain.api_switches_per_task"),
         );
     }
     if r.median("makespan.s").is_some() {
@@ -579,6 +606,10 @@ fn where_time_goes(r: &Results) -> String {
         );
         md.push_str("| part | median |\n|---|---:|\n");
         for (k, label) in [
+            (
+                "makespan.stage_mean_s",
+                "one stage in the worker (FFI call on a blocking thread), mean (s)",
+            ),
             ("makespan.first_claim_s", "worker ready → first claim (s)"),
             ("makespan.claim_spread_s", "first claim → last claim (s)"),
             (

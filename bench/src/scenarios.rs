@@ -88,6 +88,12 @@ fn diff_ms(from: impl Into<DateTime<Utc>>, to: impl Into<DateTime<Utc>>) -> f64 
     (to.into() - from.into()).num_microseconds().unwrap_or(0) as f64 / 1e3
 }
 
+/// The middle of the millisecond an api timestamp names (they are truncated
+/// to whole milliseconds), for comparing it with the client's finer clock.
+fn mid(at: DateTime<Utc>) -> DateTime<Utc> {
+    at + chrono::Duration::microseconds(500)
+}
+
 /// `total` creates from `concurrency` clients sharing one counter; returns
 /// the elapsed time and each request's latency (ms).
 async fn create_load(
@@ -185,7 +191,9 @@ pub(crate) async fn create(ctx: &Ctx, sb: Sandbox) -> anyhow::Result<RunOut> {
         probe.add("api", vec![api_proc.pid]);
         let m0 = api.metrics().await?;
         let c0 = probe.read();
+        let s0 = infra::context_switches(api_proc.pid);
         let (elapsed, lat) = create_load(&api, &body, count, concurrency).await?;
+        let s1 = infra::context_switches(api_proc.pid);
         let c1 = probe.read();
         let m1 = api.metrics().await?;
         let key = format!("create.c{concurrency}");
@@ -202,6 +210,10 @@ pub(crate) async fn create(ctx: &Ctx, sb: Sandbox) -> anyhow::Result<RunOut> {
             ),
         );
         cpu_breakdown(&mut out, &key, &c0, &c1, count, elapsed);
+        out.set(
+            format!("{key}.api_switches_per_task"),
+            (s1 - s0) / count as f64,
+        );
     }
     footprint(&mut out, "create", vec![("api", api_proc)]).await;
     Ok(out)
@@ -211,10 +223,15 @@ pub(crate) async fn create(ctx: &Ctx, sb: Sandbox) -> anyhow::Result<RunOut> {
 // dispatch overhead
 // ---------------------------------------------------------------------------
 
-/// Reads a task's event stream until its terminal event; returns the events
-/// and when the terminal one arrived.
-async fn follow(api: &Api, id: task_model::TaskId) -> anyhow::Result<(Vec<EventView>, Instant)> {
+/// Reads a task's event stream until its terminal event; returns when the
+/// stream opened and the events, each with the wall-clock time it reached
+/// the client.
+async fn follow(
+    api: &Api,
+    id: task_model::TaskId,
+) -> anyhow::Result<(SystemTime, Vec<(EventView, SystemTime)>)> {
     let mut stream = api.events(id).await?;
+    let opened = SystemTime::now();
     let mut seen = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -225,9 +242,9 @@ async fn follow(api: &Api, id: task_model::TaskId) -> anyhow::Result<(Vec<EventV
             bail!("task {id}: the event stream closed before a terminal event");
         };
         let terminal = event.kind == "status" && event.status.is_terminal();
-        seen.push(event);
+        seen.push((event, SystemTime::now()));
         if terminal {
-            return Ok((seen, Instant::now()));
+            return Ok((opened, seen));
         }
     }
 }
@@ -256,8 +273,9 @@ pub(crate) async fn dispatch(ctx: &Ctx, sb: Sandbox) -> anyhow::Result<RunOut> {
         let t0 = Instant::now();
         let id = api.create(&body).await?;
         let posted = t0.elapsed();
-        let (events, done) = follow(&api, id).await?;
-        let total = done - t0;
+        let (opened, followed) = follow(&api, id).await?;
+        let total = t0.elapsed();
+        let events: Vec<EventView> = followed.iter().map(|(e, _)| e.clone()).collect();
         let last = events.last().expect("follow returns the terminal event");
         if last.status != TaskStatus::Completed {
             bail!("dispatch task {id} ended {}", last.status);
@@ -273,11 +291,27 @@ pub(crate) async fn dispatch(ctx: &Ctx, sb: Sandbox) -> anyhow::Result<RunOut> {
             let client_done = wall0 + total;
             let mut step = |name, v| steps.entry(name).or_default().push(v);
             step("1_post_answered", ms(posted));
-            step("2_stored", diff_ms(wall0, q));
+            step("2_stored", diff_ms(wall0, mid(q)));
             step("3_queued_to_claimed", diff_ms(q, c));
             step("4_claimed_to_progress", diff_ms(c, p));
             step("5_progress_to_completed", diff_ms(p, last.at));
-            step("6_completed_to_client", diff_ms(last.at, client_done));
+            step("6_completed_to_client", diff_ms(mid(last.at), client_done));
+        }
+        // How long each live event (recorded after the stream opened) took to
+        // reach the client: the SSE delivery path on its own.
+        let opened: DateTime<Utc> = opened.into();
+        for (e, arrived) in &followed {
+            if mid(e.at) > opened {
+                let lag = diff_ms(mid(e.at), *arrived);
+                let name = if e.status.is_terminal() {
+                    "sse_lag_terminal"
+                } else if e.kind == "progress" {
+                    "sse_lag_progress"
+                } else {
+                    "sse_lag_processing"
+                };
+                steps.entry(name).or_default().push(lag);
+            }
         }
     }
     out.set("dispatch.p50_ms", stats::percentile(&out.latencies, 50.0));
@@ -318,6 +352,7 @@ pub(crate) async fn drain(ctx: &Ctx, sb: Sandbox) -> anyhow::Result<RunOut> {
     let mut probe = CpuProbe::shared();
     probe.add("api", vec![api_proc.pid]);
     let c0 = probe.read();
+    let api_switches0 = infra::context_switches(api_proc.pid);
     let m0 = api.metrics().await?;
     let started = Instant::now();
     let (sb_ref, base_ref) = (&sb, &base);
@@ -349,6 +384,7 @@ pub(crate) async fn drain(ctx: &Ctx, sb: Sandbox) -> anyhow::Result<RunOut> {
     }
     let wall = started.elapsed();
     let c1 = probe.read();
+    let switches: f64 = infra::context_switches(api_proc.pid) - api_switches0;
     let m1 = api.metrics().await?;
 
     let nf = n as f64;
@@ -364,6 +400,7 @@ pub(crate) async fn drain(ctx: &Ctx, sb: Sandbox) -> anyhow::Result<RunOut> {
         workers.iter().map(|w| ms(w.startup)).fold(0.0, f64::max),
     );
     cpu_breakdown(&mut out, "drain", &c0, &c1, n, wall);
+    out.set("drain.api_switches_per_task", switches / n as f64);
     for kind in ["status", "progress"] {
         out.set(
             format!("drain.callback_server_ms.{kind}"),
@@ -456,6 +493,10 @@ pub(crate) async fn makespan(ctx: &Ctx, sb: Sandbox) -> anyhow::Result<RunOut> {
     );
     out.set("makespan.worker_threads_max", max_threads);
     out.set("makespan.worker_startup_ms", ms(worker.startup));
+    let (sum, count) = crate::client::scrape(&worker.metrics_url)
+        .await?
+        .histogram("taskforge_worker_stage_duration_seconds", &[]);
+    out.set("makespan.stage_mean_s", sum / count);
     let worker_rss = worker.proc.peak_rss_mb();
     out.set("makespan.worker_rss_mb", worker_rss);
     footprint(
@@ -524,9 +565,9 @@ pub(crate) async fn cancel(ctx: &Ctx, sb: Sandbox) -> anyhow::Result<RunOut> {
         if let (Some(r), Some(c)) = (requested, cancelled) {
             let mut step = |name, v| steps.entry(name).or_default().push(v);
             step("1_delete_answered", ms(answered));
-            step("2_requested_recorded", diff_ms(wall0, r));
+            step("2_requested_recorded", diff_ms(wall0, mid(r)));
             step("3_requested_to_cancelled", diff_ms(r, c));
-            step("4_cancelled_to_get", diff_ms(c, wall0 + seen));
+            step("4_cancelled_to_get", diff_ms(mid(c), wall0 + seen));
         }
     }
     out.set("cancel.p50_ms", stats::percentile(&out.latencies, 50.0));
