@@ -35,7 +35,10 @@ use lapin::{
 };
 use task_model::{topology, TaskId, TaskMessage};
 
-use crate::{infra::Sandbox, stats};
+use crate::{
+    infra::{CpuProbe, Sandbox},
+    stats,
+};
 
 /// The api's transition script, byte for byte.
 const TRANSITION_LUA: &str = include_str!("../../api-service/src/store/transition.lua");
@@ -61,6 +64,10 @@ pub(crate) struct Limits {
     pub(crate) redis_create_rtt_ms: f64,
     pub(crate) redis_transition_rtt_ms: f64,
     pub(crate) message_bytes: usize,
+    /// RabbitMQ's CPU per message while publishing with window 64 (µs).
+    pub(crate) rabbitmq_us_per_publish: f64,
+    /// Redis's CPU per create while creating from 64 connections (µs).
+    pub(crate) redis_us_per_create: f64,
 }
 
 /// A task message of a one-stage 0 ms task, as the api publishes it.
@@ -89,7 +96,10 @@ pub(crate) async fn run(sb: &Sandbox, redis_url: &str, plan: LimitPlan) -> anyho
         .await?;
     broker_topology::declare_topology(&channel).await?;
 
+    let probe = CpuProbe::shared();
+    let before = probe.read();
     l.publish_w64 = publish(&channel, plan.publishes, 64).await?;
+    l.rabbitmq_us_per_publish = group_us(&probe, &before, "rabbitmq", plan.publishes);
     l.consume_ack = consume(&sb.amqp_url, plan.publishes, 2, 64).await?;
     l.publish_w1024 = publish(&channel, plan.publishes, 1024).await?;
     channel
@@ -101,10 +111,21 @@ pub(crate) async fn run(sb: &Sandbox, redis_url: &str, plan: LimitPlan) -> anyho
 
     let redis = RedisLimit::new(redis_url, &sb.prefix)?;
     let ids: Vec<TaskId> = (0..plan.redis_tasks).map(|_| TaskId::new()).collect();
-    (l.redis_create, l.redis_lifecycle) = redis.rates(&ids, 64).await?;
+    let before = probe.read();
+    l.redis_create = redis.create_rate(&ids, 64).await?;
+    l.redis_us_per_create = group_us(&probe, &before, "redis", ids.len());
+    l.redis_lifecycle = redis.lifecycle_rate(&ids, 64).await?;
     (l.redis_create_rtt_ms, l.redis_transition_rtt_ms) =
         redis.round_trips(plan.round_trips).await?;
     Ok(l)
+}
+
+/// CPU µs per operation a process group spent since `before`.
+fn group_us(probe: &CpuProbe, before: &[(String, f64)], group: &str, ops: usize) -> f64 {
+    crate::infra::cpu_delta(before, &probe.read())
+        .into_iter()
+        .find(|(g, _)| g == group)
+        .map_or(f64::NAN, |(_, secs)| secs * 1e6 / ops as f64)
 }
 
 async fn connect(url: &str) -> anyhow::Result<Connection> {
@@ -344,37 +365,42 @@ impl RedisLimit {
         .await
     }
 
-    /// Creates `ids` then runs their lifecycles, from `conns` connections at
-    /// once; (creates/s, lifecycles/s).
-    async fn rates(&self, ids: &[TaskId], conns: usize) -> anyhow::Result<(f64, f64)> {
+    /// Creates `ids` from `conns` connections at once; creates/s.
+    async fn create_rate(&self, ids: &[TaskId], conns: usize) -> anyhow::Result<f64> {
+        self.rate(ids, conns, false).await
+    }
+
+    /// Runs the lifecycle of every (created) task in `ids` from `conns`
+    /// connections at once; tasks/s.
+    async fn lifecycle_rate(&self, ids: &[TaskId], conns: usize) -> anyhow::Result<f64> {
+        self.rate(ids, conns, true).await
+    }
+
+    async fn rate(&self, ids: &[TaskId], conns: usize, lifecycle: bool) -> anyhow::Result<f64> {
         let mut pool = Vec::with_capacity(conns);
         for _ in 0..conns {
             pool.push(self.client.get_multiplexed_async_connection().await?);
         }
-        let mut rates = [0.0; 2];
-        for (phase, rate) in rates.iter_mut().enumerate() {
-            let next = AtomicUsize::new(0);
-            let started = Instant::now();
-            let workers = pool.iter().cloned().map(|mut conn| {
-                let next = &next;
-                async move {
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(id) = ids.get(i) else {
-                            return anyhow::Ok(());
-                        };
-                        if phase == 0 {
-                            self.create(&mut conn, id).await?;
-                        } else {
-                            self.lifecycle(&mut conn, id).await?;
-                        }
+        let next = AtomicUsize::new(0);
+        let started = Instant::now();
+        let workers = pool.into_iter().map(|mut conn| {
+            let next = &next;
+            async move {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(id) = ids.get(i) else {
+                        return anyhow::Ok(());
+                    };
+                    if lifecycle {
+                        self.lifecycle(&mut conn, id).await?;
+                    } else {
+                        self.create(&mut conn, id).await?;
                     }
                 }
-            });
-            futures_util::future::try_join_all(workers).await?;
-            *rate = ids.len() as f64 / started.elapsed().as_secs_f64();
-        }
-        Ok((rates[0], rates[1]))
+            }
+        });
+        futures_util::future::try_join_all(workers).await?;
+        Ok(ids.len() as f64 / started.elapsed().as_secs_f64())
     }
 
     /// Sequential round trips on one connection: p50 of a create (both

@@ -284,13 +284,24 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
     let mut results = Results::default();
     let mut failures = Vec::new();
     let redis_url = &cli.redis_url;
-    for scenario in selected {
-        let runs = if cli.smoke {
+    let runs_of = |scenario: Scenario| {
+        if cli.smoke {
             1
         } else {
             cli.runs.unwrap_or_else(|| scenario.default_runs())
-        };
-        for i in 1..=runs {
+        }
+    };
+    // Rounds interleave the scenarios (limit, create, …, limit, create, …),
+    // so a slow drift in the machine's background load touches the limits
+    // and the figures compared with them alike.
+    let rounds = selected.iter().map(|&s| runs_of(s)).max().unwrap_or(0);
+    let mut failed: Vec<Scenario> = Vec::new();
+    for i in 1..=rounds {
+        for &scenario in &selected {
+            let runs = runs_of(scenario);
+            if i > runs || failed.contains(&scenario) {
+                continue;
+            }
             let t = Instant::now();
             let out = match scenario {
                 Scenario::Limit => {
@@ -319,9 +330,10 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             match out {
                 Ok(out) => {
                     eprintln!(
-                        "bench: {} run {i}/{runs} done in {:.1} s: {}",
+                        "bench: {} run {i}/{runs} done in {:.1} s (load {:.2}): {}",
                         scenario.name(),
                         t.elapsed().as_secs_f64(),
+                        infra::load_average(),
                         headline(&out)
                     );
                     record(&mut results, scenario, out);
@@ -329,7 +341,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
                 Err(e) => {
                     eprintln!("bench: {} run {i}/{runs} FAILED: {e:#}", scenario.name());
                     failures.push(format!("{} run {i}: {e:#}", scenario.name()));
-                    break;
+                    failed.push(scenario);
                 }
             }
         }
@@ -413,6 +425,8 @@ fn limit_values(l: &limit::Limits) -> RunOut {
         ("redis_create_rtt_ms", l.redis_create_rtt_ms),
         ("redis_transition_rtt_ms", l.redis_transition_rtt_ms),
         ("message_bytes", l.message_bytes as f64),
+        ("rabbitmq_us_per_publish", l.rabbitmq_us_per_publish),
+        ("redis_us_per_create", l.redis_us_per_create),
     ] {
         out.values.insert(format!("limit.{k}"), v);
     }

@@ -344,6 +344,16 @@ const LIMITS: &[(&str, &str, &str)] = &[
         "Redis one transition (EVALSHA), sequential, p50",
         "ms",
     ),
+    (
+        "limit.rabbitmq_us_per_publish",
+        "RabbitMQ CPU per publish (window 64)",
+        "µs",
+    ),
+    (
+        "limit.redis_us_per_create",
+        "Redis CPU per create (64 connections)",
+        "µs",
+    ),
 ];
 
 fn md_row(cells: &[String]) -> String {
