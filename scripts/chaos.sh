@@ -5,7 +5,7 @@
 # random moments drawn from a seed; then every task is checked through the
 # api: exactly one terminal state, none lost, none stuck.
 #
-#   bash scripts/chaos.sh                          # 500 tasks, 30 faults, 150 s window
+#   bash scripts/chaos.sh                          # 500 tasks, 30 faults, 100 s window
 #   bash scripts/chaos.sh --tasks 100 --faults 8 --seed 42 --duration-secs 60
 #
 # Extra arguments go to target/release/chaos (`--help` lists them). It runs
@@ -31,5 +31,5 @@ cargo build --release -p api-service -p algo-service -p chaos
 logs="$RUN_DIR/chaos-logs/$(date +%Y%m%d-%H%M%S)"
 mkdir -p "$logs"
 log "chaos (logs in $logs)"
-exec target/release/chaos --tasks 500 --workers 3 --faults 30 --duration-secs 150 \
+exec target/release/chaos --tasks 500 --workers 3 --faults 30 --duration-secs 100 \
     --log-dir "$logs" "$@"

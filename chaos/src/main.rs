@@ -7,8 +7,8 @@
 //! api and worker binaries from `--bin-dir`. The shared servers on 6379 and
 //! 5672 are never touched.
 //!
-//! Tasks are submitted at a steady pace over the first 60 % of the fault
-//! window, each with an `Idempotency-Key`, retried with the same key until
+//! Tasks are submitted at a steady pace over the first half of the fault
+//! window (faster than the workers run them, so faults hit running tasks), each with an `Idempotency-Key`, retried with the same key until
 //! the api answers (so a create cut short by a fault is neither lost nor
 //! doubled). Faults are drawn from the seed: their moments, the victims, and
 //! whether RabbitMQ stops cleanly or is killed. After the window the driver
@@ -61,8 +61,8 @@ struct Cli {
     /// Seed of every random choice (default: from the clock; printed).
     #[arg(long)]
     seed: Option<u64>,
-    /// The window in which faults happen; tasks are submitted in its first 60 %.
-    #[arg(long, default_value_t = 150)]
+    /// The window in which faults happen; tasks are submitted in its first half.
+    #[arg(long, default_value_t = 100)]
     duration_secs: u64,
     /// How long to wait, after the window, for every task to end.
     #[arg(long, default_value_t = 240)]
@@ -79,8 +79,9 @@ struct Cli {
     /// The workers' SHUTDOWN_GRACE_SECS.
     #[arg(long, default_value_t = 3)]
     grace_secs: u64,
-    /// The workers' WORKER_CONCURRENCY.
-    #[arg(long, default_value_t = 8)]
+    /// The workers' WORKER_CONCURRENCY (low, so the workers stay busy and
+    /// the faults hit running tasks).
+    #[arg(long, default_value_t = 2)]
     concurrency: u16,
 }
 
@@ -132,6 +133,7 @@ struct Verdict {
     hellos: usize,
     completed_stages: u64,
     strays: usize,
+    taken_over: usize,
     seed: u64,
     secs: u64,
 }
@@ -157,7 +159,7 @@ impl Verdict {
             .map(|(s, n)| format!("{}={n}", s.to_ascii_lowercase()))
             .collect();
         format!(
-            "chaos: tasks={} faults={} ({}) lost={} stuck={} duplicated={} unsubmitted={} bad_exits={} [{}] hello_world={}/{} seed={} secs={}",
+            "chaos: tasks={} faults={} ({}) lost={} stuck={} duplicated={} unsubmitted={} bad_exits={} [{}] taken_over={} hello_world={}/{} seed={} secs={}",
             self.tasks,
             self.faults.values().sum::<usize>(),
             by_kind.join(" "),
@@ -167,6 +169,7 @@ impl Verdict {
             self.unsubmitted,
             self.bad_exits,
             statuses.join(" "),
+            self.taken_over,
             self.hellos,
             self.completed_stages,
             self.seed,
@@ -302,8 +305,8 @@ async fn drive(
     let window = Duration::from_secs(cli.duration_secs);
     let t0 = tokio::time::Instant::now();
 
-    // Submissions: steady over the first 60 % of the window, retried with the same key.
-    let submit_window = window.mul_f64(0.6);
+    // Submissions: steady over the first half of the window, retried with the same key.
+    let submit_window = window.mul_f64(0.5);
     let give_up_at = t0 + window + Duration::from_secs(120);
     let mut submissions = Vec::with_capacity(cli.tasks);
     for i in 0..cli.tasks {
@@ -336,10 +339,15 @@ async fn drive(
         tasks: cli.tasks,
         ..Verdict::default()
     };
+    let mut next_free = t0;
     for (n, (kind, at)) in kinds.into_iter().zip(moments).enumerate() {
-        tokio::time::sleep_until(t0 + at).await;
+        // A fault that falls while the previous one was still under way (a
+        // RabbitMQ boot takes seconds) comes 0.5 to 2 s after it instead.
+        let gap = Duration::from_millis(rng.u64(500..=2_000));
+        tokio::time::sleep_until((t0 + at).max(next_free + gap)).await;
         let what = inject(kind, rng, procs, rabbit, &mut verdict).await?;
         *verdict.faults.entry(kind).or_default() += 1;
+        next_free = tokio::time::Instant::now();
         say(
             started,
             format!("fault {}/{}: {} {what}", n + 1, cli.faults, kind.name()),
@@ -425,6 +433,15 @@ async fn drive(
                     .count()
             })
             .unwrap_or(0);
+        if events.as_array().is_some_and(|evs| {
+            evs.iter().any(|e| {
+                e["detail"]
+                    .as_str()
+                    .is_some_and(|d| d.starts_with("taken over"))
+            })
+        }) {
+            verdict.taken_over += 1;
+        }
         if terminal != 1 {
             verdict
                 .duplicated
