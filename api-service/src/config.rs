@@ -64,6 +64,11 @@ pub struct Settings {
     #[arg(long, env = "LEASE_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub lease_secs: u64,
 
+    /// Seconds a stored task may wait for its message to be confirmed before
+    /// the api publishes it (again): covers an api that died mid-create.
+    #[arg(long, env = "REPUBLISH_AFTER_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub republish_after_secs: u64,
+
     /// HMAC key for webhook signatures.
     #[arg(long, env = "WEBHOOK_SECRET", hide_env_values = true)]
     pub webhook_secret: Option<String>,

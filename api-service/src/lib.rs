@@ -13,6 +13,7 @@
 //! - [`auth`]: API keys and the callback token.
 //! - [`store`]: Redis — tasks, events, the list index, idempotency keys.
 //! - [`publisher`]: RabbitMQ — tasks and cancel broadcasts, confirmed.
+//! - [`republish`]: publishes tasks whose create was cut short (the outbox sweep).
 //! - [`webhooks`]: signed outbound notifications.
 //! - [`openapi`]: the OpenAPI document.
 //! - [`metrics`], [`telemetry`], [`error`].
@@ -23,6 +24,7 @@ pub mod error;
 pub mod metrics;
 pub mod openapi;
 pub mod publisher;
+pub mod republish;
 pub mod routes;
 pub mod startup;
 pub mod store;

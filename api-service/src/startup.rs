@@ -189,6 +189,12 @@ impl Application {
             });
         }
 
+        background.spawn(crate::republish::run(
+            Arc::clone(&state),
+            Duration::from_secs(settings.republish_after_secs),
+            stop.clone(),
+        ));
+
         let listener = TcpListener::bind(settings.bind)
             .with_context(|| format!("binding {}", settings.bind))?;
         let port = listener.local_addr()?.port();

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use task_model::{CreateTaskRequest, NewTask, TaskId};
 use test_support::eventually;
 
 use crate::harness::{body, Backends, Stack, WorkerOpts};
@@ -100,5 +101,58 @@ async fn a_worker_killed_while_the_api_was_down_had_acked_nothing() {
         (sys.queue_depth("tasks.algo").await == 0).then_some(())
     })
     .await;
+    sys.stop().await;
+}
+
+/// An api that dies between storing a task and publishing its message (the
+/// state is made here with the api's own store, exactly as `POST /tasks`
+/// leaves it before publishing) would leave the task QUEUED with no message
+/// for ever; the outbox sweep of the api started in its place publishes it.
+#[tokio::test]
+async fn a_task_stored_by_an_api_that_died_before_publishing_it_still_runs() {
+    let mut sys = Stack::start(Backends::shared().await, &["--republish-after-secs", "1"]).await;
+    sys.wait_api_connected(Duration::from_secs(10)).await;
+    sys.add_worker("w1", WorkerOpts::default()).await;
+
+    let state = sys.api_state();
+    let id = TaskId::new();
+    let request = CreateTaskRequest {
+        stages: Some(2),
+        stage_ms: Some(50),
+        ..CreateTaskRequest::default()
+    };
+    let task = NewTask::parse(request, state.defaults).unwrap();
+    state.store.create(&id, &task).await.expect("stored");
+    drop(state);
+    // The api dies here, before publishing; another starts on its port.
+    sys.stop_api().await;
+    sys.start_api().await;
+    sys.wait_api_connected(Duration::from_secs(10)).await;
+
+    let id = id.to_string();
+    sys.assert_all_completed_once(std::slice::from_ref(&id), Duration::from_secs(20))
+        .await;
+    assert_eq!(sys.hellos(), 2);
+    let events = sys.events(&id).await;
+    assert_eq!(
+        crate::harness::status_trail(&events),
+        ["QUEUED", "PROCESSING", "COMPLETED"]
+    );
+    // The outbox is empty again, and a normal create leaves nothing in it either.
+    let created = sys.create(body(1, 0)).await;
+    sys.assert_all_completed_once(&[created], Duration::from_secs(20))
+        .await;
+    let mut redis = redis::Client::open(sys.backends.redis_url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let outbox: i64 = redis::cmd("ZCARD")
+        .arg(format!("{}tasks:unpublished", sys.backends.redis_prefix))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(outbox, 0);
+    assert_eq!(sys.hellos(), 3, "published once each");
     sys.stop().await;
 }

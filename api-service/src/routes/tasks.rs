@@ -146,6 +146,10 @@ pub async fn create_task(
             }
             return Err(ApiError::Unavailable(e.into()));
         }
+        if let Err(e) = state.store.mark_published(&id).await {
+            // The task is whole; the outbox sweep publishes a harmless duplicate later.
+            tracing::warn!(task_id = %id, error = %e, "could not take a published task out of the outbox");
+        }
         Ok(())
     }
     .await;

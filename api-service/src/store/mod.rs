@@ -151,6 +151,13 @@ impl Store {
         format!("{}tasks:index", self.prefix)
     }
 
+    /// Ids of tasks being created whose message is not confirmed yet, scored
+    /// by when that started (ms, the api's clock): the outbox that
+    /// [`crate::republish`] sweeps.
+    pub(crate) fn unpublished_key(&self) -> String {
+        format!("{}tasks:unpublished", self.prefix)
+    }
+
     /// The pub/sub channel every event is announced on as `<task id> <seq>`.
     pub fn events_channel(&self) -> String {
         format!("{}events", self.prefix)
@@ -183,7 +190,22 @@ impl Store {
     }
 
     /// Stores a new QUEUED task (and its first event), then indexes it.
+    ///
+    /// First of all the id goes into the outbox of unpublished tasks, which
+    /// it leaves once its message is confirmed ([`Store::mark_published`]) or
+    /// the task is discarded: an api that dies between storing a task and
+    /// publishing it leaves the id there, and [`crate::republish`] publishes
+    /// the task instead of leaving it QUEUED forever.
     pub async fn create(&self, id: &TaskId, task: &NewTask) -> Result<Outcome, StoreError> {
+        {
+            let mut conn = self.conn().await?;
+            let _: i64 = redis::cmd("ZADD")
+                .arg(self.unpublished_key())
+                .arg(chrono::Utc::now().timestamp_millis())
+                .arg(id.to_string())
+                .query_async(&mut conn)
+                .await?;
+        }
         let mut args = vec![
             "algorithm".into(),
             task.algorithm.clone(),
@@ -226,9 +248,56 @@ impl Store {
             .ignore()
             .zrem(self.index_key(), listing::index_member(created_ms, id))
             .ignore()
+            .zrem(self.unpublished_key(), id.to_string())
+            .ignore()
             .query_async(&mut conn)
             .await?;
         Ok(())
+    }
+
+    /// Takes a task out of the outbox: its message is confirmed (or it no
+    /// longer needs one).
+    pub async fn mark_published(&self, id: &TaskId) -> Result<(), StoreError> {
+        let mut conn = self.conn().await?;
+        let _: i64 = redis::cmd("ZREM")
+            .arg(self.unpublished_key())
+            .arg(id.to_string())
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Up to `limit` ids that entered the outbox before `before_ms` (api clock),
+    /// oldest first. Members that are not task ids are dropped.
+    pub async fn unpublished_before(
+        &self,
+        before_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<TaskId>, StoreError> {
+        let mut conn = self.conn().await?;
+        let members: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+            .arg(self.unpublished_key())
+            .arg("-inf")
+            .arg(before_ms)
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit)
+            .query_async(&mut conn)
+            .await?;
+        let mut ids = Vec::with_capacity(members.len());
+        for member in members {
+            match TaskId::parse(&member) {
+                Ok(id) => ids.push(id),
+                Err(_) => {
+                    let _: i64 = redis::cmd("ZREM")
+                        .arg(self.unpublished_key())
+                        .arg(&member)
+                        .query_async(&mut conn)
+                        .await?;
+                }
+            }
+        }
+        Ok(ids)
     }
 
     /// A worker's claim (`PROCESSING`): from QUEUED, or a takeover.
