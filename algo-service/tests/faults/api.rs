@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use api_service::store::{reservation_secs, IdemReservation, IdempotencyKey, RESERVATION_SECS};
 use task_model::{CreateTaskRequest, NewTask, TaskId};
 use test_support::eventually;
 
@@ -154,5 +155,78 @@ async fn a_task_stored_by_an_api_that_died_before_publishing_it_still_runs() {
         .unwrap();
     assert_eq!(outbox, 0);
     assert_eq!(sys.hellos(), 3, "published once each");
+    sys.stop().await;
+}
+
+/// Over 30 s: waits out a reservation.
+///
+/// An api that dies between reserving an `Idempotency-Key` and storing its
+/// task (the reservation is made here with the api's own store, as
+/// `POST /tasks` makes it) used to leave the key answering "still in flight"
+/// (503) to every retry for `RESULT_TTL_SECS`, a day by default. The
+/// reservation now lapses after `RESERVATION_SECS` and the retry goes through.
+#[tokio::test]
+async fn an_idempotency_key_reserved_by_an_api_that_died_frees_itself_within_seconds() {
+    let mut sys = Stack::start(Backends::shared().await, &[]).await;
+    sys.wait_api_connected(Duration::from_secs(10)).await;
+    sys.add_worker("w1", WorkerOpts::default()).await;
+
+    let body = serde_json::json!({"stages": 1, "stage_ms": 0});
+    let request: CreateTaskRequest = serde_json::from_value(body.clone()).unwrap();
+    let state = sys.api_state();
+    // Open api (no API_KEYS): scope "-"; the fingerprint is the normalized request.
+    let key = IdempotencyKey::new(
+        &state.store,
+        "-",
+        "order-17",
+        &serde_json::to_value(&request).unwrap(),
+    );
+    let ttl = reservation_secs(state.result_ttl);
+    let reserved = state
+        .store
+        .reserve_idempotency_key(&key, &TaskId::new(), ttl)
+        .await
+        .unwrap();
+    assert_eq!(reserved, IdemReservation::Reserved);
+    drop(state);
+    // The api dies here; another starts on its port.
+    sys.stop_api().await;
+    sys.start_api().await;
+    sys.wait_api_connected(Duration::from_secs(10)).await;
+
+    let post = || async {
+        sys.http
+            .post(format!("{}/tasks", sys.api_url))
+            .header("idempotency-key", "order-17")
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    };
+    let first = post().await;
+    assert_eq!(first.status(), 503, "the key is still held");
+    let accepted = eventually(
+        "a retry with the key to be accepted",
+        Duration::from_secs(RESERVATION_SECS + 10),
+        || async {
+            let res = post().await;
+            (res.status() == 202).then_some(res)
+        },
+    )
+    .await;
+    let id = accepted.json::<serde_json::Value>().await.unwrap()["task_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    sys.assert_all_completed_once(std::slice::from_ref(&id), Duration::from_secs(20))
+        .await;
+    // From now on the key answers for that task, for RESULT_TTL_SECS.
+    let replay = post().await;
+    assert_eq!(replay.status(), 200);
+    assert_eq!(
+        replay.json::<serde_json::Value>().await.unwrap()["task_id"],
+        id.as_str()
+    );
+    assert_eq!(sys.hellos(), 1);
     sys.stop().await;
 }

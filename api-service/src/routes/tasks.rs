@@ -130,6 +130,19 @@ pub async fn create_task(
                 outcome.code
             )));
         }
+        if let Some(key) = &idem {
+            // Stored: the key now answers for this task for RESULT_TTL_SECS.
+            let kept = state
+                .store
+                .keep_idempotency_key(key, &id, state.result_ttl.as_secs())
+                .await;
+            if let Err(e) = kept {
+                if let Err(d) = state.store.discard(&id, outcome.snapshot.now_ms).await {
+                    tracing::error!(task_id = %id, error = %d, "could not discard a task whose key could not be kept");
+                }
+                return Err(e.into());
+            }
+        }
         let message = TaskMessage {
             task_id: id,
             algorithm: task.algorithm.clone(),
@@ -179,7 +192,7 @@ async fn replay(
     for _ in 0..100 {
         match state
             .store
-            .reserve_idempotency_key(key, id, state.result_ttl.as_secs())
+            .reserve_idempotency_key(key, id, crate::store::reservation_secs(state.result_ttl))
             .await?
         {
             IdemReservation::Reserved => return Ok(None),

@@ -3,12 +3,26 @@
 //! The key's record is `SET NX` before the task is created, holding the new
 //! task's id and a fingerprint of the body; a second request finds it and
 //! answers with the first task. A create that fails releases the key.
+//!
+//! The reservation lives [`RESERVATION_SECS`] at first and gets its full
+//! lifetime (`RESULT_TTL_SECS`) once the task is stored
+//! ([`Store::keep_idempotency_key`]): an api that dies between the two frees
+//! the key within seconds, rather than answering "still in flight" (503) to
+//! every retry with that key for a day.
 
 use deadpool_redis::redis;
 use sha2::{Digest, Sha256};
 use task_model::TaskId;
 
 use super::{Store, StoreError};
+
+/// How long a reservation lives before its task is stored.
+pub const RESERVATION_SECS: u64 = 30;
+
+/// The lifetime of a fresh reservation when finished tasks are kept `result_ttl`.
+pub fn reservation_secs(result_ttl: std::time::Duration) -> u64 {
+    result_ttl.as_secs().min(RESERVATION_SECS)
+}
 
 /// A validated `Idempotency-Key`, scoped and hashed into a Redis key.
 #[derive(Debug, Clone)]
@@ -91,6 +105,27 @@ impl Store {
             task_id,
             same_body: fingerprint == key.fingerprint,
         })
+    }
+
+    /// Gives the reservation of `key` by `task_id` (whose task is now stored)
+    /// its full lifetime, `ttl_secs`.
+    pub async fn keep_idempotency_key(
+        &self,
+        key: &IdempotencyKey,
+        task_id: &TaskId,
+        ttl_secs: u64,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn().await?;
+        let script = redis::Script::new(
+            "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('EXPIRE', KEYS[1], ARGV[2]) end return 0",
+        );
+        let _: i64 = script
+            .key(&key.redis_key)
+            .arg(format!("{task_id} {}", key.fingerprint))
+            .arg(ttl_secs)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(())
     }
 
     /// Gives `key` up, if `task_id` still holds it (its create failed).

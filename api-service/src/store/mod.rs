@@ -19,7 +19,7 @@ use deadpool_redis::{redis, Pool, PoolConfig, Runtime, Timeouts};
 use redis::Script;
 use task_model::{NewTask, TaskId, TaskStatus};
 
-pub use idempotency::{IdemReservation, IdempotencyKey};
+pub use idempotency::{reservation_secs, IdemReservation, IdempotencyKey, RESERVATION_SECS};
 pub use listing::{Cursor, Page};
 pub use record::{parse_event, parse_task};
 
