@@ -134,6 +134,7 @@ struct Verdict {
     completed_stages: u64,
     strays: usize,
     taken_over: usize,
+    dead_letters: Option<u32>,
     seed: u64,
     secs: u64,
 }
@@ -159,7 +160,7 @@ impl Verdict {
             .map(|(s, n)| format!("{}={n}", s.to_ascii_lowercase()))
             .collect();
         format!(
-            "chaos: tasks={} faults={} ({}) lost={} stuck={} duplicated={} unsubmitted={} bad_exits={} [{}] taken_over={} hello_world={}/{} seed={} secs={}",
+            "chaos: tasks={} faults={} ({}) lost={} stuck={} duplicated={} unsubmitted={} bad_exits={} [{}] taken_over={} dead_letters={} hello_world={}/{} seed={} secs={}",
             self.tasks,
             self.faults.values().sum::<usize>(),
             by_kind.join(" "),
@@ -170,6 +171,8 @@ impl Verdict {
             self.bad_exits,
             statuses.join(" "),
             self.taken_over,
+            self.dead_letters
+                .map_or_else(|| "?".to_owned(), |n| n.to_string()),
             self.hellos,
             self.completed_stages,
             self.seed,
@@ -448,6 +451,7 @@ async fn drive(
                 .push(format!("{id} {terminal} terminal events"));
         }
     }
+    verdict.dead_letters = dead_letters(&rabbit.amqp_url()).await;
     verdict.hellos = procs.hellos();
     verdict.strays = procs.strays();
     Ok(verdict)
@@ -559,6 +563,28 @@ async fn submit(
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(2));
     }
+}
+
+/// Messages in `tasks.dead` (messages for tasks the api discarded after a
+/// failed publish that the broker had kept after all land there; they are
+/// not tasks anyone was told exist).
+async fn dead_letters(amqp_url: &str) -> Option<u32> {
+    let conn = lapin::Connection::connect(amqp_url, lapin::ConnectionProperties::default())
+        .await
+        .ok()?;
+    let channel = conn.create_channel().await.ok()?;
+    let declared = channel
+        .queue_declare(
+            "tasks.dead".into(),
+            lapin::options::QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            lapin::types::FieldTable::default(),
+        )
+        .await;
+    let _ = conn.close(200, "done".into()).await;
+    declared.ok().map(|q| q.message_count())
 }
 
 /// GET with a few retries on transport errors and 5xx.
