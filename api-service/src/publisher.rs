@@ -5,6 +5,11 @@
 //! supervisor task keeps it connected: the api starts without RabbitMQ and
 //! connects when it comes; while it is away, publishes fail fast and the
 //! request answers 503.
+//!
+//! A broker that hangs (its connection open, nothing answering) is away too:
+//! a publish that is not confirmed within [`PUBLISH_TIMEOUT`] fails, and the
+//! supervisor drops that connection and reconnects, so the requests after it
+//! fail fast instead of each waiting for the timeout.
 
 use std::{sync::Arc, time::Duration};
 
@@ -15,6 +20,9 @@ use lapin::{
 };
 use task_model::{topology, ControlMessage, TaskMessage};
 use tokio::sync::{Notify, RwLock};
+
+/// Longest wait for a publish and its confirm; past it the broker counts as unreachable.
+pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
 use tokio_util::sync::CancellationToken;
 
 /// Why a publish did not go through.
@@ -29,6 +37,9 @@ pub enum PublishError {
     /// The channel failed under the publish.
     #[error(transparent)]
     Amqp(#[from] lapin::Error),
+    /// No confirm within [`PUBLISH_TIMEOUT`]: the broker hangs.
+    #[error("rabbitmq did not confirm within {} s", PUBLISH_TIMEOUT.as_secs())]
+    Timeout,
 }
 
 struct Link {
@@ -41,6 +52,8 @@ struct Link {
 pub struct Publisher {
     link: Arc<RwLock<Option<Link>>>,
     broken: Arc<Notify>,
+    /// Set when a publish timed out: the supervisor replaces the connection.
+    hung: Arc<std::sync::atomic::AtomicBool>,
     connected: tokio::sync::watch::Sender<bool>,
 }
 
@@ -60,6 +73,7 @@ impl Publisher {
         let publisher = Self {
             link: Arc::default(),
             broken: Arc::default(),
+            hung: Arc::default(),
             connected: tokio::sync::watch::Sender::new(false),
         };
         let supervisor = publisher.clone().supervise(url, stop);
@@ -88,7 +102,13 @@ impl Publisher {
                             _ = self.broken.notified() => {}
                             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                         }
-                        if !self.is_connected().await {
+                        let hung = self.hung.swap(false, std::sync::atomic::Ordering::AcqRel);
+                        if hung {
+                            tracing::warn!(
+                                "rabbitmq did not confirm in time; replacing the connection"
+                            );
+                        }
+                        if hung || !self.is_connected().await {
                             break;
                         }
                     }
@@ -147,7 +167,7 @@ impl Publisher {
             mandatory: true,
             ..Default::default()
         };
-        let result = async {
+        let publishing = async {
             let confirm = channel
                 .basic_publish(
                     exchange.into(),
@@ -166,10 +186,17 @@ impl Publisher {
                 Confirmation::Nack(_) => Err(PublishError::Refused("nacked".into())),
                 Confirmation::NotRequested => Err(PublishError::Refused("confirms are off".into())),
             }
-        }
-        .await;
-        if matches!(result, Err(PublishError::Amqp(_))) {
-            self.broken.notify_one();
+        };
+        let result = tokio::time::timeout(PUBLISH_TIMEOUT, publishing)
+            .await
+            .unwrap_or(Err(PublishError::Timeout));
+        match result {
+            Err(PublishError::Timeout) => {
+                self.hung.store(true, std::sync::atomic::Ordering::Release);
+                self.broken.notify_one();
+            }
+            Err(PublishError::Amqp(_)) => self.broken.notify_one(),
+            _ => {}
         }
         result
     }

@@ -345,6 +345,33 @@ impl PrivateRabbit {
         }
     }
 
+    /// Freezes the node (SIGSTOP to its process group): connections stay
+    /// open and nothing answers, like a broker that hangs.
+    ///
+    /// # Errors
+    /// The node is not running, or the signal could not be sent.
+    pub fn pause(&self) -> anyhow::Result<()> {
+        let pid = self
+            .child
+            .as_ref()
+            .and_then(Child::id)
+            .context("the node is not running")?;
+        send_signal(pid, "STOP", true)
+    }
+
+    /// Thaws a node frozen by [`Self::pause`] (SIGCONT to its process group).
+    ///
+    /// # Errors
+    /// The node is not running, or the signal could not be sent.
+    pub fn resume(&self) -> anyhow::Result<()> {
+        let pid = self
+            .child
+            .as_ref()
+            .and_then(Child::id)
+            .context("the node is not running")?;
+        send_signal(pid, "CONT", true)
+    }
+
     /// Kills the node (SIGKILL to its process group), as a crash would.
     pub async fn kill(&mut self) {
         let Some(mut child) = self.child.take() else {

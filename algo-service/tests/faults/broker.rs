@@ -208,3 +208,60 @@ async fn a_task_outliving_the_consumer_timeout_is_neither_killed_nor_run_twice()
     assert_eq!(queue_depth(&amqp, "tasks.dead").await, Some(0));
     sys.stop().await;
 }
+
+/// About 15 s (the private node boots, then hangs for a while).
+///
+/// A broker that hangs (SIGSTOP: its connections stay open, nothing answers)
+/// is unreachable too: `POST /tasks` answers 503 in bounded time, not when
+/// the client gives up, and leaves nothing behind.
+#[tokio::test]
+async fn a_hung_broker_makes_creates_answer_503_in_bounded_time() {
+    let rabbit = PrivateRabbit::start(RabbitOptions::default())
+        .await
+        .expect("a private RabbitMQ node boots");
+    let sys = Stack::start(Backends::with_private_broker(rabbit.amqp_url()), &[]).await;
+    sys.wait_api_connected(Duration::from_secs(20)).await;
+
+    rabbit.pause().expect("SIGSTOP");
+    let asked = std::time::Instant::now();
+    let res = sys.post_task(body(1, 0)).await;
+    let took = asked.elapsed();
+    assert_eq!(res.status(), 503, "{:?}", res.text().await);
+    assert!(took < Duration::from_secs(10), "503 after {took:?}");
+    assert_eq!(res.headers()["retry-after"], "5");
+    // The api dropped that connection: the next creates fail fast.
+    eventually("a 503 within a second", Duration::from_secs(10), || async {
+        let asked = std::time::Instant::now();
+        let res = sys.post_task(body(1, 0)).await;
+        assert_eq!(res.status(), 503);
+        (asked.elapsed() < Duration::from_secs(1)).then_some(())
+    })
+    .await;
+    rabbit.resume().expect("SIGCONT");
+
+    let accepted = eventually(
+        "POST /tasks to be accepted again",
+        Duration::from_secs(30),
+        || async {
+            let res = sys.post_task(body(1, 0)).await;
+            (res.status() == 202).then_some(())
+        },
+    )
+    .await;
+    let () = accepted;
+    let listed: Value = sys
+        .http
+        .get(format!("{}/tasks?limit=1000", sys.api_url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        listed["tasks"].as_array().unwrap().len(),
+        1,
+        "the refused create left nothing behind: {listed}"
+    );
+    sys.stop().await;
+}
