@@ -336,6 +336,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
                         infra::load_average(),
                         headline(&out)
                     );
+                    results.loads.push(infra::load_average());
                     record(&mut results, scenario, out);
                 }
                 Err(e) => {

@@ -13,6 +13,8 @@ pub(crate) struct Results {
     pub(crate) dispatch_latencies: Vec<f64>,
     /// Every DELETE → CANCELLED latency of every cancel run (ms).
     pub(crate) cancel_latencies: Vec<f64>,
+    /// The 1-minute load average after each run.
+    pub(crate) loads: Vec<f64>,
 }
 
 impl Results {
@@ -391,13 +393,27 @@ pub(crate) fn markdown(r: &Results, rows: &[Row], meta: &Meta, plan_text: &str) 
         (
             "machine",
             format!(
-                "{} × {} ({} cores), {:.1} GiB memory, Linux {}",
-                m.cpus, m.cpu_model, m.cpus, m.memory_gib, m.kernel
+                "{}, {} cores, {:.1} GiB memory, Linux {}",
+                m.cpu_model, m.cpus, m.memory_gib, m.kernel
             ),
         ),
         (
-            "load average (1 min) before / after",
-            format!("{:.2} / {:.2}", meta.load_before, meta.load_after),
+            "load average (1 min): before, after each run (min–max), after",
+            {
+                let (lo, hi) = stats::min_max(&r.loads);
+                format!(
+                    "{:.2}; {:.2}–{:.2}; {:.2} — {}",
+                    meta.load_before,
+                    lo,
+                    hi,
+                    meta.load_after,
+                    if hi < 1.5 {
+                        "quiet"
+                    } else {
+                        "**not quiet: other processes shared the CPUs, figures are noisy**"
+                    }
+                )
+            },
         ),
         ("rustc", meta.rustc.clone()),
         (
@@ -496,7 +512,8 @@ fn where_time_goes(r: &Results) -> String {
         let _ = writeln!(
             md,
             "\n### create\n\nPer level: client-side latency p50 / p99, the api's own \
-             handling time (mean, from its `/metrics` histogram), and CPU per create.\n"
+             handling time (mean, from its `/metrics` histogram), CPU per create of each \
+             process, and how busy both cores were with these processes.\n"
         );
         md.push_str("| clients | tasks/s | p50 ms | p99 ms | api handling ms | CPU µs/create: api | redis | rabbitmq | bench | CPU busy % | api context switches/create |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
         for c in [1, 16, 64] {
