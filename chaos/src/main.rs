@@ -54,8 +54,8 @@ struct Cli {
     /// Worker processes.
     #[arg(long, default_value_t = 3)]
     workers: usize,
-    /// Faults to inject, in turn: worker SIGKILL, worker SIGTERM, api
-    /// restart, RabbitMQ restart (each restarted at once).
+    /// Faults to inject, in turn: worker SIGKILL, worker SIGTERM, RabbitMQ
+    /// restart, api restart (whatever went down is started again at once).
     #[arg(long, default_value_t = 30)]
     faults: usize,
     /// Seed of every random choice (default: from the clock; printed).
@@ -76,8 +76,9 @@ struct Cli {
     /// The api's LEASE_SECS.
     #[arg(long, default_value_t = 5)]
     lease_secs: u64,
-    /// The workers' SHUTDOWN_GRACE_SECS.
-    #[arg(long, default_value_t = 3)]
+    /// The workers' SHUTDOWN_GRACE_SECS (short, so a SIGTERM sometimes
+    /// interrupts a task and requeues it rather than waiting for it).
+    #[arg(long, default_value_t = 1)]
     grace_secs: u64,
     /// The workers' WORKER_CONCURRENCY (low, so the workers stay busy and
     /// the faults hit running tasks).
@@ -97,8 +98,8 @@ impl Fault {
     const ALL: [Fault; 4] = [
         Fault::WorkerSigkill,
         Fault::WorkerSigterm,
-        Fault::ApiRestart,
         Fault::RabbitmqRestart,
+        Fault::ApiRestart,
     ];
 
     fn name(self) -> &'static str {
