@@ -10,7 +10,8 @@
 //! Tasks are submitted at a steady pace over the first half of the fault
 //! window (faster than the workers run them, so faults hit running tasks), each with an `Idempotency-Key`, retried with the same key until
 //! the api answers (so a create cut short by a fault is neither lost nor
-//! doubled). Faults are drawn from the seed: their moments, the victims, and
+//! doubled); a tenth of them (`--cancel-percent`) are also cancelled soon
+//! after. Faults are drawn from the seed: their moments, the victims, and
 //! whether RabbitMQ stops cleanly or is killed. After the window the driver
 //! waits (bounded) for every task to end, then checks each through the api:
 //!
@@ -18,8 +19,8 @@
 //! - **stuck**: not terminal when the wait is over;
 //! - **duplicated**: more than one terminal `status` event.
 //!
-//! `hello world` lines across all workers are counted against the stages of
-//! the completed tasks and reported, not judged: a worker killed between
+//! `hello world` lines across all workers are counted against the stages the
+//! tasks recorded and reported, not judged: a worker killed between
 //! printing a stage and recording it legitimately runs that stage again.
 //!
 //! The last line gives the figures; the exit code is 1 when anything was
@@ -80,6 +81,10 @@ struct Cli {
     /// interrupts a task and requeues it rather than waiting for it).
     #[arg(long, default_value_t = 1)]
     grace_secs: u64,
+    /// Percentage of tasks also cancelled, 0 to 1.5 s after they are accepted
+    /// (queued or running, whatever the faults are doing then).
+    #[arg(long, default_value_t = 10)]
+    cancel_percent: u8,
     /// The workers' WORKER_CONCURRENCY (low, so the workers stay busy and
     /// the faults hit running tasks).
     #[arg(long, default_value_t = 2)]
@@ -115,7 +120,7 @@ impl Fault {
 /// What became of one submission.
 #[derive(Debug)]
 enum Submitted {
-    Accepted { id: String, stages: u64 },
+    Accepted { id: String },
     Refused(String),
     GaveUp,
 }
@@ -132,7 +137,7 @@ struct Verdict {
     bad_exits: usize,
     statuses: BTreeMap<String, usize>,
     hellos: usize,
-    completed_stages: u64,
+    recorded_stages: u64,
     strays: usize,
     taken_over: usize,
     dead_letters: Option<u32>,
@@ -175,7 +180,7 @@ impl Verdict {
             self.dead_letters
                 .map_or_else(|| "?".to_owned(), |n| n.to_string()),
             self.hellos,
-            self.completed_stages,
+            self.recorded_stages,
             self.seed,
             self.secs,
         )
@@ -324,11 +329,18 @@ async fn drive(
             "timeout_secs": 3_600,
         });
         let key = format!("chaos-{i}-{}", rng.u64(..));
+        let cancel_after = (rng.u8(0..100) < cli.cancel_percent)
+            .then(|| Duration::from_millis(rng.u64(0..=1_500)));
         let http = http.clone();
         let api = api.clone();
         submissions.push(tokio::spawn(async move {
             tokio::time::sleep_until(at).await;
-            submit(&http, &api, &key, &body, stages, give_up_at).await
+            let submitted = submit(&http, &api, &key, &body, give_up_at).await;
+            if let (Submitted::Accepted { id, .. }, Some(after)) = (&submitted, cancel_after) {
+                tokio::time::sleep(after).await;
+                cancel(&http, &api, id, give_up_at).await;
+            }
+            submitted
         }));
     }
 
@@ -361,7 +373,7 @@ async fn drive(
     let mut accepted = Vec::new();
     for handle in submissions {
         match handle.await? {
-            Submitted::Accepted { id, stages } => accepted.push((id, stages)),
+            Submitted::Accepted { id } => accepted.push(id),
             Submitted::Refused(why) => {
                 say(started, format!("a task was refused: {why}"));
                 verdict.unsubmitted += 1;
@@ -382,12 +394,12 @@ async fn drive(
 
     // Wait (bounded) for every accepted task to end.
     let settle_end = tokio::time::Instant::now() + Duration::from_secs(cli.settle_secs);
-    let mut pending: Vec<&(String, u64)> = accepted.iter().collect();
+    let mut pending: Vec<&String> = accepted.iter().collect();
     let mut last_report = tokio::time::Instant::now();
     while !pending.is_empty() && tokio::time::Instant::now() < settle_end {
         let mut still = Vec::new();
         for task in pending {
-            match get_json(&http, &format!("{api}/tasks/{}", task.0)).await {
+            match get_json(&http, &format!("{api}/tasks/{task}")).await {
                 Ok((200, t)) if TERMINAL.contains(&t["status"].as_str().unwrap_or("")) => {}
                 _ => still.push(task),
             }
@@ -403,7 +415,7 @@ async fn drive(
     }
 
     // The verdict, task by task.
-    for (id, stages) in &accepted {
+    for id in &accepted {
         let (code, task) = get_json(&http, &format!("{api}/tasks/{id}"))
             .await
             .with_context(|| format!("reading task {id}"))?;
@@ -420,9 +432,7 @@ async fn drive(
             ));
             continue;
         }
-        if status == "COMPLETED" {
-            verdict.completed_stages += stages;
-        }
+        verdict.recorded_stages += task["stage"].as_u64().unwrap_or(0);
         let (_, events) = get_json(&http, &format!("{api}/tasks/{id}/events"))
             .await
             .with_context(|| format!("reading the events of {id}"))?;
@@ -519,6 +529,24 @@ async fn inject(
     })
 }
 
+/// Cancels a task (`DELETE /tasks/{id}`), retrying while the api is away;
+/// any answer but a 5xx ends it (200, 202, or 409 when it already finished).
+async fn cancel(http: &reqwest::Client, api: &str, id: &str, give_up_at: tokio::time::Instant) {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        if let Ok(res) = http.delete(format!("{api}/tasks/{id}")).send().await {
+            if !res.status().is_server_error() {
+                return;
+            }
+        }
+        if tokio::time::Instant::now() >= give_up_at {
+            return;
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(2));
+    }
+}
+
 /// POSTs a task with its idempotency key until the api takes it (202, or
 /// 200 for a replay of a create that went through before a fault).
 async fn submit(
@@ -526,7 +554,6 @@ async fn submit(
     api: &str,
     key: &str,
     body: &Value,
-    stages: u64,
     give_up_at: tokio::time::Instant,
 ) -> Submitted {
     let mut delay = Duration::from_millis(100);
@@ -544,10 +571,7 @@ async fn submit(
                     Err(_) => continue,
                 };
                 if let Some(id) = answer["task_id"].as_str() {
-                    return Submitted::Accepted {
-                        id: id.to_owned(),
-                        stages,
-                    };
+                    return Submitted::Accepted { id: id.to_owned() };
                 }
             }
             Ok(res) if res.status().is_server_error() || res.status() == 429 => {}

@@ -52,5 +52,9 @@ fn a_short_chaos_run_loses_nothing_and_finishes_nothing_twice() {
         last.contains(" lost=0 stuck=0 duplicated=0 unsubmitted=0 bad_exits=0 "),
         "{last}"
     );
-    assert!(last.contains("[completed=40]"), "{last}");
+    // Completed, or cancelled (a tenth are); never failed or timed out.
+    assert!(
+        !last.contains(" failed=") && !last.contains("timed_out="),
+        "{last}"
+    );
 }
