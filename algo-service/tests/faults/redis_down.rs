@@ -117,3 +117,57 @@ async fn with_redis_frozen_endpoints_answer_503_workers_retry_and_every_outcome_
     assert_eq!(sys.queue_depth("tasks.dead").await, 0);
     sys.stop().await;
 }
+
+/// Redis frozen for longer than the lease: the workers cannot renew their
+/// leases, so they stop their tasks and hand them back to the queue rather
+/// than risk running one twice (another worker may take a task over the
+/// moment Redis answers again). Once it answers, every task resumes at its
+/// recorded stage and ends once.
+#[tokio::test]
+async fn with_redis_frozen_longer_than_the_lease_tasks_are_handed_back_and_each_ends_once() {
+    let mut redis = PrivateRedis::start().await.expect("a private redis-server");
+    let mut sys = Stack::start(
+        Backends::shared().await.with_redis(redis.url()),
+        &["--lease-secs", "2"],
+    )
+    .await;
+    sys.wait_api_connected(Duration::from_secs(10)).await;
+    sys.add_worker("w1", WorkerOpts::default()).await;
+    sys.add_worker("w2", WorkerOpts::default()).await;
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        ids.push(sys.create(body(4, 500)).await);
+    }
+    for id in &ids {
+        sys.wait_for(id, Duration::from_secs(15), |t| {
+            t["stage"].as_u64().unwrap_or(0) >= 1
+        })
+        .await;
+    }
+
+    redis.pause().expect("SIGSTOP");
+    eventually(
+        "a worker to hand a task back for want of a lease",
+        Duration::from_secs(15),
+        || async {
+            let handed_back: usize = sys
+                .workers
+                .iter()
+                .map(|w| w.log_lines("could not renew the lease in time"))
+                .sum();
+            (handed_back >= 1).then_some(())
+        },
+    )
+    .await;
+    redis.resume().expect("SIGCONT");
+
+    sys.assert_all_completed_once(&ids, Duration::from_secs(40))
+        .await;
+    assert!(sys.hellos() >= 16, "every stage ran: {}", sys.hellos());
+    eventually("tasks.algo to drain", Duration::from_secs(10), || async {
+        (sys.queue_depth("tasks.algo").await == 0).then_some(())
+    })
+    .await;
+    assert_eq!(sys.queue_depth("tasks.dead").await, 0);
+    sys.stop().await;
+}
