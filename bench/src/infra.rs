@@ -223,6 +223,42 @@ pub(crate) fn load_average() -> f64 {
         .unwrap_or(f64::NAN)
 }
 
+/// CPU seconds the whole machine has been busy (all CPUs; not idle, not iowait).
+pub(crate) fn machine_busy_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(line) = stat.lines().find(|l| l.starts_with("cpu ")) else {
+        return f64::NAN;
+    };
+    let v: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is inside user).
+    let total: f64 = v.iter().take(8).sum();
+    let idle = v.get(3).copied().unwrap_or(0.0) + v.get(4).copied().unwrap_or(0.0);
+    (total - idle) / clock_ticks()
+}
+
+/// CPU seconds of this process and its reaped children (the api and worker
+/// processes it started and stopped).
+pub(crate) fn own_and_children_secs() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return f64::NAN;
+    };
+    let Some(close) = stat.rfind(')') else {
+        return f64::NAN;
+    };
+    let f: Vec<f64> = stat[close + 1..]
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // After the state field (not a number, so skipped by the parse):
+    // fields 4.. ; utime, stime, cutime, cstime are fields 14–17.
+    f.get(10..14)
+        .map_or(f64::NAN, |t| t.iter().sum::<f64>() / clock_ticks())
+}
+
 /// Clock ticks per second of `/proc/<pid>/stat` times (`getconf CLK_TCK`; 100 on Linux).
 fn clock_ticks() -> f64 {
     static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
@@ -315,6 +351,14 @@ impl CpuProbe {
         probe.add("redis", pids_named("redis-server"));
         probe.add("rabbitmq", pids_named("beam.smp"));
         probe.add("bench", vec![std::process::id()]);
+        probe
+    }
+
+    /// Redis and RabbitMQ only.
+    pub(crate) fn shared_servers() -> Self {
+        let mut probe = Self::default();
+        probe.add("redis", pids_named("redis-server"));
+        probe.add("rabbitmq", pids_named("beam.smp"));
         probe
     }
 

@@ -303,6 +303,11 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
                 continue;
             }
             let t = Instant::now();
+            let shared = infra::CpuProbe::shared_servers();
+            let ours = || {
+                infra::own_and_children_secs() + shared.read().iter().map(|(_, s)| s).sum::<f64>()
+            };
+            let (busy0, ours0) = (infra::machine_busy_secs(), ours());
             let out = match scenario {
                 Scenario::Limit => {
                     scenarios::in_sandbox(&infra, |sb| async move {
@@ -329,14 +334,17 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             };
             match out {
                 Ok(out) => {
+                    // CPU the rest of the machine used meanwhile, in cores.
+                    let foreign = ((infra::machine_busy_secs() - busy0) - (ours() - ours0))
+                        / t.elapsed().as_secs_f64();
                     eprintln!(
-                        "bench: {} run {i}/{runs} done in {:.1} s (load {:.2}): {}",
+                        "bench: {} run {i}/{runs} done in {:.1} s (other processes: {:.2} cores): {}",
                         scenario.name(),
                         t.elapsed().as_secs_f64(),
-                        infra::load_average(),
+                        foreign.max(0.0),
                         headline(&out)
                     );
-                    results.loads.push(infra::load_average());
+                    results.foreign_cores.push(foreign.max(0.0));
                     record(&mut results, scenario, out);
                 }
                 Err(e) => {

@@ -13,8 +13,9 @@ pub(crate) struct Results {
     pub(crate) dispatch_latencies: Vec<f64>,
     /// Every DELETE → CANCELLED latency of every cancel run (ms).
     pub(crate) cancel_latencies: Vec<f64>,
-    /// The 1-minute load average after each run.
-    pub(crate) loads: Vec<f64>,
+    /// CPU used by processes other than the bench, its services, Redis and
+    /// RabbitMQ during each run, in cores.
+    pub(crate) foreign_cores: Vec<f64>,
 }
 
 impl Results {
@@ -398,16 +399,17 @@ pub(crate) fn markdown(r: &Results, rows: &[Row], meta: &Meta, plan_text: &str) 
             ),
         ),
         (
-            "load average (1 min): before, after each run (min–max), after",
+            "load average (1 min) before / after",
+            format!("{:.2} / {:.2}", meta.load_before, meta.load_after),
+        ),
+        (
+            "CPU used by other processes during the runs (Redis and RabbitMQ count as the bench's)",
             {
-                let (lo, hi) = stats::min_max(&r.loads);
+                let (lo, hi) = stats::min_max(&r.foreign_cores);
                 format!(
-                    "{:.2}; {:.2}–{:.2}; {:.2} — {}",
-                    meta.load_before,
-                    lo,
-                    hi,
-                    meta.load_after,
-                    if hi < 1.5 {
+                    "{lo:.2}–{hi:.2} cores (median {:.2}) — {}",
+                    stats::median(&r.foreign_cores),
+                    if stats::median(&r.foreign_cores) < 0.1 && hi < 0.3 {
                         "quiet"
                     } else {
                         "**not quiet: other processes shared the CPUs, figures are noisy**"
