@@ -114,7 +114,14 @@ impl Publisher {
                     }
                     tracing::warn!("lost the rabbitmq connection; reconnecting");
                     self.connected.send_replace(false);
-                    self.link.write().await.take();
+                    if let Some(old) = self.link.write().await.take() {
+                        // A hung broker's connection is still open: close it
+                        // (in the background, bounded) rather than leak it.
+                        tokio::spawn(async move {
+                            let closing = old.connection.close(200, "replaced".into());
+                            let _ = tokio::time::timeout(Duration::from_secs(30), closing).await;
+                        });
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "cannot connect to rabbitmq");
