@@ -38,6 +38,12 @@ pub(crate) struct Versions {
 
 impl Infra {
     pub(crate) fn new(redis_url: String, amqp_host: String, mgmt_url: String) -> Self {
+        // CPU accounting watches the servers this bench uses, not every
+        // redis-server or beam.smp on the machine (tests may run their own).
+        let _ = SERVERS.set((
+            server_pids(port_of(&redis_url, 6379), "redis-server"),
+            server_pids(port_of(&amqp_host, 5672), "beam.smp"),
+        ));
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(15))
             .build()
@@ -333,6 +339,69 @@ pub(crate) fn pids_named(comm: &str) -> Vec<u32> {
         .collect()
 }
 
+/// The process listening on TCP `port` (found through `/proc/net/tcp*` and
+/// the processes' sockets; needs the right to read their `fd` directories).
+pub(crate) fn pid_listening_on(port: u16) -> Option<u32> {
+    let want = format!(":{port:04X}");
+    let inodes: Vec<String> = ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .flat_map(|t| {
+            t.lines()
+                .skip(1)
+                .filter_map(|l| {
+                    let f: Vec<&str> = l.split_whitespace().collect();
+                    // local_address, st (0A = LISTEN), inode
+                    (f.get(1)?.ends_with(&want) && *f.get(3)? == "0A")
+                        .then(|| f.get(9).map(|i| format!("socket:[{i}]")))?
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    if inodes.is_empty() {
+        return None;
+    }
+    std::fs::read_dir("/proc")
+        .ok()?
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| {
+            std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|fds| {
+                fds.filter_map(Result::ok).any(|fd| {
+                    std::fs::read_link(fd.path())
+                        .is_ok_and(|l| inodes.iter().any(|i| l.to_str() == Some(i.as_str())))
+                })
+            })
+        })
+}
+
+/// The servers the bench uses: the process on `port`, or every process named
+/// `comm` when that cannot be told (another user's process without root).
+fn server_pids(port: u16, comm: &str) -> Vec<u32> {
+    match pid_listening_on(port) {
+        Some(pid) => vec![pid],
+        None => pids_named(comm),
+    }
+}
+
+static SERVERS: std::sync::OnceLock<(Vec<u32>, Vec<u32>)> = std::sync::OnceLock::new();
+
+/// The port in `redis://host:port/db` or `host:port`.
+fn port_of(url: &str, default: u16) -> u16 {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let hostport = rest.split('/').next().unwrap_or(rest);
+    let hostport = hostport.rsplit('@').next().unwrap_or(hostport);
+    hostport
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Pids of the Redis and RabbitMQ servers (found once).
+pub(crate) fn servers() -> &'static (Vec<u32>, Vec<u32>) {
+    SERVERS.get_or_init(|| (pids_named("redis-server"), pids_named("beam.smp")))
+}
+
 /// CPU seconds of named process groups, read twice to get what a phase cost.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct CpuProbe {
@@ -347,18 +416,17 @@ impl CpuProbe {
 
     /// Redis, RabbitMQ and this process, the processes every scenario shares.
     pub(crate) fn shared() -> Self {
-        let mut probe = Self::default();
-        probe.add("redis", pids_named("redis-server"));
-        probe.add("rabbitmq", pids_named("beam.smp"));
+        let mut probe = Self::shared_servers();
         probe.add("bench", vec![std::process::id()]);
         probe
     }
 
     /// Redis and RabbitMQ only.
     pub(crate) fn shared_servers() -> Self {
+        let (redis, rabbitmq) = servers();
         let mut probe = Self::default();
-        probe.add("redis", pids_named("redis-server"));
-        probe.add("rabbitmq", pids_named("beam.smp"));
+        probe.add("redis", redis.clone());
+        probe.add("rabbitmq", rabbitmq.clone());
         probe
     }
 
@@ -400,6 +468,14 @@ mod tests {
         assert!(status_field(me, "Threads").is_some_and(|n| n >= 1.0));
         let m = machine();
         assert!(m.cpus >= 1);
+    }
+
+    #[test]
+    fn ports_come_from_urls() {
+        assert_eq!(port_of("redis://127.0.0.1:6380/0", 6379), 6380);
+        assert_eq!(port_of("redis://:pw@localhost:7000", 6379), 7000);
+        assert_eq!(port_of("redis://localhost/0", 6379), 6379);
+        assert_eq!(port_of("127.0.0.1:5673", 5672), 5673);
     }
 
     #[test]

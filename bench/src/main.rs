@@ -270,6 +270,8 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         plan: plan.clone(),
     };
     let load_before = infra::load_average();
+    let (redis_pids, rabbitmq_pids) = infra::servers();
+    eprintln!("bench: CPU accounting watches redis {redis_pids:?} and rabbitmq {rabbitmq_pids:?}");
     eprintln!(
         "bench: {} run; binaries from {}, service logs in {}; load average {load_before:.2}",
         if cli.smoke { "smoke" } else { "full" },
