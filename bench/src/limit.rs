@@ -9,8 +9,9 @@
 //!   clients; 1024 = the broker's ceiling); then the same messages consumed
 //!   with manual acks by two consumers (prefetch 64, like two workers); then
 //!   sequential round trips: publish → confirm, and publish → delivery.
-//! - Redis: the commands the api issues per create (EVALSHA of the very
-//!   `transition.lua` the api runs, `create`, then ZADD to the index),
+//! - Redis: the commands the api issues per create (ZADD to the outbox,
+//!   EVALSHA of the very `transition.lua` the api runs, `create`, ZADD to
+//!   the index, ZREM from the outbox),
 //!   from 64 connections at once (the api's pool), then each task's
 //!   claim, progress and finish transitions (what a drain asks of Redis per
 //!   task); then sequential round trips of a create and of one transition.
@@ -296,12 +297,22 @@ impl RedisLimit {
         call
     }
 
-    /// What the api's `Store::create` sends: the `create` transition, then ZADD.
+    /// What the api's `Store::create` and the create handler send, one
+    /// after the other: ZADD to the outbox of unpublished tasks, the
+    /// `create` transition, ZADD to the index, and (once the message is
+    /// confirmed) ZREM from the outbox.
     async fn create(
         &self,
         conn: &mut redis::aio::MultiplexedConnection,
         id: &TaskId,
     ) -> anyhow::Result<()> {
+        let outbox = format!("{}tasks:unpublished", self.prefix);
+        let _: i64 = redis::cmd("ZADD")
+            .arg(&outbox)
+            .arg(chrono::Utc::now().timestamp_millis())
+            .arg(id.to_string())
+            .query_async(conn)
+            .await?;
         let mut call = self.invocation(id, "create");
         for (k, v) in [
             ("algorithm", "hello"),
@@ -322,6 +333,11 @@ impl RedisLimit {
             .arg(format!("{}tasks:index", self.prefix))
             .arg(0)
             .arg(format!("{now_ms:015}:{id}"))
+            .query_async(conn)
+            .await?;
+        let _: i64 = redis::cmd("ZREM")
+            .arg(&outbox)
+            .arg(id.to_string())
             .query_async(conn)
             .await?;
         Ok(())
