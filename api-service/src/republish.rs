@@ -53,22 +53,26 @@ pub async fn sweep_once(state: &AppState, after: Duration) -> Result<usize, Stor
         let fields = state.store.load(&id).await?;
         if fields.is_empty() {
             // Discarded or expired.
-            state.store.mark_published(&id).await?;
+            state.store.drop_from_outbox(&id).await?;
             continue;
         }
         let task = match crate::store::parse_task(id, fields) {
             Ok(task) => task,
             Err(e) => {
                 tracing::error!(task_id = %id, error = %e, "unreadable task in the outbox; dropping it");
-                state.store.mark_published(&id).await?;
+                state.store.drop_from_outbox(&id).await?;
                 continue;
             }
         };
         if task.status != TaskStatus::Queued {
             // Claimed (so its message went out) or cancelled.
-            state.store.mark_published(&id).await?;
+            state
+                .store
+                .mark_published(&id, task.created_at.timestamp_millis())
+                .await?;
             continue;
         }
+        let created_ms = task.created_at.timestamp_millis();
         let message = TaskMessage {
             task_id: id,
             algorithm: task.algorithm,
@@ -80,7 +84,7 @@ pub async fn sweep_once(state: &AppState, after: Duration) -> Result<usize, Stor
         };
         match state.publisher.publish_task(&message).await {
             Ok(()) => {
-                state.store.mark_published(&id).await?;
+                state.store.mark_published(&id, created_ms).await?;
                 tracing::warn!(task_id = %id, "published a task stored by a create that did not finish");
                 published += 1;
             }

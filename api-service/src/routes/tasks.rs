@@ -159,7 +159,7 @@ pub async fn create_task(
             }
             return Err(ApiError::Unavailable(e.into()));
         }
-        if let Err(e) = state.store.mark_published(&id).await {
+        if let Err(e) = state.store.mark_published(&id, outcome.snapshot.now_ms).await {
             // The task is whole; the outbox sweep publishes a harmless duplicate later.
             tracing::warn!(task_id = %id, error = %e, "could not take a published task out of the outbox");
         }

@@ -177,6 +177,16 @@ impl Store {
         args: &[String],
     ) -> Result<Outcome, StoreError> {
         let mut conn = self.conn().await?;
+        self.transition_on(&mut conn, id, op, args).await
+    }
+
+    async fn transition_on(
+        &self,
+        conn: &mut deadpool_redis::Connection,
+        id: &TaskId,
+        op: &str,
+        args: &[String],
+    ) -> Result<Outcome, StoreError> {
         let mut call = self.script.key(self.task_key(id));
         call.key(self.events_key(id))
             .arg(op)
@@ -185,11 +195,12 @@ impl Store {
         for a in args {
             call.arg(a);
         }
-        let raw: Vec<String> = call.invoke_async(&mut conn).await?;
+        let raw: Vec<String> = call.invoke_async(conn).await?;
         parse_outcome(&raw)
     }
 
-    /// Stores a new QUEUED task (and its first event), then indexes it.
+    /// Stores a new QUEUED task (and its first event). It is listed once
+    /// [`Store::mark_published`] records its message as confirmed.
     ///
     /// First of all the id goes into the outbox of unpublished tasks, which
     /// it leaves once its message is confirmed ([`Store::mark_published`]) or
@@ -197,15 +208,14 @@ impl Store {
     /// publishing it leaves the id there, and [`crate::republish`] publishes
     /// the task instead of leaving it QUEUED forever.
     pub async fn create(&self, id: &TaskId, task: &NewTask) -> Result<Outcome, StoreError> {
-        {
-            let mut conn = self.conn().await?;
-            let _: i64 = redis::cmd("ZADD")
-                .arg(self.unpublished_key())
-                .arg(chrono::Utc::now().timestamp_millis())
-                .arg(id.to_string())
-                .query_async(&mut conn)
-                .await?;
-        }
+        // One pooled connection for the whole create.
+        let mut conn = self.conn().await?;
+        let _: i64 = redis::cmd("ZADD")
+            .arg(self.unpublished_key())
+            .arg(chrono::Utc::now().timestamp_millis())
+            .arg(id.to_string())
+            .query_async(&mut conn)
+            .await?;
         let mut args = vec![
             "algorithm".into(),
             task.algorithm.clone(),
@@ -223,18 +233,7 @@ impl Store {
         if let Some(url) = &task.webhook_url {
             args.extend(["webhook_url".into(), url.clone()]);
         }
-        let outcome = self.transition(id, "create", &args).await?;
-        if outcome.code == Code::Ok {
-            let mut conn = self.conn().await?;
-            let member = listing::index_member(outcome.snapshot.now_ms, id);
-            let _: i64 = redis::cmd("ZADD")
-                .arg(self.index_key())
-                .arg(0)
-                .arg(member)
-                .query_async(&mut conn)
-                .await?;
-        }
-        Ok(outcome)
+        self.transition_on(&mut conn, id, "create", &args).await
     }
 
     /// Removes every trace of a task that could not be published;
@@ -255,9 +254,23 @@ impl Store {
         Ok(())
     }
 
-    /// Takes a task out of the outbox: its message is confirmed (or it no
-    /// longer needs one).
-    pub async fn mark_published(&self, id: &TaskId) -> Result<(), StoreError> {
+    /// Its message is confirmed: the task joins the list index (as created
+    /// at `created_ms`) and leaves the outbox, in one round trip.
+    pub async fn mark_published(&self, id: &TaskId, created_ms: i64) -> Result<(), StoreError> {
+        let mut conn = self.conn().await?;
+        let _: () = redis::pipe()
+            .zadd(self.index_key(), listing::index_member(created_ms, id), 0)
+            .ignore()
+            .zrem(self.unpublished_key(), id.to_string())
+            .ignore()
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Takes a task out of the outbox without listing it (it is gone or no
+    /// longer QUEUED).
+    pub async fn drop_from_outbox(&self, id: &TaskId) -> Result<(), StoreError> {
         let mut conn = self.conn().await?;
         let _: i64 = redis::cmd("ZREM")
             .arg(self.unpublished_key())
