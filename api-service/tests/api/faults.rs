@@ -18,15 +18,7 @@ async fn with_rabbitmq_unreachable_create_answers_503_and_leaves_no_task() {
         "no internals leak: {body}"
     );
 
-    let listed: Value = app
-        .http
-        .get(app.url("/tasks"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: Value = app.get_json("/tasks").await;
     assert_eq!(listed["tasks"], json!([]), "no task left behind: {listed}");
     let mut redis = app.env.redis().await.unwrap();
     let keys: Vec<String> = redis::cmd("KEYS")
@@ -78,15 +70,7 @@ async fn with_redis_unreachable_endpoints_answer_503_and_health_stays_up() {
         200
     );
     app.state.health.check_now().await;
-    let ready: Value = app
-        .http
-        .get(app.url("/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready: Value = app.get_json("/readyz").await;
     assert_eq!(ready["status"], "unavailable");
     assert_eq!(ready["checks"]["redis"]["ok"], false);
     assert!(ready["checks"]["redis"]["error"].is_string());

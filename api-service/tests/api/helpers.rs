@@ -85,6 +85,18 @@ impl TestApp {
         format!("{}{}", self.address, path)
     }
 
+    /// GETs `path` and parses the JSON answer, whatever its status.
+    pub async fn get_json(&self, path: &str) -> Value {
+        self.http
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("GET")
+            .json()
+            .await
+            .expect("a JSON answer")
+    }
+
     pub async fn post_task(&self, body: Value) -> reqwest::Response {
         self.http
             .post(self.url("/tasks"))

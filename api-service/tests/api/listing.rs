@@ -49,15 +49,7 @@ async fn listing_pages_newest_first_and_filters_by_status() {
     let newest_first: Vec<String> = created.iter().rev().cloned().collect();
     assert_eq!(seen, newest_first);
 
-    let page: Value = app
-        .http
-        .get(app.url("/tasks?status=CANCELLED"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page: Value = app.get_json("/tasks?status=CANCELLED").await;
     let ids: HashSet<&str> = page["tasks"]
         .as_array()
         .unwrap()
@@ -85,15 +77,7 @@ async fn an_expired_task_in_the_index_is_skipped() {
         .query_async(&mut redis)
         .await
         .unwrap();
-    let page: Value = app
-        .http
-        .get(app.url("/tasks"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page: Value = app.get_json("/tasks").await;
     let ids: Vec<&str> = page["tasks"]
         .as_array()
         .unwrap()

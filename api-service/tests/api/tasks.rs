@@ -286,15 +286,7 @@ async fn racing_requests_with_one_idempotency_key_create_one_task() {
     assert_eq!(created, 1, "exactly one request creates");
     ids.dedup();
     assert_eq!(ids.len(), 1, "everyone gets the same task");
-    let listed: Value = app
-        .http
-        .get(app.url("/tasks"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: Value = app.get_json("/tasks").await;
     assert_eq!(listed["tasks"].as_array().unwrap().len(), 1);
     assert_eq!(
         app.env.queue_depth("tasks.algo").await.unwrap(),

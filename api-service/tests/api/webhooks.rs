@@ -321,15 +321,7 @@ async fn a_webhook_url_outside_the_allowed_hosts_is_refused_with_400() {
         .await;
     assert_eq!(res.status(), 400, "only http(s) URLs");
 
-    let list: Value = app
-        .http
-        .get(app.url("/tasks"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = app.get_json("/tasks").await;
     assert_eq!(list["tasks"], json!([]), "no task was created");
     app.stop().await;
 }
