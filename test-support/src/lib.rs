@@ -153,3 +153,25 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Counts the `hello world` lines a worker process prints, in the background;
+/// the worker's stdout carries nothing else (its logs go to stderr), so any
+/// other line fails the test.
+pub fn count_hellos(
+    stdout: tokio::process::ChildStdout,
+) -> std::sync::Arc<std::sync::atomic::AtomicUsize> {
+    use tokio::io::AsyncBufReadExt;
+    let hellos = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = std::sync::Arc::clone(&hellos);
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            assert_eq!(
+                line, "hello world",
+                "the worker's stdout carries only the routine's lines"
+            );
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    hellos
+}

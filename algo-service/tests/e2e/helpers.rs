@@ -15,10 +15,7 @@ use api_service::{Application, Settings};
 use clap::Parser;
 use serde_json::{json, Value};
 use test_support::{eventually, TestEnv};
-use tokio::{
-    io::{AsyncBufReadExt, BufReader},
-    process::{Child, Command},
-};
+use tokio::process::{Child, Command};
 
 pub const TOKEN: &str = "e2e-callback-token";
 
@@ -111,18 +108,7 @@ impl System {
             .kill_on_drop(true)
             .spawn()
             .expect("the algo-service binary starts");
-        let hellos = Arc::new(AtomicUsize::new(0));
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let count = Arc::clone(&hellos);
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = lines.next_line().await {
-                assert_eq!(
-                    line, "hello world",
-                    "the worker's stdout carries only the routine's lines"
-                );
-                count.fetch_add(1, Ordering::SeqCst);
-            }
-        });
+        let hellos = test_support::count_hellos(child.stdout.take().unwrap());
         let url = format!("http://{metrics}/healthz");
         eventually(
             &format!("worker {name} to consume"),

@@ -258,18 +258,7 @@ impl Stack {
             .kill_on_drop(true)
             .spawn()
             .expect("the algo-service binary starts");
-        let hellos = Arc::new(AtomicUsize::new(0));
-        let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
-        let count = Arc::clone(&hellos);
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = out.next_line().await {
-                assert_eq!(
-                    line, "hello world",
-                    "the worker's stdout carries only the routine's lines"
-                );
-                count.fetch_add(1, Ordering::SeqCst);
-            }
-        });
+        let hellos = test_support::count_hellos(child.stdout.take().unwrap());
         let logs = Arc::new(Mutex::new(Vec::new()));
         let mut err = BufReader::new(child.stderr.take().unwrap()).lines();
         let sink = Arc::clone(&logs);
