@@ -10,7 +10,7 @@ use test_support::{
     servers::{PrivateRabbit, RabbitOptions},
 };
 
-use crate::harness::{body, queue_depth, terminal_events, Backends, Stack, WorkerOpts};
+use crate::harness::{assert_drained, body, terminal_events, Backends, Stack, WorkerOpts};
 
 /// Over 30 s: the private node boots twice (about 7 s each on 2 cores), and
 /// the tasks queued before the outage run after it.
@@ -123,26 +123,13 @@ async fn rabbitmq_restarted_while_tasks_are_queued_and_running_loses_none_and_ru
             w.name
         );
     }
-    let listed: Value = sys
-        .http
-        .get(format!("{}/tasks?limit=1000", sys.api_url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed = sys.listed().await;
     assert_eq!(
-        listed["tasks"].as_array().unwrap().len(),
+        listed.len(),
         ids.len(),
         "the refused creates left nothing behind"
     );
-    let amqp = rabbit.amqp_url();
-    eventually("tasks.algo to drain", Duration::from_secs(20), || async {
-        (queue_depth(&amqp, "tasks.algo").await == Some(0)).then_some(())
-    })
-    .await;
-    assert_eq!(queue_depth(&amqp, "tasks.dead").await, Some(0));
+    assert_drained(&rabbit.amqp_url()).await;
     sys.stop().await;
 }
 
@@ -200,12 +187,7 @@ async fn a_task_outliving_the_consumer_timeout_is_neither_killed_nor_run_twice()
         4,
         "each stage ran once: the redelivered copy waited, never ran in parallel"
     );
-    let amqp = rabbit.amqp_url();
-    eventually("tasks.algo to drain", Duration::from_secs(20), || async {
-        (queue_depth(&amqp, "tasks.algo").await == Some(0)).then_some(())
-    })
-    .await;
-    assert_eq!(queue_depth(&amqp, "tasks.dead").await, Some(0));
+    assert_drained(&rabbit.amqp_url()).await;
     sys.stop().await;
 }
 
@@ -249,19 +231,11 @@ async fn a_hung_broker_makes_creates_answer_503_in_bounded_time() {
     )
     .await;
     let () = accepted;
-    let listed: Value = sys
-        .http
-        .get(format!("{}/tasks?limit=1000", sys.api_url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed = sys.listed().await;
     assert_eq!(
-        listed["tasks"].as_array().unwrap().len(),
+        listed.len(),
         1,
-        "the refused create left nothing behind: {listed}"
+        "the refused create left nothing behind: {listed:?}"
     );
     sys.stop().await;
 }

@@ -380,6 +380,20 @@ impl Stack {
         }
     }
 
+    /// Every task the api lists (up to 1,000), newest first.
+    pub async fn listed(&self) -> Vec<Value> {
+        let page: Value = self
+            .http
+            .get(format!("{}/tasks?limit=1000", self.api_url))
+            .send()
+            .await
+            .expect("GET /tasks")
+            .json()
+            .await
+            .expect("a JSON page");
+        page["tasks"].as_array().cloned().unwrap_or_default()
+    }
+
     /// Messages ready in `queue` of the stack's broker.
     pub async fn queue_depth(&self, queue: &str) -> u32 {
         queue_depth(&self.backends.amqp_url, queue)
@@ -411,6 +425,19 @@ impl Stack {
             }
         }
     }
+}
+
+/// Waits until `tasks.algo` is empty, then asserts nothing was dead-lettered.
+pub async fn assert_drained(amqp_url: &str) {
+    eventually("tasks.algo to drain", Duration::from_secs(20), || async {
+        (queue_depth(amqp_url, "tasks.algo").await == Some(0)).then_some(())
+    })
+    .await;
+    assert_eq!(
+        queue_depth(amqp_url, "tasks.dead").await,
+        Some(0),
+        "nothing dead-lettered"
+    );
 }
 
 /// Messages ready in `queue` at `amqp_url` (a passive declare), `None` if it does not exist.

@@ -99,19 +99,11 @@ async fn with_redis_frozen_endpoints_answer_503_workers_retry_and_every_outcome_
     let after = sys.create(body(1, 0)).await;
     sys.assert_all_completed_once(&[after], Duration::from_secs(20))
         .await;
-    let listed: Value = sys
-        .http
-        .get(format!("{}/tasks?limit=1000", sys.api_url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed = sys.listed().await;
     assert_eq!(
-        listed["tasks"].as_array().unwrap().len(),
+        listed.len(),
         7,
-        "the creates refused with 503 left nothing behind: {listed}"
+        "the creates refused with 503 left nothing behind: {listed:?}"
     );
     assert_eq!(sys.queue_depth("tasks.algo").await, 0);
     assert_eq!(sys.queue_depth("tasks.dead").await, 0);
