@@ -86,14 +86,19 @@ impl Api {
 
     /// `GET /tasks/{id}`.
     pub(crate) async fn get(&self, id: TaskId) -> anyhow::Result<TaskView> {
+        self.get_json(&format!("/tasks/{id}")).await
+    }
+
+    /// GET `path` (with a 10 s timeout), expecting 2xx and a JSON body.
+    async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
         let resp = self
             .http
-            .get(format!("{}/tasks/{id}", self.base))
+            .get(format!("{}{path}", self.base))
             .timeout(Duration::from_secs(10))
             .send()
             .await?;
         if !resp.status().is_success() {
-            bail!("GET /tasks/{id} answered {}", resp.status());
+            bail!("GET {path} answered {}", resp.status());
         }
         Ok(resp.json().await?)
     }
@@ -113,16 +118,7 @@ impl Api {
 
     /// `GET /tasks/{id}/events` as JSON.
     pub(crate) async fn history(&self, id: TaskId) -> anyhow::Result<Vec<EventView>> {
-        let resp = self
-            .http
-            .get(format!("{}/tasks/{id}/events", self.base))
-            .timeout(Duration::from_secs(10))
-            .send()
-            .await?;
-        if !resp.status().is_success() {
-            bail!("GET /tasks/{id}/events answered {}", resp.status());
-        }
-        Ok(resp.json().await?)
+        self.get_json(&format!("/tasks/{id}/events")).await
     }
 
     /// Opens the task's event stream (`Accept: text/event-stream`).
