@@ -58,6 +58,49 @@ pub struct Readiness {
 #[derive(Debug)]
 struct Security;
 
+/// The answers of a cancel, by either route.
+#[derive(Debug, utoipa::IntoResponses)]
+pub enum CancelAnswers {
+    /// Was queued: now CANCELLED.
+    #[response(status = 200)]
+    Cancelled(TaskRef),
+    /// Was running: CANCELLING until the worker stops.
+    #[response(status = 202)]
+    Cancelling(TaskRef),
+    /// Malformed id.
+    #[response(status = 400)]
+    BadId(ErrorBody),
+    /// API key missing or wrong.
+    #[response(status = 401)]
+    Unauthorized(ErrorBody),
+    /// Unknown or expired.
+    #[response(status = 404)]
+    NotFound(ErrorBody),
+    /// Already finished (`status` says how).
+    #[response(status = 409)]
+    AlreadyFinished(ErrorBody),
+    /// Redis unreachable.
+    #[response(status = 503)]
+    Unavailable(ErrorBody),
+}
+
+/// The error answers every callback may get.
+#[derive(Debug, utoipa::IntoResponses)]
+pub enum CallbackErrors {
+    /// A status a worker may not send, or bad stages.
+    #[response(status = 400)]
+    BadReport(ErrorBody),
+    /// Callback token missing or wrong.
+    #[response(status = 401)]
+    Unauthorized(ErrorBody),
+    /// Unknown task.
+    #[response(status = 404)]
+    NotFound(ErrorBody),
+    /// Redis unreachable.
+    #[response(status = 503)]
+    Unavailable(ErrorBody),
+}
+
 impl Modify for Security {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);

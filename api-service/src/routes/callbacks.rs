@@ -79,10 +79,7 @@ fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError
     responses(
         (status = 200, description = "Recorded; `stage` is where a claiming worker resumes", body = CallbackAnswer),
         (status = 409, description = "Illegal transition: `lease_held`, `already_finished` or `not_holder`", body = CallbackAnswer),
-        (status = 400, description = "A status a worker may not send, or bad stages", body = crate::openapi::ErrorBody),
-        (status = 401, description = "Callback token missing or wrong", body = crate::openapi::ErrorBody),
-        (status = 404, description = "Unknown task", body = crate::openapi::ErrorBody),
-        (status = 503, description = "Redis unreachable", body = crate::openapi::ErrorBody)))]
+        crate::openapi::CallbackErrors))]
 #[tracing::instrument(name = "report_status", skip_all, fields(task_id = %path, worker = tracing::field::Empty, status = tracing::field::Empty))]
 pub async fn report_status(
     path: web::Path<String>,
@@ -140,10 +137,7 @@ pub async fn report_status(
     responses(
         (status = 200, description = "Recorded (or ignored: a lower stage); the lease is renewed", body = CallbackAnswer),
         (status = 409, description = "Not the holder, or already finished", body = CallbackAnswer),
-        (status = 400, description = "A status a worker may not send, or bad stages", body = crate::openapi::ErrorBody),
-        (status = 401, description = "Callback token missing or wrong", body = crate::openapi::ErrorBody),
-        (status = 404, description = "Unknown task", body = crate::openapi::ErrorBody),
-        (status = 503, description = "Redis unreachable", body = crate::openapi::ErrorBody)))]
+        crate::openapi::CallbackErrors))]
 #[tracing::instrument(name = "report_progress", skip_all, fields(task_id = %path))]
 pub async fn report_progress(
     path: web::Path<String>,

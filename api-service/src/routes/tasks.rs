@@ -243,12 +243,7 @@ pub async fn get_task(
 /// `DELETE /tasks/{id}` (and, through [`cancel_task_post`], `POST /tasks/{id}/cancel`).
 #[utoipa::path(delete, path = "/tasks/{id}", tag = "tasks", security(("api_key" = [])),
     params(("id" = String, Path, description = "Task id (UUID)")),
-    responses(
-        (status = 200, description = "Was queued: now CANCELLED", body = crate::openapi::TaskRef),
-        (status = 202, description = "Was running: CANCELLING until the worker stops", body = crate::openapi::TaskRef),
-        (status = 404, description = "Unknown or expired", body = crate::openapi::ErrorBody),
-        (status = 409, description = "Already finished (`status` says how)", body = crate::openapi::ErrorBody),
-        (status = 400, description = "Malformed id", body = crate::openapi::ErrorBody), (status = 401, description = "API key missing or wrong", body = crate::openapi::ErrorBody), (status = 503, description = "Redis unreachable", body = crate::openapi::ErrorBody)))]
+    responses(crate::openapi::CancelAnswers))]
 #[tracing::instrument(name = "cancel_task", skip_all, fields(task_id = %path))]
 pub async fn cancel_task(
     path: web::Path<String>,
@@ -277,9 +272,8 @@ pub async fn cancel_task(
     }
     // Running: tell whichever worker holds it. The flag in Redis is the
     // fallback — the holder also sees it in its next callback answer.
-    let publisher = state.publisher.clone();
     let broadcast = task_model::ControlMessage::Cancel { task_id: id };
-    if let Err(e) = publisher.publish_control(&broadcast).await {
+    if let Err(e) = state.publisher.publish_control(&broadcast).await {
         tracing::error!(task_id = %id, error = %e, "cancel broadcast failed; the worker will see the flag on its next callback");
     }
     tracing::info!(task_id = %id, "cancel requested while running");
@@ -289,12 +283,7 @@ pub async fn cancel_task(
 /// `POST /tasks/{id}/cancel`: the same as `DELETE /tasks/{id}`.
 #[utoipa::path(post, path = "/tasks/{id}/cancel", tag = "tasks", security(("api_key" = [])),
     params(("id" = String, Path, description = "Task id (UUID)")),
-    responses(
-        (status = 200, description = "Was queued: now CANCELLED", body = crate::openapi::TaskRef),
-        (status = 202, description = "Was running: CANCELLING until the worker stops", body = crate::openapi::TaskRef),
-        (status = 404, description = "Unknown or expired", body = crate::openapi::ErrorBody),
-        (status = 409, description = "Already finished (`status` says how)", body = crate::openapi::ErrorBody),
-        (status = 400, description = "Malformed id", body = crate::openapi::ErrorBody), (status = 401, description = "API key missing or wrong", body = crate::openapi::ErrorBody), (status = 503, description = "Redis unreachable", body = crate::openapi::ErrorBody)))]
+    responses(crate::openapi::CancelAnswers))]
 pub async fn cancel_task_post(
     path: web::Path<String>,
     state: web::Data<AppState>,

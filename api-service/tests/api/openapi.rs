@@ -53,6 +53,36 @@ async fn every_served_route_and_method_is_in_the_openapi_document() {
             );
         }
     }
+    // Shared answer sets (utoipa IntoResponses) expand into each operation.
+    for (path, method, codes) in [
+        (
+            "/tasks/{id}",
+            "delete",
+            &["200", "202", "400", "401", "404", "409", "503"][..],
+        ),
+        (
+            "/tasks/{id}/cancel",
+            "post",
+            &["200", "202", "400", "401", "404", "409", "503"][..],
+        ),
+        (
+            "/internal/tasks/{id}/status",
+            "post",
+            &["200", "400", "401", "404", "409", "503"][..],
+        ),
+        (
+            "/internal/tasks/{id}/progress",
+            "post",
+            &["200", "400", "401", "404", "409", "503"][..],
+        ),
+    ] {
+        for code in codes {
+            assert!(
+                spec["paths"][path][method]["responses"][code].is_object(),
+                "{method} {path} documents {code}"
+            );
+        }
+    }
     for schema in [
         "TaskView",
         "EventView",
