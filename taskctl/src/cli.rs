@@ -17,12 +17,14 @@ Examples:
   taskctl cancel \"$ID\"
 
 Exit codes:
-  0  success (watch and submit --wait: the task COMPLETED)
+  0  success (watch and submit --wait: the task COMPLETED; cancel: the task
+     is CANCELLING or CANCELLED now, also when it already was)
   1  the task ended FAILED, TIMED_OUT or CANCELLED
   2  bad usage or argument
   3  the api is unreachable
   4  no such task
-  5  any other error answer from the api
+  5  any other error answer from the api (cancel: the task had already
+     ended COMPLETED, FAILED or TIMED_OUT)
   130  watch interrupted with Ctrl-C (the tasks go on)";
 
 /// Command-line client for Taskforge: submit tasks, follow them with a live
@@ -85,6 +87,10 @@ Examples:
     Watch(WatchArgs),
 
     /// Cancel a task: at once when queued, or ask its worker to stop it.
+    ///
+    /// Exits 0 when the task is CANCELLING or CANCELLED afterwards, also when
+    /// it already was (asking twice is not an error); exits 5 when it had
+    /// already ended COMPLETED, FAILED or TIMED_OUT.
     #[command(after_help = "\
 Examples:
   taskctl cancel 2f1c0c6e-8a4b-4f7e-9d0a-3b5e6c7d8e9f")]
@@ -117,19 +123,19 @@ Examples:
 #[derive(Debug, Args)]
 pub struct SubmitArgs {
     /// Number of stages (1..=1000; the api's default when left out).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub stages: Option<u32>,
 
     /// Length of one stage in milliseconds (0..=600000).
-    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u32).range(0..=600_000))]
+    #[arg(long, value_name = "MS", allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(0..=600_000))]
     pub stage_ms: Option<u32>,
 
     /// Deadline in seconds after a worker first claims the task (1..=86400).
-    #[arg(long, value_name = "S", value_parser = clap::value_parser!(u32).range(1..=86_400))]
+    #[arg(long, value_name = "S", allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(1..=86_400))]
     pub timeout: Option<u32>,
 
     /// Priority 0..=9; higher runs first.
-    #[arg(long, value_name = "P", value_parser = clap::value_parser!(u8).range(0..=9))]
+    #[arg(long, value_name = "P", allow_negative_numbers = true, value_parser = clap::value_parser!(u8).range(0..=9))]
     pub priority: Option<u8>,
 
     /// Input for the routine, as JSON (at most 16 KiB serialized).
@@ -191,7 +197,7 @@ pub struct ListArgs {
     pub status: Option<TaskStatus>,
 
     /// Tasks per page (1..=1000).
-    #[arg(long, value_name = "N", default_value_t = 50, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    #[arg(long, value_name = "N", default_value_t = 50, allow_negative_numbers = true, value_parser = clap::value_parser!(u16).range(1..=1000))]
     pub limit: u16,
 
     /// Follow the api's cursor through every page (otherwise: one page).

@@ -87,8 +87,13 @@ pub struct Submitted {
 pub struct Cancelled {
     /// The task.
     pub task_id: TaskId,
-    /// `CANCELLED` (it was queued) or `CANCELLING` (its worker is stopping it).
+    /// `CANCELLED` (it was queued, or already cancelled) or `CANCELLING`
+    /// (its worker is stopping it).
     pub status: TaskStatus,
+    /// True when the task was CANCELLED before this request: the api answered
+    /// 409 `already_finished` with that status, and nothing changed.
+    #[serde(skip)]
+    pub already: bool,
 }
 
 /// One page of `GET /tasks`.
@@ -172,43 +177,7 @@ impl Client {
             return Ok(res);
         }
         let body = res.bytes().await.unwrap_or_default();
-        let parsed: Option<Value> = serde_json::from_slice(&body).ok();
-        let field = |name: &str| {
-            parsed
-                .as_ref()
-                .and_then(|v| v.get(name))
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        };
-        let code = field("error");
-        if status == StatusCode::NOT_FOUND && code.as_deref().is_none_or(|c| c == "not_found") {
-            if let Some(id) = id {
-                return Err(ClientError::NotFound { id });
-            }
-        }
-        let mut message = field("message").unwrap_or_else(|| {
-            let text = String::from_utf8_lossy(&body);
-            let text = text.trim();
-            if text.is_empty() || text.len() > 200 || text.contains('\n') {
-                status.canonical_reason().unwrap_or("error").to_owned()
-            } else {
-                text.to_owned()
-            }
-        });
-        if let Some(current) = field("status") {
-            message = format!("{message} (status {current})");
-        }
-        Err(ClientError::Api {
-            status: status.as_u16(),
-            code: code.unwrap_or_else(|| {
-                status
-                    .canonical_reason()
-                    .unwrap_or("error")
-                    .to_ascii_lowercase()
-                    .replace(' ', "_")
-            }),
-            message,
-        })
+        Err(error_answer(status, &body, id))
     }
 
     async fn json<T: DeserializeOwned>(&self, res: Response) -> Result<T, ClientError> {
@@ -263,11 +232,30 @@ impl Client {
     /// `DELETE /tasks/{id}`.
     ///
     /// # Errors
-    /// See [`ClientError`]; a finished task is an `Api` error `already_finished`.
+    /// See [`ClientError`]; a task that finished otherwise than CANCELLED is
+    /// an `Api` error `already_finished`. A task already CANCELLED is what was
+    /// asked for: `Ok`, with [`Cancelled::already`] set.
     pub async fn cancel(&self, id: TaskId) -> Result<Cancelled, ClientError> {
-        let req = self.request(Method::DELETE, &format!("/tasks/{id}"));
-        let res = self.send(req, Some(id)).await?;
-        self.json(res).await
+        let req = self
+            .request(Method::DELETE, &format!("/tasks/{id}"))
+            .timeout(REQUEST_TIMEOUT);
+        let res = req.send().await.map_err(|e| self.unreachable(&e))?;
+        if res.status() != StatusCode::CONFLICT {
+            let res = self.check(res, Some(id)).await?;
+            return self.json(res).await;
+        }
+        let body = res.bytes().await.map_err(|e| self.unreachable(&e))?;
+        let answer: Value = serde_json::from_slice(&body).unwrap_or_default();
+        let cancelled = answer.get("error").and_then(Value::as_str) == Some("already_finished")
+            && answer.get("status").and_then(Value::as_str) == Some(TaskStatus::Cancelled.as_str());
+        if cancelled {
+            return Ok(Cancelled {
+                task_id: id,
+                status: TaskStatus::Cancelled,
+                already: true,
+            });
+        }
+        Err(error_answer(StatusCode::CONFLICT, &body, Some(id)))
     }
 
     /// One page of `GET /tasks`.
@@ -343,6 +331,47 @@ pub fn events(value: Value) -> Result<Vec<EventView>, ClientError> {
 
 /// The innermost cause of a transport error, which is what a person can act
 /// on (`Connection refused`), rather than reqwest's outer wrapping.
+/// The [`ClientError`] for an error answer with `body`; `id` names the task a 404 is about.
+fn error_answer(status: StatusCode, body: &[u8], id: Option<TaskId>) -> ClientError {
+    let parsed: Option<Value> = serde_json::from_slice(body).ok();
+    let field = |name: &str| {
+        parsed
+            .as_ref()
+            .and_then(|v| v.get(name))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    let code = field("error");
+    if status == StatusCode::NOT_FOUND && code.as_deref().is_none_or(|c| c == "not_found") {
+        if let Some(id) = id {
+            return ClientError::NotFound { id };
+        }
+    }
+    let mut message = field("message").unwrap_or_else(|| {
+        let text = String::from_utf8_lossy(body);
+        let text = text.trim();
+        if text.is_empty() || text.len() > 200 || text.contains('\n') {
+            status.canonical_reason().unwrap_or("error").to_owned()
+        } else {
+            text.to_owned()
+        }
+    });
+    if let Some(current) = field("status") {
+        message = format!("{message} (status {current})");
+    }
+    ClientError::Api {
+        status: status.as_u16(),
+        code: code.unwrap_or_else(|| {
+            status
+                .canonical_reason()
+                .unwrap_or("error")
+                .to_ascii_lowercase()
+                .replace(' ', "_")
+        }),
+        message,
+    }
+}
+
 fn root_cause(e: &reqwest::Error) -> String {
     if e.is_timeout() {
         return "no answer in time".to_owned();

@@ -9,7 +9,10 @@
 //! 0 success (for `watch` and `submit --wait`: only when every task
 //! COMPLETED); 1 a followed task ended FAILED, TIMED_OUT or CANCELLED; 2 bad
 //! usage or argument; 3 the api is unreachable; 4 no such task; 5 any other
-//! error answer; 130 `watch` interrupted by Ctrl-C (the tasks go on). Errors are one line on stderr: `taskctl: error: <message>`.
+//! error answer; 130 `watch` interrupted by Ctrl-C (the tasks go on).
+//! A command whose goal already holds succeeds: `cancel` of a task already
+//! CANCELLED (or CANCELLING) exits 0. Errors are one line on stderr:
+//! `taskctl: error: <message>`.
 //!
 //! # Layout
 //! - [`cli`]: the clap definition, with local validation of every argument.
@@ -24,7 +27,6 @@ pub mod client;
 pub mod output;
 pub mod watch;
 
-use futures_util::future::join_all;
 use serde_json::{json, Map, Value};
 use task_model::{TaskId, TaskStatus};
 
@@ -108,7 +110,7 @@ async fn submit(client: &Client, args: SubmitArgs) -> Result<Outcome, ClientErro
 
 async fn watch(client: &Client, ids: &[TaskId]) -> Result<Outcome, ClientError> {
     let display = Display::detect();
-    let follows = join_all(ids.iter().map(|id| watch::follow(client, *id, &display)));
+    let follows = watch::follow_all(client, ids, &display);
     let results = tokio::select! {
         results = follows => results,
         _ = tokio::signal::ctrl_c() => {
@@ -136,6 +138,9 @@ async fn watch(client: &Client, ids: &[TaskId]) -> Result<Outcome, ClientError> 
 async fn cancel(client: &Client, id: TaskId) -> Result<Outcome, ClientError> {
     let answer = client.cancel(id).await?;
     let text = match answer.status {
+        TaskStatus::Cancelled if answer.already => {
+            format!("{id} CANCELLED (it already was; nothing changed)")
+        }
         TaskStatus::Cancelling => format!("{id} CANCELLING (its worker is stopping it)"),
         status => format!("{id} {status}"),
     };

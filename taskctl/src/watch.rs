@@ -10,7 +10,7 @@
 
 use std::{io::IsTerminal, time::Duration};
 
-use futures_util::StreamExt;
+use futures_util::{future::join_all, StreamExt};
 use indicatif::{
     HumanDuration, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle,
 };
@@ -116,14 +116,22 @@ impl Display {
         }
     }
 
+    /// A reporter for `id`. On a terminal its bar is added to the screen
+    /// here, below the bars made before it, so bars stand in the order their
+    /// reporters were made, whichever task's answers come first.
     fn reporter(&self, id: TaskId) -> Reporter {
         match self {
-            Display::Bars(multi) => Reporter::Bar {
-                multi: multi.clone(),
-                bar: None,
-                id,
-                processing: false,
-            },
+            Display::Bars(multi) => {
+                // Hidden until the MultiProgress owns it, so it never draws on its own.
+                let pb = ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden());
+                pb.set_style(waiting_style());
+                pb.set_prefix(short(&id));
+                pb.set_message("connecting…");
+                Reporter::Bar {
+                    bar: multi.add(pb),
+                    processing: false,
+                }
+            }
             Display::Lines => Reporter::Line { id, stages: 0 },
         }
     }
@@ -132,16 +140,8 @@ impl Display {
 /// Shows one task's progress.
 #[derive(Debug)]
 enum Reporter {
-    Bar {
-        multi: MultiProgress,
-        bar: Option<ProgressBar>,
-        id: TaskId,
-        processing: bool,
-    },
-    Line {
-        id: TaskId,
-        stages: u32,
-    },
+    Bar { bar: ProgressBar, processing: bool },
+    Line { id: TaskId, stages: u32 },
 }
 
 /// The bar's look. `{eta}` is indicatif's estimate once a stage has been
@@ -164,6 +164,22 @@ fn bar_style(stage_ms: u64) -> ProgressStyle {
     .progress_chars("=> ")
 }
 
+/// Before the task's first answer: its id and what is happening.
+fn waiting_style() -> ProgressStyle {
+    ProgressStyle::with_template("{prefix:.bold} {msg}")
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+}
+
+/// A bar whose task has ended (or that gave up): where it got to and the
+/// outcome, without an ETA — nothing is left to estimate.
+fn ended_style() -> ProgressStyle {
+    ProgressStyle::with_template(
+        "{prefix:.bold} [{bar:30.cyan/blue}] {pos}/{len} stages {elapsed_precise} {msg}",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar())
+    .progress_chars("=> ")
+}
+
 fn short(id: &TaskId) -> String {
     id.to_string().chars().take(8).collect()
 }
@@ -171,29 +187,20 @@ fn short(id: &TaskId) -> String {
 impl Reporter {
     fn start(&mut self, task: &TaskView) {
         match self {
-            Reporter::Bar {
-                multi,
-                bar,
-                id,
-                processing,
-            } => {
-                // Hidden until the MultiProgress owns it, so it never draws on its own.
-                let mut pb = ProgressBar::with_draw_target(
-                    Some(u64::from(task.stages)),
-                    ProgressDrawTarget::hidden(),
-                );
+            Reporter::Bar { bar, processing } => {
+                bar.set_length(u64::from(task.stages));
                 if let (Some(started), false) = (task.started_at, task.status.is_terminal()) {
                     let since = (chrono::Utc::now() - started).to_std().unwrap_or_default();
-                    pb = pb.with_elapsed(since);
+                    // `with_elapsed` sets the shared state of every clone.
+                    let _ = bar.clone().with_elapsed(since);
                     *processing = true;
+                } else {
+                    bar.reset_elapsed();
                 }
-                pb.set_style(bar_style(task.stage_ms));
-                pb.set_prefix(short(id));
-                pb.set_position(u64::from(task.stage));
-                pb.set_message(task.status.as_str());
-                let pb = multi.add(pb);
-                pb.enable_steady_tick(Duration::from_millis(200));
-                *bar = Some(pb);
+                bar.set_position(u64::from(task.stage));
+                bar.set_style(bar_style(task.stage_ms));
+                bar.set_message(task.status.as_str());
+                bar.enable_steady_tick(Duration::from_millis(200));
             }
             Reporter::Line { stages, .. } => *stages = task.stages,
         }
@@ -202,9 +209,8 @@ impl Reporter {
     fn event(&mut self, e: &EventView) {
         match self {
             Reporter::Bar {
-                bar: Some(pb),
+                bar: pb,
                 processing,
-                ..
             } => {
                 if e.status == TaskStatus::Processing && !*processing {
                     // Elapsed and ETA count the running time, not the wait in the queue.
@@ -219,7 +225,6 @@ impl Reporter {
                 }
                 pb.set_message(msg);
             }
-            Reporter::Bar { bar: None, .. } => {}
             // The terminal status event's line is `finish`'s.
             Reporter::Line { .. } if e.kind == "status" && e.status.is_terminal() => {}
             Reporter::Line { id, stages } => output::line(output::progress_line(id, e, *stages)),
@@ -229,20 +234,23 @@ impl Reporter {
     fn finish(&mut self, status: TaskStatus, detail: Option<&str>) {
         let text = output::final_status(status, detail);
         match self {
-            Reporter::Bar { bar: Some(pb), .. } => {
+            Reporter::Bar { bar: pb, .. } => {
+                pb.set_style(ended_style());
                 if status == TaskStatus::Completed {
                     pb.finish_with_message(text);
                 } else {
                     pb.abandon_with_message(text);
                 }
             }
-            Reporter::Bar { bar: None, .. } => {}
             Reporter::Line { id, .. } => output::line(format!("{id} {text}")),
         }
     }
 
     fn fail(&mut self) {
-        if let Reporter::Bar { bar: Some(pb), .. } = self {
+        if let Reporter::Bar { bar: pb, .. } = self {
+            if pb.length().is_some() {
+                pb.set_style(ended_style());
+            }
             pb.abandon_with_message("error (see below)");
         }
     }
@@ -258,7 +266,31 @@ pub async fn follow(
     id: TaskId,
     display: &Display,
 ) -> Result<TaskStatus, ClientError> {
-    let mut reporter = display.reporter(id);
+    follow_reporting(client, id, display.reporter(id)).await
+}
+
+/// Follows every task of `ids` at once; a bar each, in the order of `ids`.
+/// Returns each one's outcome (see [`follow`]), in the same order.
+pub async fn follow_all(
+    client: &Client,
+    ids: &[TaskId],
+    display: &Display,
+) -> Vec<Result<TaskStatus, ClientError>> {
+    // Every bar is placed before any request goes out.
+    let reporters: Vec<Reporter> = ids.iter().map(|id| display.reporter(*id)).collect();
+    join_all(
+        ids.iter()
+            .zip(reporters)
+            .map(|(id, reporter)| follow_reporting(client, *id, reporter)),
+    )
+    .await
+}
+
+async fn follow_reporting(
+    client: &Client,
+    id: TaskId,
+    mut reporter: Reporter,
+) -> Result<TaskStatus, ClientError> {
     let outcome = follow_with(client, id, &mut reporter).await;
     if outcome.is_err() {
         reporter.fail();
@@ -412,6 +444,149 @@ mod tests {
         let f = p.push(b"data:no space\n\n");
         assert_eq!(f[0].event, "message");
         assert_eq!(f[0].data, "no space");
+    }
+
+    /// A terminal that keeps what is drawn on it: one string per frame.
+    #[derive(Debug, Clone, Default)]
+    struct Screen(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+    impl Screen {
+        fn display(&self) -> Display {
+            let target = ProgressDrawTarget::term_like(Box::new(self.clone()));
+            Display::Bars(MultiProgress::with_draw_target(target))
+        }
+
+        /// The last frame drawn.
+        fn last(&self) -> String {
+            let frames = self.0.lock().unwrap();
+            let last = frames.iter().rev().find(|f| !f.is_empty());
+            last.cloned().unwrap_or_default()
+        }
+
+        fn new_frame(&self) {
+            let mut frames = self.0.lock().unwrap();
+            if frames.last().is_none_or(|f| !f.is_empty()) {
+                frames.push(String::new());
+            }
+        }
+
+        fn write(&self, s: &str) {
+            let mut frames = self.0.lock().unwrap();
+            match frames.last_mut() {
+                Some(frame) => frame.push_str(s),
+                None => frames.push(s.to_owned()),
+            }
+        }
+    }
+
+    impl indicatif::TermLike for Screen {
+        fn width(&self) -> u16 {
+            200
+        }
+        fn height(&self) -> u16 {
+            50
+        }
+        // Every redraw starts by moving up to the first line: a new frame.
+        fn move_cursor_up(&self, _: usize) -> std::io::Result<()> {
+            self.new_frame();
+            Ok(())
+        }
+        fn move_cursor_down(&self, _: usize) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn move_cursor_right(&self, _: usize) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn move_cursor_left(&self, _: usize) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn write_line(&self, s: &str) -> std::io::Result<()> {
+            self.write(&format!("{s}\n"));
+            Ok(())
+        }
+        fn write_str(&self, s: &str) -> std::io::Result<()> {
+            self.write(s);
+            Ok(())
+        }
+        fn clear_line(&self) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn flush(&self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn task(id: &str, status: TaskStatus, stage: u32) -> TaskView {
+        let now = chrono::Utc::now();
+        TaskView {
+            task_id: TaskId::parse(id).unwrap(),
+            status,
+            algorithm: "hello".into(),
+            progress: task_model::progress_percent(stage, 3),
+            stage,
+            stages: 3,
+            stage_ms: 1000,
+            timeout_secs: 50,
+            priority: 0,
+            input: serde_json::Value::Null,
+            created_at: now,
+            started_at: (status != TaskStatus::Queued).then_some(now),
+            finished_at: None,
+            updated_at: now,
+            worker: None,
+            cancel_requested: false,
+            result: None,
+            error: None,
+            webhook: None,
+        }
+    }
+
+    const IDS: [&str; 3] = [
+        "aaaaaaaa-0000-4000-8000-000000000001",
+        "bbbbbbbb-0000-4000-8000-000000000002",
+        "cccccccc-0000-4000-8000-000000000003",
+    ];
+
+    #[test]
+    fn bars_stand_in_argument_order_whichever_task_answers_first() {
+        let screen = Screen::default();
+        let display = screen.display();
+        let mut reporters: Vec<Reporter> = IDS
+            .iter()
+            .map(|id| display.reporter(TaskId::parse(id).unwrap()))
+            .collect();
+        // The answers come in reverse order: the last task's first.
+        for (reporter, id) in reporters.iter_mut().zip(IDS).rev() {
+            reporter.start(&task(id, TaskStatus::Processing, 1));
+        }
+        let frame = screen.last();
+        let at: Vec<usize> = IDS
+            .iter()
+            .map(|id| {
+                frame
+                    .find(&id[..8])
+                    .unwrap_or_else(|| panic!("{id} in {frame:?}"))
+            })
+            .collect();
+        assert!(at[0] < at[1] && at[1] < at[2], "{frame:?}");
+    }
+
+    #[test]
+    fn an_ended_bar_shows_its_outcome_and_no_eta() {
+        for (status, detail, shown) in [
+            (TaskStatus::Cancelled, None, "CANCELLED"),
+            (TaskStatus::Failed, Some("boom"), "FAILED: boom"),
+            (TaskStatus::Completed, None, "COMPLETED"),
+        ] {
+            let screen = Screen::default();
+            let mut reporter = screen.display().reporter(TaskId::parse(IDS[0]).unwrap());
+            reporter.start(&task(IDS[0], TaskStatus::Processing, 1));
+            assert!(screen.last().contains("ETA"), "a running bar has one");
+            reporter.finish(status, detail);
+            let frame = screen.last();
+            assert!(frame.contains(shown), "{frame:?}");
+            assert!(!frame.contains("ETA"), "{frame:?}");
+        }
     }
 
     #[test]

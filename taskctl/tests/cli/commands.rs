@@ -119,26 +119,6 @@ async fn list_all_follows_the_cursor_through_every_page() {
 }
 
 #[tokio::test]
-async fn cancel_of_a_queued_task_answers_cancelled_and_again_is_a_409_error() {
-    let api = spawn_api().await;
-    let id = api.create(json!({})).await;
-
-    let out = run(api.taskctl(), &["cancel", &id]).await;
-    assert_eq!(out.code, 0, "{out:?}");
-    assert_eq!(out.stdout.trim(), format!("{id} CANCELLED"));
-    assert_eq!(api.task(&id).await["status"], "CANCELLED");
-
-    let again = run(api.taskctl(), &["cancel", &id]).await;
-    assert_eq!(again.code, 5, "{again:?}");
-    let line = again.one_error_line();
-    assert!(
-        line.contains("409") && line.contains("already_finished") && line.contains("CANCELLED"),
-        "{line}"
-    );
-    api.stop().await;
-}
-
-#[tokio::test]
 async fn events_prints_the_history_and_json_matches_the_api() {
     let api = spawn_api().await;
     let id = api.create(json!({"stages": 2})).await;

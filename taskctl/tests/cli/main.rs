@@ -5,6 +5,7 @@
 
 mod commands;
 mod errors;
+mod hardening;
 mod helpers;
 mod reconnect;
 mod submit;
