@@ -3,27 +3,54 @@
 # api, the worker and the bench, then `bench`, which measures the brokers'
 # own limits on this machine, starts the api and the workers itself for each
 # scenario (each run in a RabbitMQ vhost and Redis key prefix of its own,
-# removed afterwards), and writes docs/BENCHMARKS.md and docs/bench.png.
+# removed afterwards), and writes BENCHMARKS.md and bench.png.
 #
-#   bash scripts/bench.sh                 # the full benchmark (a few minutes on 2 cores)
+#   bash scripts/bench.sh                 # the full benchmark (a few minutes on 2 cores); output in run/bench/
+#   bash scripts/bench.sh --publish       # the same, written to docs/ (the tracked report the README cites)
 #   bash scripts/bench.sh --smoke         # tiny counts, nothing judged; output in run/bench-smoke/
 #   bash scripts/bench.sh --only create,dispatch --runs 1   # part of it; output in run/bench-partial/
+#   bash scripts/bench.sh --help          # this text, then the bench's own options
 #
-# Figures depend on a quiet machine: the script warns when the load average
-# says something else is running. Service logs are in run/bench-logs/.
+# Only --publish touches docs/, and only a full run may publish. Other
+# arguments go to target/release/bench. Figures depend on a quiet machine:
+# the script warns when the load average says something else is running.
+# Service logs are in run/bench-logs/.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$REPO_ROOT"
 
-out_dir="docs"
+usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; }
+
+out_dir="$RUN_DIR/bench"
+publish=0
+partial=""
+help=0
+args=()
 for arg in "$@"; do
     case "$arg" in
-        --smoke) out_dir="run/bench-smoke" ;;
-        --only | --only=* | --runs | --runs=*) out_dir="run/bench-partial" ;;
-        --out-dir | --out-dir=*) die "bench.sh chooses the output directory itself; run target/release/bench directly for another" ;;
+        --publish) publish=1; continue ;;
+        -h | --help) help=1 ;;
+        --smoke) partial="--smoke"; out_dir="$RUN_DIR/bench-smoke" ;;
+        --only | --only=* | --runs | --runs=*) partial="${arg%%=*}"; out_dir="$RUN_DIR/bench-partial" ;;
+        --out-dir | --out-dir=*) die "bench.sh chooses the output directory itself (run/bench/, or docs/ with --publish); run target/release/bench directly for another" ;;
     esac
+    args+=("$arg")
 done
+if [ "$help" = 1 ]; then
+    usage
+    if [ -x target/release/bench ]; then
+        echo
+        exec target/release/bench --help
+    fi
+    echo
+    echo "(build it with \`cargo build --release -p bench\` for the bench's own options)"
+    exit 0
+fi
+if [ "$publish" = 1 ]; then
+    [ -z "$partial" ] || die "--publish writes the tracked docs/BENCHMARKS.md: only a full run may (drop $partial)"
+    out_dir="docs"
+fi
 
 log "infrastructure"
 bash scripts/infra.sh
@@ -50,4 +77,4 @@ fi
 rm -rf "$RUN_DIR/bench-logs"
 log "bench (output in $out_dir/)"
 exec target/release/bench --bin-dir target/release --out-dir "$out_dir" \
-    --log-dir "$RUN_DIR/bench-logs" "$@"
+    --log-dir "$RUN_DIR/bench-logs" ${args[@]+"${args[@]}"}

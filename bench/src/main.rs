@@ -36,6 +36,10 @@ use crate::{
 /// Taskforge benchmark: infrastructure limits, then every scenario against
 /// real api and worker processes; a table on stdout, and BENCHMARKS.md +
 /// bench.png with --out-dir.
+///
+/// `scripts/bench.sh` runs it with --out-dir run/bench/ (run/bench-smoke/,
+/// run/bench-partial/ for partial runs); only `scripts/bench.sh --publish`
+/// writes the tracked docs/BENCHMARKS.md and docs/bench.png.
 #[derive(Debug, Parser)]
 #[command(name = "bench", version)]
 struct Cli {
