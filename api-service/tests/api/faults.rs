@@ -37,7 +37,7 @@ async fn with_rabbitmq_unreachable_create_answers_503_and_leaves_no_task() {
             .status(),
         200
     );
-    app.state.health.check_now().await;
+    app.state().health.check_now().await;
     let res = app.http.get(app.url("/readyz")).send().await.unwrap();
     assert_eq!(res.status(), 503);
     let ready: Value = res.json().await.unwrap();
@@ -69,7 +69,7 @@ async fn with_redis_unreachable_endpoints_answer_503_and_health_stays_up() {
             .status(),
         200
     );
-    app.state.health.check_now().await;
+    app.state().health.check_now().await;
     let ready: Value = app.get_json("/readyz").await;
     assert_eq!(ready["status"], "unavailable");
     assert_eq!(ready["checks"]["redis"]["ok"], false);
