@@ -523,7 +523,7 @@ fn worker_binary() -> PathBuf {
 /// Counts the `hello world` lines a worker process prints, in the background;
 /// the worker's stdout carries nothing else (its logs go to stderr), so any
 /// other line fails the test.
-pub fn count_hellos(stdout: ChildStdout) -> Arc<AtomicUsize> {
+fn count_hellos(stdout: ChildStdout) -> Arc<AtomicUsize> {
     let hellos = Arc::new(AtomicUsize::new(0));
     let count = Arc::clone(&hellos);
     let mut lines = BufReader::new(stdout).lines();

@@ -5,21 +5,21 @@
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use test_support::{eventually, servers::PrivateRedis};
-
-use crate::harness::{body, Backends, Stack, WorkerOpts};
+use test_support::{body, eventually, servers::PrivateRedis, Stack, TestEnv, WorkerOpts};
 
 #[tokio::test]
 async fn with_redis_frozen_endpoints_answer_503_workers_retry_and_every_outcome_lands_once() {
     let mut redis = PrivateRedis::start().await.expect("a private redis-server");
     // A lease far longer than the outage: the workers keep their tasks.
-    let mut sys = Stack::start(
-        Backends::shared().await.with_redis(redis.url()),
+    let mut sys = Stack::start_in(
+        TestEnv::new()
+            .await
+            .expect("test environment")
+            .with_redis(redis.url()),
         &["--lease-secs", "30"],
     )
     .await;
-    sys.wait_api_connected(Duration::from_secs(10)).await;
-    sys.add_worker(
+    sys.add_worker_with(
         "w1",
         WorkerOpts {
             concurrency: 8,
@@ -52,22 +52,22 @@ async fn with_redis_frozen_endpoints_answer_503_workers_retry_and_every_outcome_
     assert_eq!(res.headers()["retry-after"], "5");
     let res = sys
         .http
-        .get(format!("{}/tasks/{}", sys.api_url, ids[0]))
+        .get(format!("{}/tasks/{}", sys.address, ids[0]))
         .send()
         .await
         .unwrap();
     assert_eq!(res.status(), 503);
     let res = sys
         .http
-        .get(format!("{}/healthz", sys.api_url))
+        .get(format!("{}/healthz", sys.address))
         .send()
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
-    sys.api_state().health.check_now().await;
+    sys.state().health.check_now().await;
     let res = sys
         .http
-        .get(format!("{}/readyz", sys.api_url))
+        .get(format!("{}/readyz", sys.address))
         .send()
         .await
         .unwrap();
@@ -118,14 +118,16 @@ async fn with_redis_frozen_endpoints_answer_503_workers_retry_and_every_outcome_
 #[tokio::test]
 async fn with_redis_frozen_longer_than_the_lease_tasks_are_handed_back_and_each_ends_once() {
     let mut redis = PrivateRedis::start().await.expect("a private redis-server");
-    let mut sys = Stack::start(
-        Backends::shared().await.with_redis(redis.url()),
+    let mut sys = Stack::start_in(
+        TestEnv::new()
+            .await
+            .expect("test environment")
+            .with_redis(redis.url()),
         &["--lease-secs", "2"],
     )
     .await;
-    sys.wait_api_connected(Duration::from_secs(10)).await;
-    sys.add_worker("w1", WorkerOpts::default()).await;
-    sys.add_worker("w2", WorkerOpts::default()).await;
+    sys.add_worker("w1").await;
+    sys.add_worker("w2").await;
     let mut ids = Vec::new();
     for _ in 0..4 {
         ids.push(sys.create(body(4, 500)).await);
@@ -156,10 +158,6 @@ async fn with_redis_frozen_longer_than_the_lease_tasks_are_handed_back_and_each_
     sys.assert_all_completed_once(&ids, Duration::from_secs(40))
         .await;
     assert!(sys.hellos() >= 16, "every stage ran: {}", sys.hellos());
-    eventually("tasks.algo to drain", Duration::from_secs(10), || async {
-        (sys.queue_depth("tasks.algo").await == 0).then_some(())
-    })
-    .await;
-    assert_eq!(sys.queue_depth("tasks.dead").await, 0);
+    sys.assert_drained().await;
     sys.stop().await;
 }
