@@ -1,12 +1,13 @@
 //! `get`, `list`, `cancel`, `events`, and api keys.
 
 use serde_json::{json, Value};
+use test_support::Stack;
 
-use crate::helpers::{run, spawn_api, spawn_api_with};
+use crate::helpers::{run, Taskctl};
 
 #[tokio::test]
 async fn get_json_prints_exactly_what_the_api_answers() {
-    let api = spawn_api().await;
+    let api = Stack::start(&[]).await;
     let id = api.create(json!({"stages": 3, "input": {"k": "v"}})).await;
     api.claim(&id, "w1").await;
     api.progress(&id, "w1", 1, 3).await;
@@ -25,7 +26,7 @@ async fn get_json_prints_exactly_what_the_api_answers() {
 
 #[tokio::test]
 async fn get_shows_a_readable_summary() {
-    let api = spawn_api().await;
+    let api = Stack::start(&[]).await;
     let id = api.create(json!({"stages": 3})).await;
     api.claim(&id, "w7").await;
     api.run_to_completion(&id, "w7", 3).await;
@@ -50,7 +51,7 @@ async fn get_shows_a_readable_summary() {
 
 #[tokio::test]
 async fn list_shows_a_table_and_filters_by_status() {
-    let api = spawn_api().await;
+    let api = Stack::start(&[]).await;
     let queued = api.create(json!({})).await;
     let running = api.create(json!({})).await;
     api.claim(&running, "w1").await;
@@ -90,7 +91,7 @@ async fn list_shows_a_table_and_filters_by_status() {
 
 #[tokio::test]
 async fn list_all_follows_the_cursor_through_every_page() {
-    let api = spawn_api().await;
+    let api = Stack::start(&[]).await;
     let mut ids = Vec::new();
     for _ in 0..5 {
         ids.push(api.create(json!({})).await);
@@ -120,7 +121,7 @@ async fn list_all_follows_the_cursor_through_every_page() {
 
 #[tokio::test]
 async fn cancel_of_a_queued_task_answers_cancelled_and_again_is_a_409_error() {
-    let api = spawn_api().await;
+    let api = Stack::start(&[]).await;
     let id = api.create(json!({})).await;
 
     let out = run(api.taskctl(), &["cancel", &id]).await;
@@ -140,7 +141,7 @@ async fn cancel_of_a_queued_task_answers_cancelled_and_again_is_a_409_error() {
 
 #[tokio::test]
 async fn events_prints_the_history_and_json_matches_the_api() {
-    let api = spawn_api().await;
+    let api = Stack::start(&[]).await;
     let id = api.create(json!({"stages": 2})).await;
     api.claim(&id, "w1").await;
     api.run_to_completion(&id, "w1", 2).await;
@@ -158,13 +159,13 @@ async fn events_prints_the_history_and_json_matches_the_api() {
 
     let json = run(api.taskctl(), &["events", &id, "--json"]).await;
     let printed: Value = serde_json::from_str(&json.stdout).unwrap();
-    assert_eq!(printed, api.events(&id).await);
+    assert_eq!(printed, Value::from(api.events(&id).await));
     api.stop().await;
 }
 
 #[tokio::test]
 async fn with_api_keys_taskctl_needs_a_key_and_works_with_one() {
-    let api = spawn_api_with(&["--api-keys", "k1,k2"]).await;
+    let api = Stack::start(&["--api-keys", "k1,k2"]).await;
     let id = api.create(json!({})).await;
 
     let without = run(api.taskctl(), &["get", &id]).await;
