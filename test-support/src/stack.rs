@@ -92,6 +92,21 @@ impl Stack {
         Self::start_in(env, flags).await
     }
 
+    /// The api with extra flags on a private broker (`amqp_url`, e.g. a
+    /// [`crate::servers::PrivateRabbit`]) and the shared Redis.
+    pub async fn start_on_broker(amqp_url: String, flags: &[&str]) -> Stack {
+        Self::start_in(TestEnv::on_broker(amqp_url), flags).await
+    }
+
+    /// The api with extra flags on a private Redis (`redis_url`, e.g. a
+    /// [`crate::servers::PrivateRedis`]) and a vhost of the shared broker.
+    pub async fn start_on_redis(redis_url: String, flags: &[&str]) -> Stack {
+        let env = TestEnv::new()
+            .await
+            .expect("test environment (is RabbitMQ's management plugin on?)");
+        Self::start_in(env.with_redis(redis_url), flags).await
+    }
+
     /// The api with extra flags in `env` (which [`Stack::stop`] cleans up).
     /// Flags that name their own `--amqp-url` or `--redis-url` replace the
     /// env's; the api then is not awaited to connect to RabbitMQ.
@@ -293,6 +308,18 @@ impl Stack {
             done(&task).then_some(task)
         })
         .await
+    }
+
+    /// Waits until every task satisfies `done`, each within `within`.
+    pub async fn wait_all_for(
+        &self,
+        ids: &[String],
+        within: Duration,
+        done: impl Fn(&Value) -> bool,
+    ) {
+        for id in ids {
+            self.wait_for(id, within, &done).await;
+        }
     }
 
     pub async fn wait_terminal(&self, id: &str, within: Duration) -> Value {
@@ -641,6 +668,16 @@ pub fn terminal_events(events: &[Value]) -> usize {
         .iter()
         .filter(|s| TERMINAL.contains(&s.as_str()))
         .count()
+}
+
+/// The ids of a `GET /tasks` page's tasks, in order.
+pub fn task_ids(page: &Value) -> Vec<&str> {
+    page["tasks"]
+        .as_array()
+        .expect("a page of tasks")
+        .iter()
+        .map(|t| t["task_id"].as_str().expect("a task id"))
+        .collect()
 }
 
 /// A create body: `stages` stages of `stage_ms` each.

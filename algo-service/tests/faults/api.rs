@@ -14,12 +14,10 @@ async fn the_api_restarted_on_its_port_while_workers_run_loses_nothing() {
     for _ in 0..4 {
         ids.push(sys.create(body(4, 300)).await);
     }
-    for id in &ids {
-        sys.wait_for(id, Duration::from_secs(15), |t| {
-            t["stage"].as_u64().unwrap_or(0) >= 1
-        })
-        .await;
-    }
+    sys.wait_all_for(&ids, Duration::from_secs(15), |t| {
+        t["stage"].as_u64().unwrap_or(0) >= 1
+    })
+    .await;
 
     sys.stop_api().await;
     // The stages go on; every report (progress, then COMPLETED) is retried.
@@ -63,10 +61,10 @@ async fn a_worker_killed_while_the_api_was_down_had_acked_nothing() {
     for _ in 0..3 {
         ids.push(sys.create(body(3, 200)).await);
     }
-    for id in &ids {
-        sys.wait_for(id, Duration::from_secs(15), |t| t["status"] == "PROCESSING")
-            .await;
-    }
+    sys.wait_all_for(&ids, Duration::from_secs(15), |t| {
+        t["status"] == "PROCESSING"
+    })
+    .await;
 
     sys.stop_api().await;
     eventually(

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use test_support::{
     body, eventually,
     servers::{PrivateRabbit, RabbitOptions},
-    terminal_events, Stack, TestEnv, WorkerOpts,
+    terminal_events, Stack, WorkerOpts,
 };
 
 /// Over 30 s: the private node boots twice (about 7 s each on 2 cores), and
@@ -18,7 +18,7 @@ async fn rabbitmq_restarted_while_tasks_are_queued_and_running_loses_none_and_ru
     let mut rabbit = PrivateRabbit::start(RabbitOptions::default())
         .await
         .expect("a private RabbitMQ node boots");
-    let mut sys = Stack::start_in(TestEnv::on_broker(rabbit.amqp_url()), &[]).await;
+    let mut sys = Stack::start_on_broker(rabbit.amqp_url(), &[]).await;
     let opts = WorkerOpts {
         concurrency: 2,
         grace_secs: 2,
@@ -137,7 +137,7 @@ async fn a_task_outliving_the_consumer_timeout_is_neither_killed_nor_run_twice()
     })
     .await
     .expect("a private RabbitMQ node boots");
-    let mut sys = Stack::start_in(TestEnv::on_broker(rabbit.amqp_url()), &[]).await;
+    let mut sys = Stack::start_on_broker(rabbit.amqp_url(), &[]).await;
     let opts = WorkerOpts {
         concurrency: 2,
         grace_secs: 2,
@@ -189,7 +189,7 @@ async fn a_hung_broker_makes_creates_answer_503_in_bounded_time() {
     let rabbit = PrivateRabbit::start(RabbitOptions::default())
         .await
         .expect("a private RabbitMQ node boots");
-    let sys = Stack::start_in(TestEnv::on_broker(rabbit.amqp_url()), &[]).await;
+    let sys = Stack::start_on_broker(rabbit.amqp_url(), &[]).await;
 
     rabbit.pause().expect("SIGSTOP");
     let asked = std::time::Instant::now();

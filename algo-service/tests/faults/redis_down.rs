@@ -5,20 +5,13 @@
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use test_support::{body, eventually, servers::PrivateRedis, Stack, TestEnv, WorkerOpts};
+use test_support::{body, eventually, servers::PrivateRedis, Stack, WorkerOpts};
 
 #[tokio::test]
 async fn with_redis_frozen_endpoints_answer_503_workers_retry_and_every_outcome_lands_once() {
     let mut redis = PrivateRedis::start().await.expect("a private redis-server");
     // A lease far longer than the outage: the workers keep their tasks.
-    let mut sys = Stack::start_in(
-        TestEnv::new()
-            .await
-            .expect("test environment")
-            .with_redis(redis.url()),
-        &["--lease-secs", "30"],
-    )
-    .await;
+    let mut sys = Stack::start_on_redis(redis.url(), &["--lease-secs", "30"]).await;
     sys.add_worker_with(
         "w1",
         WorkerOpts {
@@ -31,10 +24,10 @@ async fn with_redis_frozen_endpoints_answer_503_workers_retry_and_every_outcome_
     for _ in 0..6 {
         ids.push(sys.create(body(4, 400)).await);
     }
-    for id in &ids {
-        sys.wait_for(id, Duration::from_secs(15), |t| t["status"] == "PROCESSING")
-            .await;
-    }
+    sys.wait_all_for(&ids, Duration::from_secs(15), |t| {
+        t["status"] == "PROCESSING"
+    })
+    .await;
 
     redis.pause().expect("SIGSTOP");
 
@@ -118,26 +111,17 @@ async fn with_redis_frozen_endpoints_answer_503_workers_retry_and_every_outcome_
 #[tokio::test]
 async fn with_redis_frozen_longer_than_the_lease_tasks_are_handed_back_and_each_ends_once() {
     let mut redis = PrivateRedis::start().await.expect("a private redis-server");
-    let mut sys = Stack::start_in(
-        TestEnv::new()
-            .await
-            .expect("test environment")
-            .with_redis(redis.url()),
-        &["--lease-secs", "2"],
-    )
-    .await;
+    let mut sys = Stack::start_on_redis(redis.url(), &["--lease-secs", "2"]).await;
     sys.add_worker("w1").await;
     sys.add_worker("w2").await;
     let mut ids = Vec::new();
     for _ in 0..4 {
         ids.push(sys.create(body(4, 500)).await);
     }
-    for id in &ids {
-        sys.wait_for(id, Duration::from_secs(15), |t| {
-            t["stage"].as_u64().unwrap_or(0) >= 1
-        })
-        .await;
-    }
+    sys.wait_all_for(&ids, Duration::from_secs(15), |t| {
+        t["stage"].as_u64().unwrap_or(0) >= 1
+    })
+    .await;
 
     redis.pause().expect("SIGSTOP");
     eventually(

@@ -1,7 +1,7 @@
 //! `get`, `list`, `cancel`, `events`, and api keys.
 
 use serde_json::{json, Value};
-use test_support::Stack;
+use test_support::{task_ids, Stack};
 
 use crate::helpers::{run, Taskctl};
 
@@ -75,13 +75,7 @@ async fn list_shows_a_table_and_filters_by_status() {
 
     let json = run(api.taskctl(), &["list", "--status", "QUEUED", "--json"]).await;
     let page: Value = serde_json::from_str(&json.stdout).unwrap();
-    let ids: Vec<&str> = page["tasks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["task_id"].as_str().unwrap())
-        .collect();
-    assert_eq!(ids, vec![queued.as_str()]);
+    assert_eq!(task_ids(&page), vec![queued.as_str()]);
 
     let bad = run(api.taskctl(), &["list", "--status", "DONE"]).await;
     assert_eq!(bad.code, 2, "an unknown status is a usage error: {bad:?}");
@@ -106,12 +100,7 @@ async fn list_all_follows_the_cursor_through_every_page() {
     let every = run(api.taskctl(), &["list", "--limit", "2", "--all", "--json"]).await;
     assert_eq!(every.code, 0, "{every:?}");
     let page: Value = serde_json::from_str(&every.stdout).unwrap();
-    let mut listed: Vec<String> = page["tasks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["task_id"].as_str().unwrap().to_owned())
-        .collect();
+    let mut listed = task_ids(&page);
     assert_eq!(page["next_cursor"], Value::Null);
     listed.sort();
     ids.sort();
