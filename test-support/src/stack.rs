@@ -290,6 +290,22 @@ impl Stack {
         res.json().await.unwrap()
     }
 
+    /// The api's readiness after a fresh round of its health checks:
+    /// `/healthz` (asserted 200: the process serves whatever Redis and
+    /// RabbitMQ do), then `/readyz`'s status and body.
+    pub async fn readiness(&self) -> (u16, Value) {
+        let live = self
+            .send(self.http.get(self.url("/healthz")), "/healthz")
+            .await;
+        assert_eq!(live.status(), 200, "/healthz");
+        self.state().health.check_now().await;
+        let res = self
+            .send(self.http.get(self.url("/readyz")), "/readyz")
+            .await;
+        let status = res.status().as_u16();
+        (status, res.json().await.expect("/readyz answers JSON"))
+    }
+
     /// Every task the api lists (up to 1,000), newest first.
     pub async fn listed(&self) -> Vec<Value> {
         let page = self.get_json("/tasks?limit=1000").await;

@@ -4,7 +4,6 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use test_support::{body, eventually, servers::PrivateRedis, Stack, WorkerOpts};
 
 #[tokio::test]
@@ -43,29 +42,9 @@ async fn with_redis_frozen_endpoints_answer_503_workers_retry_and_every_outcome_
     let res = sys.post_task(body(1, 0)).await;
     assert_eq!(res.status(), 503);
     assert_eq!(res.headers()["retry-after"], "5");
-    let res = sys
-        .http
-        .get(format!("{}/tasks/{}", sys.address, ids[0]))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 503);
-    let res = sys
-        .http
-        .get(format!("{}/healthz", sys.address))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    sys.state().health.check_now().await;
-    let res = sys
-        .http
-        .get(format!("{}/readyz", sys.address))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 503);
-    let ready: Value = res.json().await.unwrap();
+    assert_eq!(sys.get_task(&ids[0]).await.status(), 503);
+    let (status, ready) = sys.readiness().await;
+    assert_eq!(status, 503, "{ready}");
     assert_eq!(ready["status"], "unavailable", "{ready}");
     assert_eq!(ready["checks"]["redis"]["ok"], false, "{ready}");
     assert!(ready["checks"]["redis"]["error"].is_string(), "{ready}");
