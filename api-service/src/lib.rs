@@ -32,4 +32,4 @@ pub mod telemetry;
 pub mod webhooks;
 
 pub use config::Settings;
-pub use startup::Application;
+pub use startup::{AppState, Application};

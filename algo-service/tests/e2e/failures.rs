@@ -4,11 +4,11 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::helpers::{body, terminal_events, System};
+use test_support::{body, terminal_events, Stack};
 
 #[tokio::test]
 async fn a_worker_killed_mid_task_is_replaced_and_the_task_resumes_at_its_recorded_stage() {
-    let mut sys = System::start(&["--lease-secs", "2"]).await;
+    let mut sys = Stack::start(&["--lease-secs", "2"]).await;
     let a = sys.add_worker("wa").await;
     let id = sys.create(body(4, 600)).await;
 
@@ -55,7 +55,7 @@ async fn a_worker_killed_mid_task_is_replaced_and_the_task_resumes_at_its_record
 
 #[tokio::test]
 async fn completion_racing_cancel_ends_in_exactly_one_terminal_state_every_time() {
-    let mut sys = System::start(&[]).await;
+    let mut sys = Stack::start(&[]).await;
     sys.add_worker("w1").await;
     sys.add_worker("w2").await;
     let mut ids = Vec::new();

@@ -4,11 +4,11 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::helpers::{body, status_trail, terminal_events, System};
+use test_support::{body, status_trail, terminal_events, Stack};
 
 #[tokio::test]
 async fn a_task_runs_queued_processing_completed_printing_once_per_stage() {
-    let mut sys = System::start(&[]).await;
+    let mut sys = Stack::start(&[]).await;
     sys.add_worker("w1").await;
 
     let id = sys.create(body(3, 50)).await;
@@ -56,7 +56,7 @@ async fn a_task_runs_queued_processing_completed_printing_once_per_stage() {
 
 #[tokio::test]
 async fn many_tasks_across_two_workers_each_complete_exactly_once() {
-    let mut sys = System::start(&[]).await;
+    let mut sys = Stack::start(&[]).await;
     sys.add_worker("w1").await;
     sys.add_worker("w2").await;
     let mut ids = Vec::new();
@@ -82,7 +82,7 @@ async fn many_tasks_across_two_workers_each_complete_exactly_once() {
 
 #[tokio::test]
 async fn a_task_cancelled_while_queued_is_never_executed() {
-    let mut sys = System::start(&[]).await;
+    let mut sys = Stack::start(&[]).await;
     // No worker yet: the task waits in the queue.
     let id = sys.create(body(2, 10)).await;
     let res = sys.cancel(&id).await;
@@ -114,7 +114,7 @@ async fn a_task_cancelled_while_queued_is_never_executed() {
 
 #[tokio::test]
 async fn cancel_reaches_whichever_of_two_workers_holds_a_running_task() {
-    let mut sys = System::start(&[]).await;
+    let mut sys = Stack::start(&[]).await;
     sys.add_worker("w1").await;
     sys.add_worker("w2").await;
     // Stages far longer than the test's patience: only an interrupt can end them.
@@ -128,7 +128,7 @@ async fn cancel_reaches_whichever_of_two_workers_holds_a_running_task() {
     let mut holders = std::collections::HashSet::new();
     for id in &ids {
         let task = sys
-            .wait_for(id, Duration::from_secs(15), |s| s == "PROCESSING")
+            .wait_for(id, Duration::from_secs(15), |t| t["status"] == "PROCESSING")
             .await;
         holders.insert(task["worker"].as_str().unwrap().to_owned());
         let res = sys.cancel(id).await;
@@ -144,7 +144,7 @@ async fn cancel_reaches_whichever_of_two_workers_holds_a_running_task() {
 
 #[tokio::test]
 async fn a_task_past_its_deadline_times_out_mid_stage() {
-    let mut sys = System::start(&[]).await;
+    let mut sys = Stack::start(&[]).await;
     sys.add_worker("w1").await;
     let id = sys
         .create(json!({"stages": 1, "stage_ms": 600_000, "timeout_secs": 1}))

@@ -1,7 +1,7 @@
 //! End to end: the real api (in-process), real `algo-service` processes,
-//! real Redis and RabbitMQ. Each test has its own vhost and key prefix.
+//! real Redis and RabbitMQ, through [`test_support::Stack`]. Each test has
+//! its own vhost and key prefix.
 #![allow(unreachable_pub)]
 
 mod failures;
-mod helpers;
 mod lifecycle;

@@ -4,25 +4,20 @@ use std::time::Duration;
 
 use api_service::store::{reservation_secs, IdemReservation, IdempotencyKey, RESERVATION_SECS};
 use task_model::{CreateTaskRequest, NewTask, TaskId};
-use test_support::eventually;
-
-use crate::harness::{body, Backends, Stack, WorkerOpts};
+use test_support::{body, eventually, Stack};
 
 #[tokio::test]
 async fn the_api_restarted_on_its_port_while_workers_run_loses_nothing() {
-    let mut sys = Stack::start(Backends::shared().await, &["--lease-secs", "10"]).await;
-    sys.wait_api_connected(Duration::from_secs(10)).await;
-    sys.add_worker("w1", WorkerOpts::default()).await;
+    let mut sys = Stack::start(&["--lease-secs", "10"]).await;
+    sys.add_worker("w1").await;
     let mut ids = Vec::new();
     for _ in 0..4 {
         ids.push(sys.create(body(4, 300)).await);
     }
-    for id in &ids {
-        sys.wait_for(id, Duration::from_secs(15), |t| {
-            t["stage"].as_u64().unwrap_or(0) >= 1
-        })
-        .await;
-    }
+    sys.wait_all_for(&ids, Duration::from_secs(15), |t| {
+        t["stage"].as_u64().unwrap_or(0) >= 1
+    })
+    .await;
 
     sys.stop_api().await;
     // The stages go on; every report (progress, then COMPLETED) is retried.
@@ -45,17 +40,13 @@ async fn the_api_restarted_on_its_port_while_workers_run_loses_nothing() {
     .await;
 
     sys.start_api().await;
-    sys.wait_api_connected(Duration::from_secs(10)).await;
     sys.assert_all_completed_once(&ids, Duration::from_secs(30))
         .await;
     assert_eq!(sys.hellos(), 16, "no stage ran twice");
     for id in &ids {
         assert_eq!(sys.task(id).await["worker"], "w1");
     }
-    eventually("tasks.algo to drain", Duration::from_secs(10), || async {
-        (sys.queue_depth("tasks.algo").await == 0).then_some(())
-    })
-    .await;
+    sys.assert_drained().await;
     sys.stop().await;
 }
 
@@ -64,17 +55,16 @@ async fn the_api_restarted_on_its_port_while_workers_run_loses_nothing() {
 /// stay PROCESSING forever. Instead another worker takes each one over.
 #[tokio::test]
 async fn a_worker_killed_while_the_api_was_down_had_acked_nothing() {
-    let mut sys = Stack::start(Backends::shared().await, &["--lease-secs", "4"]).await;
-    sys.wait_api_connected(Duration::from_secs(10)).await;
-    sys.add_worker("w1", WorkerOpts::default()).await;
+    let mut sys = Stack::start(&["--lease-secs", "4"]).await;
+    sys.add_worker("w1").await;
     let mut ids = Vec::new();
     for _ in 0..3 {
         ids.push(sys.create(body(3, 200)).await);
     }
-    for id in &ids {
-        sys.wait_for(id, Duration::from_secs(15), |t| t["status"] == "PROCESSING")
-            .await;
-    }
+    sys.wait_all_for(&ids, Duration::from_secs(15), |t| {
+        t["status"] == "PROCESSING"
+    })
+    .await;
 
     sys.stop_api().await;
     eventually(
@@ -87,8 +77,7 @@ async fn a_worker_killed_while_the_api_was_down_had_acked_nothing() {
     sys.workers[0].wait_exit(Duration::from_secs(5)).await;
 
     sys.start_api().await;
-    sys.wait_api_connected(Duration::from_secs(10)).await;
-    sys.add_worker("w2", WorkerOpts::default()).await;
+    sys.add_worker("w2").await;
     sys.assert_all_completed_once(&ids, Duration::from_secs(40))
         .await;
     for id in &ids {
@@ -98,10 +87,7 @@ async fn a_worker_killed_while_the_api_was_down_had_acked_nothing() {
             "taken over once w1's lease ran out"
         );
     }
-    eventually("tasks.algo to drain", Duration::from_secs(10), || async {
-        (sys.queue_depth("tasks.algo").await == 0).then_some(())
-    })
-    .await;
+    sys.assert_drained().await;
     sys.stop().await;
 }
 
@@ -111,11 +97,10 @@ async fn a_worker_killed_while_the_api_was_down_had_acked_nothing() {
 /// for ever; the outbox sweep of the api started in its place publishes it.
 #[tokio::test]
 async fn a_task_stored_by_an_api_that_died_before_publishing_it_still_runs() {
-    let mut sys = Stack::start(Backends::shared().await, &["--republish-after-secs", "1"]).await;
-    sys.wait_api_connected(Duration::from_secs(10)).await;
-    sys.add_worker("w1", WorkerOpts::default()).await;
+    let mut sys = Stack::start(&["--republish-after-secs", "1"]).await;
+    sys.add_worker("w1").await;
 
-    let state = sys.api_state();
+    let state = sys.state();
     let id = TaskId::new();
     let request = CreateTaskRequest {
         stages: Some(2),
@@ -128,7 +113,6 @@ async fn a_task_stored_by_an_api_that_died_before_publishing_it_still_runs() {
     // The api dies here, before publishing; another starts on its port.
     sys.stop_api().await;
     sys.start_api().await;
-    sys.wait_api_connected(Duration::from_secs(10)).await;
 
     let id = id.to_string();
     sys.assert_all_completed_once(std::slice::from_ref(&id), Duration::from_secs(20))
@@ -136,20 +120,20 @@ async fn a_task_stored_by_an_api_that_died_before_publishing_it_still_runs() {
     assert_eq!(sys.hellos(), 2);
     let events = sys.events(&id).await;
     assert_eq!(
-        crate::harness::status_trail(&events),
+        test_support::status_trail(&events),
         ["QUEUED", "PROCESSING", "COMPLETED"]
     );
     // The outbox is empty again, and a normal create leaves nothing in it either.
     let created = sys.create(body(1, 0)).await;
     sys.assert_all_completed_once(&[created], Duration::from_secs(20))
         .await;
-    let mut redis = redis::Client::open(sys.backends.redis_url.as_str())
+    let mut redis = redis::Client::open(sys.env.redis_url.as_str())
         .unwrap()
         .get_multiplexed_async_connection()
         .await
         .unwrap();
     let outbox: i64 = redis::cmd("ZCARD")
-        .arg(format!("{}tasks:unpublished", sys.backends.redis_prefix))
+        .arg(format!("{}tasks:unpublished", sys.env.redis_prefix))
         .query_async(&mut redis)
         .await
         .unwrap();
@@ -167,13 +151,12 @@ async fn a_task_stored_by_an_api_that_died_before_publishing_it_still_runs() {
 /// reservation now lapses after `RESERVATION_SECS` and the retry goes through.
 #[tokio::test]
 async fn an_idempotency_key_reserved_by_an_api_that_died_frees_itself_within_seconds() {
-    let mut sys = Stack::start(Backends::shared().await, &[]).await;
-    sys.wait_api_connected(Duration::from_secs(10)).await;
-    sys.add_worker("w1", WorkerOpts::default()).await;
+    let mut sys = Stack::start(&[]).await;
+    sys.add_worker("w1").await;
 
     let body = serde_json::json!({"stages": 1, "stage_ms": 0});
     let request: CreateTaskRequest = serde_json::from_value(body.clone()).unwrap();
-    let state = sys.api_state();
+    let state = sys.state();
     // Open api (no API_KEYS): scope "-"; the fingerprint is the normalized request.
     let key = IdempotencyKey::new(
         &state.store,
@@ -192,11 +175,10 @@ async fn an_idempotency_key_reserved_by_an_api_that_died_frees_itself_within_sec
     // The api dies here; another starts on its port.
     sys.stop_api().await;
     sys.start_api().await;
-    sys.wait_api_connected(Duration::from_secs(10)).await;
 
     let post = || async {
         sys.http
-            .post(format!("{}/tasks", sys.api_url))
+            .post(format!("{}/tasks", sys.address))
             .header("idempotency-key", "order-17")
             .json(&body)
             .send()

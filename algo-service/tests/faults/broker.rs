@@ -6,11 +6,10 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use test_support::{
-    eventually,
+    body, eventually,
     servers::{PrivateRabbit, RabbitOptions},
+    terminal_events, Stack, WorkerOpts,
 };
-
-use crate::harness::{assert_drained, body, terminal_events, Backends, Stack, WorkerOpts};
 
 /// Over 30 s: the private node boots twice (about 7 s each on 2 cores), and
 /// the tasks queued before the outage run after it.
@@ -19,14 +18,13 @@ async fn rabbitmq_restarted_while_tasks_are_queued_and_running_loses_none_and_ru
     let mut rabbit = PrivateRabbit::start(RabbitOptions::default())
         .await
         .expect("a private RabbitMQ node boots");
-    let mut sys = Stack::start(Backends::with_private_broker(rabbit.amqp_url()), &[]).await;
-    sys.wait_api_connected(Duration::from_secs(20)).await;
+    let mut sys = Stack::start_on_broker(rabbit.amqp_url(), &[]).await;
     let opts = WorkerOpts {
         concurrency: 2,
         grace_secs: 2,
     };
-    sys.add_worker("w1", opts.clone()).await;
-    sys.add_worker("w2", opts).await;
+    sys.add_worker_with("w1", opts.clone()).await;
+    sys.add_worker_with("w2", opts).await;
 
     let mut ids = Vec::new();
     // 4 stages of 800 ms: the running ones outlast the broker's shutdown (about 1.5 s).
@@ -97,16 +95,7 @@ async fn rabbitmq_restarted_while_tasks_are_queued_and_running_loses_none_and_ru
     let after: Value = after.json().await.unwrap();
     ids.push(after["task_id"].as_str().unwrap().to_owned());
     for w in &sys.workers {
-        let url = format!("http://{}/healthz", w.metrics);
-        eventually(
-            &format!("{} to consume again", w.name),
-            Duration::from_secs(30),
-            || async {
-                let ok = reqwest::get(&url).await.is_ok_and(|r| r.status() == 200);
-                ok.then_some(())
-            },
-        )
-        .await;
+        w.wait_consuming(Duration::from_secs(30)).await;
     }
 
     sys.assert_all_completed_once(&ids, Duration::from_secs(60))
@@ -129,7 +118,7 @@ async fn rabbitmq_restarted_while_tasks_are_queued_and_running_loses_none_and_ru
         ids.len(),
         "the refused creates left nothing behind"
     );
-    assert_drained(&rabbit.amqp_url()).await;
+    sys.assert_drained().await;
     sys.stop().await;
 }
 
@@ -148,13 +137,12 @@ async fn a_task_outliving_the_consumer_timeout_is_neither_killed_nor_run_twice()
     })
     .await
     .expect("a private RabbitMQ node boots");
-    let mut sys = Stack::start(Backends::with_private_broker(rabbit.amqp_url()), &[]).await;
-    sys.wait_api_connected(Duration::from_secs(20)).await;
+    let mut sys = Stack::start_on_broker(rabbit.amqp_url(), &[]).await;
     let opts = WorkerOpts {
         concurrency: 2,
         grace_secs: 2,
     };
-    sys.add_worker("w1", opts.clone()).await;
+    sys.add_worker_with("w1", opts.clone()).await;
 
     // 4 stages of 1.5 s: 6 s, three times the consumer timeout.
     let id = sys.create(body(4, 1_500)).await;
@@ -163,7 +151,7 @@ async fn a_task_outliving_the_consumer_timeout_is_neither_killed_nor_run_twice()
     })
     .await;
     // A second consumer for the copy the broker redelivers.
-    sys.add_worker("w2", opts).await;
+    sys.add_worker_with("w2", opts).await;
 
     eventually(
         "the broker to close w1's channel for the consumer timeout",
@@ -187,7 +175,7 @@ async fn a_task_outliving_the_consumer_timeout_is_neither_killed_nor_run_twice()
         4,
         "each stage ran once: the redelivered copy waited, never ran in parallel"
     );
-    assert_drained(&rabbit.amqp_url()).await;
+    sys.assert_drained().await;
     sys.stop().await;
 }
 
@@ -201,8 +189,7 @@ async fn a_hung_broker_makes_creates_answer_503_in_bounded_time() {
     let rabbit = PrivateRabbit::start(RabbitOptions::default())
         .await
         .expect("a private RabbitMQ node boots");
-    let sys = Stack::start(Backends::with_private_broker(rabbit.amqp_url()), &[]).await;
-    sys.wait_api_connected(Duration::from_secs(20)).await;
+    let sys = Stack::start_on_broker(rabbit.amqp_url(), &[]).await;
 
     rabbit.pause().expect("SIGSTOP");
     let asked = std::time::Instant::now();

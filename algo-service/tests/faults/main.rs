@@ -4,13 +4,12 @@
 //! are never touched: tests that restart or freeze a server start a private
 //! one ([`test_support::servers`]).
 //!
-//! Every test asserts that no task is lost, none ends twice, and none runs
+//! Every test runs on [`test_support::Stack`] and asserts that no task is lost, none ends twice, and none runs
 //! a stage in parallel or again (counting the C routine's `hello world` lines).
 #![allow(unreachable_pub)]
 
 mod api;
 mod broker;
-mod harness;
 mod messages;
 mod redis_down;
 mod shutdown;

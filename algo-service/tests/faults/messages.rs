@@ -4,42 +4,12 @@
 use std::{collections::HashSet, time::Duration};
 
 use lapin::{
-    options::{BasicAckOptions, BasicGetOptions, BasicPublishOptions},
-    types::{AMQPValue, ShortString},
-    BasicProperties, Channel, Connection, ConnectionProperties,
+    options::{BasicAckOptions, BasicGetOptions},
+    types::AMQPValue,
 };
 use serde_json::json;
 use task_model::{TaskId, TaskMessage};
-use test_support::eventually;
-
-use crate::harness::{body, status_trail, terminal_events, Backends, Stack, WorkerOpts};
-
-async fn channel(amqp_url: &str) -> (Connection, Channel) {
-    let conn = Connection::connect(amqp_url, ConnectionProperties::default())
-        .await
-        .expect("connecting to the test's vhost");
-    let channel = conn.create_channel().await.unwrap();
-    (conn, channel)
-}
-
-/// Publishes `body` to `tasks` → `tasks.algo` as the api would (persistent,
-/// with a message_id), confirmed.
-async fn publish(channel: &Channel, message_id: &str, body: &[u8]) {
-    channel
-        .basic_publish(
-            "tasks".into(),
-            "tasks.algo".into(),
-            BasicPublishOptions::default(),
-            body,
-            BasicProperties::default()
-                .with_message_id(ShortString::from(message_id))
-                .with_delivery_mode(2),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
-}
+use test_support::{body, eventually, publish, status_trail, terminal_events, Stack};
 
 fn task_message(task_id: TaskId, algorithm: &str) -> Vec<u8> {
     serde_json::to_vec(&TaskMessage {
@@ -56,18 +26,21 @@ fn task_message(task_id: TaskId, algorithm: &str) -> Vec<u8> {
 
 #[tokio::test]
 async fn poison_messages_land_in_tasks_dead_exactly_once_and_are_never_redelivered() {
-    let mut sys = Stack::start(Backends::shared().await, &[]).await;
-    sys.wait_api_connected(Duration::from_secs(10)).await;
-    sys.add_worker("w1", WorkerOpts::default()).await;
-    let (conn, ch) = channel(&sys.backends.amqp_url).await;
+    let mut sys = Stack::start(&[]).await;
+    sys.add_worker("w1").await;
+    let (conn, ch) = sys.env.channel().await.expect("a channel into the vhost");
 
     let unparseable = b"{\"task_id\": not json".to_vec();
     let unknown_algorithm = task_message(TaskId::new(), "sort");
     let unknown_id = TaskId::new();
     let unknown_task = task_message(unknown_id, "hello");
-    publish(&ch, "poison-1", &unparseable).await;
-    publish(&ch, "poison-2", &unknown_algorithm).await;
-    publish(&ch, &unknown_id.to_string(), &unknown_task).await;
+    for (message_id, body) in [
+        ("poison-1".to_owned(), &unparseable),
+        ("poison-2".to_owned(), &unknown_algorithm),
+        (unknown_id.to_string(), &unknown_task),
+    ] {
+        publish(&ch, &message_id, body).await.expect("published");
+    }
 
     eventually("three dead letters", Duration::from_secs(15), || async {
         (sys.queue_depth("tasks.dead").await == 3).then_some(())
@@ -140,15 +113,14 @@ async fn poison_messages_land_in_tasks_dead_exactly_once_and_are_never_redeliver
 
 #[tokio::test]
 async fn a_duplicate_delivery_of_a_finished_task_is_acked_and_runs_nothing() {
-    let mut sys = Stack::start(Backends::shared().await, &[]).await;
-    sys.wait_api_connected(Duration::from_secs(10)).await;
-    sys.add_worker("w1", WorkerOpts::default()).await;
+    let mut sys = Stack::start(&[]).await;
+    sys.add_worker("w1").await;
     let id = sys.create(body(2, 50)).await;
     sys.assert_all_completed_once(std::slice::from_ref(&id), Duration::from_secs(15))
         .await;
     assert_eq!(sys.hellos(), 2);
 
-    let (conn, ch) = channel(&sys.backends.amqp_url).await;
+    let (conn, ch) = sys.env.channel().await.expect("a channel into the vhost");
     let task_id = TaskId::parse(&id).unwrap();
     let copy = serde_json::to_vec(&TaskMessage {
         task_id,
@@ -160,7 +132,7 @@ async fn a_duplicate_delivery_of_a_finished_task_is_acked_and_runs_nothing() {
         input: json!({}),
     })
     .unwrap();
-    publish(&ch, &id, &copy).await;
+    publish(&ch, &id, &copy).await.expect("published");
     eventually(
         "the copy to be acked as already finished",
         Duration::from_secs(10),
@@ -170,16 +142,12 @@ async fn a_duplicate_delivery_of_a_finished_task_is_acked_and_runs_nothing() {
         },
     )
     .await;
-    eventually("tasks.algo to drain", Duration::from_secs(10), || async {
-        (sys.queue_depth("tasks.algo").await == 0).then_some(())
-    })
-    .await;
+    sys.assert_drained().await;
 
     assert_eq!(sys.hellos(), 2, "no stage ran again");
     let events = sys.events(&id).await;
     assert_eq!(terminal_events(&events), 1);
     assert_eq!(status_trail(&events), ["QUEUED", "PROCESSING", "COMPLETED"]);
-    assert_eq!(sys.queue_depth("tasks.dead").await, 0);
     let _ = conn.close(200, "done".into()).await;
     sys.stop().await;
 }

@@ -4,22 +4,14 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-use test_support::{eventually, servers::PrivateRedis};
-
-use crate::harness::{body, Backends, Stack, WorkerOpts};
+use test_support::{body, eventually, servers::PrivateRedis, Stack, WorkerOpts};
 
 #[tokio::test]
 async fn with_redis_frozen_endpoints_answer_503_workers_retry_and_every_outcome_lands_once() {
     let mut redis = PrivateRedis::start().await.expect("a private redis-server");
     // A lease far longer than the outage: the workers keep their tasks.
-    let mut sys = Stack::start(
-        Backends::shared().await.with_redis(redis.url()),
-        &["--lease-secs", "30"],
-    )
-    .await;
-    sys.wait_api_connected(Duration::from_secs(10)).await;
-    sys.add_worker(
+    let mut sys = Stack::start_on_redis(redis.url(), &["--lease-secs", "30"]).await;
+    sys.add_worker_with(
         "w1",
         WorkerOpts {
             concurrency: 8,
@@ -31,10 +23,10 @@ async fn with_redis_frozen_endpoints_answer_503_workers_retry_and_every_outcome_
     for _ in 0..6 {
         ids.push(sys.create(body(4, 400)).await);
     }
-    for id in &ids {
-        sys.wait_for(id, Duration::from_secs(15), |t| t["status"] == "PROCESSING")
-            .await;
-    }
+    sys.wait_all_for(&ids, Duration::from_secs(15), |t| {
+        t["status"] == "PROCESSING"
+    })
+    .await;
 
     redis.pause().expect("SIGSTOP");
 
@@ -50,29 +42,9 @@ async fn with_redis_frozen_endpoints_answer_503_workers_retry_and_every_outcome_
     let res = sys.post_task(body(1, 0)).await;
     assert_eq!(res.status(), 503);
     assert_eq!(res.headers()["retry-after"], "5");
-    let res = sys
-        .http
-        .get(format!("{}/tasks/{}", sys.api_url, ids[0]))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 503);
-    let res = sys
-        .http
-        .get(format!("{}/healthz", sys.api_url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    sys.api_state().health.check_now().await;
-    let res = sys
-        .http
-        .get(format!("{}/readyz", sys.api_url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 503);
-    let ready: Value = res.json().await.unwrap();
+    assert_eq!(sys.get_task(&ids[0]).await.status(), 503);
+    let (status, ready) = sys.readiness().await;
+    assert_eq!(status, 503, "{ready}");
     assert_eq!(ready["status"], "unavailable", "{ready}");
     assert_eq!(ready["checks"]["redis"]["ok"], false, "{ready}");
     assert!(ready["checks"]["redis"]["error"].is_string(), "{ready}");
@@ -118,24 +90,17 @@ async fn with_redis_frozen_endpoints_answer_503_workers_retry_and_every_outcome_
 #[tokio::test]
 async fn with_redis_frozen_longer_than_the_lease_tasks_are_handed_back_and_each_ends_once() {
     let mut redis = PrivateRedis::start().await.expect("a private redis-server");
-    let mut sys = Stack::start(
-        Backends::shared().await.with_redis(redis.url()),
-        &["--lease-secs", "2"],
-    )
-    .await;
-    sys.wait_api_connected(Duration::from_secs(10)).await;
-    sys.add_worker("w1", WorkerOpts::default()).await;
-    sys.add_worker("w2", WorkerOpts::default()).await;
+    let mut sys = Stack::start_on_redis(redis.url(), &["--lease-secs", "2"]).await;
+    sys.add_worker("w1").await;
+    sys.add_worker("w2").await;
     let mut ids = Vec::new();
     for _ in 0..4 {
         ids.push(sys.create(body(4, 500)).await);
     }
-    for id in &ids {
-        sys.wait_for(id, Duration::from_secs(15), |t| {
-            t["stage"].as_u64().unwrap_or(0) >= 1
-        })
-        .await;
-    }
+    sys.wait_all_for(&ids, Duration::from_secs(15), |t| {
+        t["stage"].as_u64().unwrap_or(0) >= 1
+    })
+    .await;
 
     redis.pause().expect("SIGSTOP");
     eventually(
@@ -156,10 +121,6 @@ async fn with_redis_frozen_longer_than_the_lease_tasks_are_handed_back_and_each_
     sys.assert_all_completed_once(&ids, Duration::from_secs(40))
         .await;
     assert!(sys.hellos() >= 16, "every stage ran: {}", sys.hellos());
-    eventually("tasks.algo to drain", Duration::from_secs(10), || async {
-        (sys.queue_depth("tasks.algo").await == 0).then_some(())
-    })
-    .await;
-    assert_eq!(sys.queue_depth("tasks.dead").await, 0);
+    sys.assert_drained().await;
     sys.stop().await;
 }

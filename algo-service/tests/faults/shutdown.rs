@@ -5,24 +5,21 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use test_support::eventually;
-
-use crate::harness::{Backends, Stack, WorkerOpts};
+use test_support::{eventually, Stack, WorkerOpts};
 
 #[tokio::test]
 async fn sigterm_mid_task_exits_0_within_the_grace_period_and_another_worker_finishes_the_task() {
-    let mut sys = Stack::start(Backends::shared().await, &["--lease-secs", "3"]).await;
-    sys.wait_api_connected(Duration::from_secs(10)).await;
+    let mut sys = Stack::start(&["--lease-secs", "3"]).await;
     let opts = WorkerOpts {
         concurrency: 4,
         grace_secs: 2,
     };
-    sys.add_worker("w1", opts.clone()).await;
+    sys.add_worker_with("w1", opts.clone()).await;
     // 3 stages of 1.5 s: longer than the grace period.
     let id = sys.create(json!({"stages": 3, "stage_ms": 1_500})).await;
     sys.wait_for(&id, Duration::from_secs(10), |t| t["worker"] == "w1")
         .await;
-    sys.add_worker("w2", opts).await;
+    sys.add_worker_with("w2", opts).await;
 
     let signalled = Instant::now();
     sys.workers[0].signal("TERM");
@@ -65,14 +62,13 @@ async fn sigterm_mid_task_exits_0_within_the_grace_period_and_another_worker_fin
 
 #[tokio::test]
 async fn a_rolling_restart_of_every_worker_under_load_loses_nothing() {
-    let mut sys = Stack::start(Backends::shared().await, &["--lease-secs", "3"]).await;
-    sys.wait_api_connected(Duration::from_secs(10)).await;
+    let mut sys = Stack::start(&["--lease-secs", "3"]).await;
     let opts = WorkerOpts {
         concurrency: 3,
         grace_secs: 5,
     };
-    sys.add_worker("w1", opts.clone()).await;
-    sys.add_worker("w2", opts.clone()).await;
+    sys.add_worker_with("w1", opts.clone()).await;
+    sys.add_worker_with("w2", opts.clone()).await;
     let mut ids = Vec::new();
     let mut stages = 0;
     for i in 0..30u64 {
@@ -102,7 +98,7 @@ async fn a_rolling_restart_of_every_worker_under_load_loses_nothing() {
             "{} exit: {status}",
             sys.workers[old].name
         );
-        sys.add_worker(new, opts.clone()).await;
+        sys.add_worker_with(new, opts.clone()).await;
     }
 
     sys.assert_all_completed_once(&ids, Duration::from_secs(60))
@@ -112,9 +108,6 @@ async fn a_rolling_restart_of_every_worker_under_load_loses_nothing() {
         stages,
         "every stage ran exactly once across the restarts"
     );
-    eventually("tasks.algo to drain", Duration::from_secs(10), || async {
-        (sys.queue_depth("tasks.algo").await == 0).then_some(())
-    })
-    .await;
+    sys.assert_drained().await;
     sys.stop().await;
 }

@@ -6,7 +6,9 @@ use algo_service::broker::declare_topology;
 use lapin::options::BasicGetOptions;
 use serde_json::json;
 
-use crate::helpers::{eventually, publish, settings, spawn_worker, Vhost};
+use test_support::{eventually, publish, TestEnv};
+
+use crate::helpers::{settings, spawn_worker};
 
 /// Nothing listens on the discard port on loopback: every callback fails fast.
 const NO_API: &str = "http://127.0.0.1:9";
@@ -14,19 +16,18 @@ const NO_API: &str = "http://127.0.0.1:9";
 #[tokio::test]
 async fn topology_declared_by_the_worker_matches_the_definitions_file() {
     // Arrange: the queue as rabbitmq/definitions.json creates it (JSON numbers).
-    let vhost = Vhost::create().await.unwrap();
-    vhost
-        .put_queue(
-            "tasks.algo",
-            json!({
-                "x-max-priority": 10,
-                "x-dead-letter-exchange": "tasks.dlx",
-                "x-dead-letter-routing-key": "tasks.dead"
-            }),
-        )
-        .await
-        .unwrap();
-    let (conn, channel) = vhost.channel().await.unwrap();
+    let env = TestEnv::new().await.unwrap();
+    env.put_queue(
+        "tasks.algo",
+        json!({
+            "x-max-priority": 10,
+            "x-dead-letter-exchange": "tasks.dlx",
+            "x-dead-letter-routing-key": "tasks.dead"
+        }),
+    )
+    .await
+    .unwrap();
+    let (conn, channel) = env.channel().await.unwrap();
 
     // Act: the worker's declaration, twice (it is idempotent).
     let first = declare_topology(&channel).await;
@@ -34,7 +35,7 @@ async fn topology_declared_by_the_worker_matches_the_definitions_file() {
 
     // Assert
     let _ = conn.close(200, "bye".into()).await;
-    vhost.delete().await;
+    env.cleanup().await;
     first.expect("the worker's arguments are equivalent to the definitions'");
     second.expect("redeclaring is harmless");
 }
@@ -42,11 +43,11 @@ async fn topology_declared_by_the_worker_matches_the_definitions_file() {
 #[tokio::test]
 async fn unusable_messages_are_dead_lettered_without_calling_the_api() {
     // Arrange
-    let vhost = Vhost::create().await.unwrap();
-    let mut worker = spawn_worker(settings(&vhost, NO_API)).await.unwrap();
+    let env = TestEnv::new().await.unwrap();
+    let mut worker = spawn_worker(settings(&env.amqp_url, NO_API)).await.unwrap();
     worker.wait_consuming(true, Duration::from_secs(10)).await;
     assert_eq!(worker.healthz().await, Some(200), "healthz while consuming");
-    let (conn, channel) = vhost.channel().await.unwrap();
+    let (conn, channel) = env.channel().await.unwrap();
 
     // Act
     publish(&channel, "not-json", b"this is not json")
@@ -90,16 +91,16 @@ async fn unusable_messages_are_dead_lettered_without_calling_the_api() {
 
     let _ = conn.close(200, "bye".into()).await;
     worker.stop(Duration::from_secs(10)).await.unwrap();
-    vhost.delete().await;
+    env.cleanup().await;
 }
 
 #[tokio::test]
 async fn a_held_delivery_is_requeued_at_once_on_shutdown() {
     // Arrange: a valid task whose claim cannot reach the api, so it is held.
-    let vhost = Vhost::create().await.unwrap();
-    let mut worker = spawn_worker(settings(&vhost, NO_API)).await.unwrap();
+    let env = TestEnv::new().await.unwrap();
+    let mut worker = spawn_worker(settings(&env.amqp_url, NO_API)).await.unwrap();
     worker.wait_consuming(true, Duration::from_secs(10)).await;
-    let (conn, channel) = vhost.channel().await.unwrap();
+    let (conn, channel) = env.channel().await.unwrap();
     let id = task_model::TaskId::new();
     let task = json!({
         "task_id": id.to_string(), "algorithm": "hello",
@@ -145,14 +146,14 @@ async fn a_held_delivery_is_requeued_at_once_on_shutdown() {
         task
     );
     let _ = conn.close(200, "bye".into()).await;
-    vhost.delete().await;
+    env.cleanup().await;
 }
 
 #[tokio::test]
 async fn the_worker_reconnects_after_losing_its_connection() {
     // Arrange
-    let vhost = Vhost::create().await.unwrap();
-    let mut worker = spawn_worker(settings(&vhost, NO_API)).await.unwrap();
+    let env = TestEnv::new().await.unwrap();
+    let mut worker = spawn_worker(settings(&env.amqp_url, NO_API)).await.unwrap();
     worker.wait_consuming(true, Duration::from_secs(10)).await;
 
     // Act: the broker drops the worker's connection (the management API lists
@@ -160,7 +161,7 @@ async fn the_worker_reconnects_after_losing_its_connection() {
     eventually(
         "the worker's connection to be listed",
         Duration::from_secs(15),
-        || async { (vhost.kill_connections().await.unwrap_or(0) > 0).then_some(()) },
+        || async { (env.kill_connections().await.unwrap_or(0) > 0).then_some(()) },
     )
     .await;
 
@@ -172,17 +173,17 @@ async fn the_worker_reconnects_after_losing_its_connection() {
     assert_eq!(worker.healthz().await, Some(200));
 
     worker.stop(Duration::from_secs(10)).await.unwrap();
-    vhost.delete().await;
+    env.cleanup().await;
 }
 
 #[tokio::test]
 async fn healthz_is_503_until_the_broker_answers() {
     // A vhost that does not exist: the worker keeps retrying and is not ready.
-    let vhost = Vhost {
-        name: "taskforge-test-algo-missing".to_owned(),
-        amqp_url: "amqp://guest:guest@127.0.0.1:5672/taskforge-test-algo-missing".to_owned(),
-    };
-    let worker = spawn_worker(settings(&vhost, NO_API)).await.unwrap();
+    let missing = TestEnv::new().await.unwrap();
+    missing.cleanup().await;
+    let worker = spawn_worker(settings(&missing.amqp_url, NO_API))
+        .await
+        .unwrap();
     let metrics = worker.metrics.clone();
     eventually("a reconnect attempt", Duration::from_secs(10), || async {
         (metrics.reconnects.get() >= 1).then_some(())

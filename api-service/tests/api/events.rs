@@ -96,7 +96,7 @@ async fn the_stream_sends_the_past_then_live_events_in_order_and_closes_after_th
     test_support::eventually(
         "watchers to be released",
         Duration::from_secs(5),
-        || async { (app.state.events.watched() == 0).then_some(()) },
+        || async { (app.state().events.watched() == 0).then_some(()) },
     )
     .await;
     app.stop().await;
@@ -124,7 +124,7 @@ async fn a_client_that_leaves_frees_its_watch() {
     let id = app.create(json!({"stages": 1000})).await;
     let mut sse = Sse::open(&app, &id, None).await;
     sse.next().await.unwrap();
-    assert_eq!(app.state.events.watched(), 1);
+    assert_eq!(app.state().events.watched(), 1);
     drop(sse);
     // The server notices a gone client when a write fails: make events happen.
     app.claim(&id, "w1").await;
@@ -135,7 +135,7 @@ async fn a_client_that_leaves_frees_its_watch() {
         || async {
             let next = stage.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
             app.progress_callback(&id, "w1", next, 1000).await;
-            (app.state.events.watched() == 0).then_some(())
+            (app.state().events.watched() == 0).then_some(())
         },
     )
     .await;

@@ -28,19 +28,8 @@ async fn with_rabbitmq_unreachable_create_answers_503_and_leaves_no_task() {
         .unwrap();
     assert!(keys.is_empty(), "{keys:?}");
 
-    assert_eq!(
-        app.http
-            .get(app.url("/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
-    app.state.health.check_now().await;
-    let res = app.http.get(app.url("/readyz")).send().await.unwrap();
-    assert_eq!(res.status(), 503);
-    let ready: Value = res.json().await.unwrap();
+    let (status, ready) = app.readiness().await;
+    assert_eq!(status, 503);
     assert_eq!(ready["checks"]["rabbitmq"]["ok"], false);
     assert_eq!(ready["checks"]["redis"]["ok"], true);
     app.stop().await;
@@ -60,17 +49,8 @@ async fn with_redis_unreachable_endpoints_answer_503_and_health_stays_up() {
         "nothing published"
     );
 
-    assert_eq!(
-        app.http
-            .get(app.url("/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
-    app.state.health.check_now().await;
-    let ready: Value = app.get_json("/readyz").await;
+    let (status, ready) = app.readiness().await;
+    assert_eq!(status, 503);
     assert_eq!(ready["status"], "unavailable");
     assert_eq!(ready["checks"]["redis"]["ok"], false);
     assert!(ready["checks"]["redis"]["error"].is_string());

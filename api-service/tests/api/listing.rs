@@ -4,6 +4,8 @@ use std::collections::HashSet;
 
 use serde_json::{json, Value};
 
+use test_support::task_ids;
+
 use crate::helpers::spawn_app;
 
 #[tokio::test]
@@ -50,12 +52,7 @@ async fn listing_pages_newest_first_and_filters_by_status() {
     assert_eq!(seen, newest_first);
 
     let page: Value = app.get_json("/tasks?status=CANCELLED").await;
-    let ids: HashSet<&str> = page["tasks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["task_id"].as_str().unwrap())
-        .collect();
+    let ids: HashSet<&str> = task_ids(&page).into_iter().collect();
     assert_eq!(ids, created[..3].iter().map(String::as_str).collect());
     assert!(page["tasks"]
         .as_array()
@@ -78,12 +75,6 @@ async fn an_expired_task_in_the_index_is_skipped() {
         .await
         .unwrap();
     let page: Value = app.get_json("/tasks").await;
-    let ids: Vec<&str> = page["tasks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["task_id"].as_str().unwrap())
-        .collect();
-    assert_eq!(ids, vec![keep.as_str()]);
+    assert_eq!(task_ids(&page), vec![keep.as_str()]);
     app.stop().await;
 }

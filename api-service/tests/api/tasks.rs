@@ -299,7 +299,13 @@ async fn racing_requests_with_one_idempotency_key_create_one_task() {
 #[tokio::test]
 async fn api_keys_guard_the_task_endpoints_but_not_health() {
     let app = crate::helpers::spawn_app_with(&["--api-keys", "k1, k2"]).await;
-    let res = app.post_task(json!({})).await;
+    let res = app
+        .http
+        .post(app.url("/tasks"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 401);
     assert_eq!(res.headers()["www-authenticate"], "Bearer");
     assert_eq!(res.json::<Value>().await.unwrap()["error"], "unauthorized");

@@ -1,12 +1,13 @@
 //! `get`, `list`, `cancel`, `events`, and api keys.
 
 use serde_json::{json, Value};
+use test_support::{task_ids, Stack};
 
-use crate::helpers::{run, spawn_api, spawn_api_with};
+use crate::helpers::{run, Taskctl};
 
 #[tokio::test]
 async fn get_json_prints_exactly_what_the_api_answers() {
-    let api = spawn_api().await;
+    let api = Stack::start(&[]).await;
     let id = api.create(json!({"stages": 3, "input": {"k": "v"}})).await;
     api.claim(&id, "w1").await;
     api.progress(&id, "w1", 1, 3).await;
@@ -25,7 +26,7 @@ async fn get_json_prints_exactly_what_the_api_answers() {
 
 #[tokio::test]
 async fn get_shows_a_readable_summary() {
-    let api = spawn_api().await;
+    let api = Stack::start(&[]).await;
     let id = api.create(json!({"stages": 3})).await;
     api.claim(&id, "w7").await;
     api.run_to_completion(&id, "w7", 3).await;
@@ -50,7 +51,7 @@ async fn get_shows_a_readable_summary() {
 
 #[tokio::test]
 async fn list_shows_a_table_and_filters_by_status() {
-    let api = spawn_api().await;
+    let api = Stack::start(&[]).await;
     let queued = api.create(json!({})).await;
     let running = api.create(json!({})).await;
     api.claim(&running, "w1").await;
@@ -74,13 +75,7 @@ async fn list_shows_a_table_and_filters_by_status() {
 
     let json = run(api.taskctl(), &["list", "--status", "QUEUED", "--json"]).await;
     let page: Value = serde_json::from_str(&json.stdout).unwrap();
-    let ids: Vec<&str> = page["tasks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["task_id"].as_str().unwrap())
-        .collect();
-    assert_eq!(ids, vec![queued.as_str()]);
+    assert_eq!(task_ids(&page), vec![queued.as_str()]);
 
     let bad = run(api.taskctl(), &["list", "--status", "DONE"]).await;
     assert_eq!(bad.code, 2, "an unknown status is a usage error: {bad:?}");
@@ -90,7 +85,7 @@ async fn list_shows_a_table_and_filters_by_status() {
 
 #[tokio::test]
 async fn list_all_follows_the_cursor_through_every_page() {
-    let api = spawn_api().await;
+    let api = Stack::start(&[]).await;
     let mut ids = Vec::new();
     for _ in 0..5 {
         ids.push(api.create(json!({})).await);
@@ -105,12 +100,7 @@ async fn list_all_follows_the_cursor_through_every_page() {
     let every = run(api.taskctl(), &["list", "--limit", "2", "--all", "--json"]).await;
     assert_eq!(every.code, 0, "{every:?}");
     let page: Value = serde_json::from_str(&every.stdout).unwrap();
-    let mut listed: Vec<String> = page["tasks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["task_id"].as_str().unwrap().to_owned())
-        .collect();
+    let mut listed = task_ids(&page);
     assert_eq!(page["next_cursor"], Value::Null);
     listed.sort();
     ids.sort();
@@ -120,7 +110,7 @@ async fn list_all_follows_the_cursor_through_every_page() {
 
 #[tokio::test]
 async fn events_prints_the_history_and_json_matches_the_api() {
-    let api = spawn_api().await;
+    let api = Stack::start(&[]).await;
     let id = api.create(json!({"stages": 2})).await;
     api.claim(&id, "w1").await;
     api.run_to_completion(&id, "w1", 2).await;
@@ -138,13 +128,13 @@ async fn events_prints_the_history_and_json_matches_the_api() {
 
     let json = run(api.taskctl(), &["events", &id, "--json"]).await;
     let printed: Value = serde_json::from_str(&json.stdout).unwrap();
-    assert_eq!(printed, api.events(&id).await);
+    assert_eq!(printed, Value::from(api.events(&id).await));
     api.stop().await;
 }
 
 #[tokio::test]
 async fn with_api_keys_taskctl_needs_a_key_and_works_with_one() {
-    let api = spawn_api_with(&["--api-keys", "k1,k2"]).await;
+    let api = Stack::start(&["--api-keys", "k1,k2"]).await;
     let id = api.create(json!({})).await;
 
     let without = run(api.taskctl(), &["get", &id]).await;

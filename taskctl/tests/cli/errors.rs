@@ -1,10 +1,12 @@
 //! Failures end in one line on stderr and the documented exit code.
 
-use crate::helpers::{run, spawn_api, taskctl_at, UNKNOWN_ID};
+use test_support::Stack;
+
+use crate::helpers::{run, taskctl_at, Taskctl, UNKNOWN_ID};
 
 #[tokio::test]
 async fn an_unknown_task_exits_4_with_one_line_for_every_command() {
-    let api = spawn_api().await;
+    let api = Stack::start(&[]).await;
     for args in [
         &["get", UNKNOWN_ID][..],
         &["get", UNKNOWN_ID, "--json"],

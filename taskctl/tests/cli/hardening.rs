@@ -3,11 +3,13 @@
 
 use serde_json::json;
 
-use crate::helpers::{run, spawn_api, taskctl_at};
+use test_support::Stack;
+
+use crate::helpers::{run, taskctl_at, Taskctl};
 
 #[tokio::test]
 async fn cancel_of_a_cancelled_task_exits_0_and_of_a_finished_one_exits_5() {
-    let api = spawn_api().await;
+    let api = Stack::start(&[]).await;
     let id = api.create(json!({})).await;
 
     let out = run(api.taskctl(), &["cancel", &id]).await;

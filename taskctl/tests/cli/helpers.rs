@@ -1,185 +1,29 @@
-//! The real api in-process (own RabbitMQ vhost and Redis prefix, random
-//! port), the test as the worker through the callback endpoints, and the
-//! real `taskctl` binary as a child process.
+//! The real `taskctl` binary as a child process, pointed at the api of a
+//! [`test_support::Stack`] (in-process, own RabbitMQ vhost and Redis prefix,
+//! random port) in which the test plays the worker.
 
-use std::{future::Future, pin::Pin, process::Stdio, time::Duration};
+use std::{process::Stdio, time::Duration};
 
-use api_service::{Application, Settings};
-use clap::Parser;
-use serde_json::{json, Value};
-use test_support::TestEnv;
+use test_support::Stack;
 use tokio::{
     io::{AsyncBufReadExt, AsyncReadExt, BufReader, Lines},
     process::{Child, ChildStdout, Command},
 };
 
-pub const TOKEN: &str = "taskctl-test-callback-token";
 /// How long any single step may take before the test fails.
 pub const STEP: Duration = Duration::from_secs(15);
 /// An id no task has.
 pub const UNKNOWN_ID: &str = "00000000-0000-4000-8000-000000000000";
 
-pub struct TestApi {
-    pub address: String,
-    pub env: TestEnv,
-    pub http: reqwest::Client,
-    /// Sent as a bearer key on public endpoints when the api has keys.
-    pub key: Option<String>,
-    /// Stops the server (not polled until [`TestApi::stop`]).
-    stop: Pin<Box<dyn Future<Output = ()> + Send>>,
+/// `taskctl` pointed at a [`Stack`]'s api.
+pub trait Taskctl {
+    /// The real binary with this api's URL (no key unless the test adds one).
+    fn taskctl(&self) -> Command;
 }
 
-pub async fn spawn_api() -> TestApi {
-    spawn_api_with(&[]).await
-}
-
-/// The api with extra flags, e.g. `["--api-keys", "k1"]`.
-pub async fn spawn_api_with(extra: &[&str]) -> TestApi {
-    let env = TestEnv::new()
-        .await
-        .expect("test environment (is RabbitMQ's management plugin on?)");
-    let mut args = vec![
-        "api-service",
-        "--bind",
-        "127.0.0.1:0",
-        "--redis-prefix",
-        &env.redis_prefix,
-        "--redis-url",
-        &env.redis_url,
-        "--amqp-url",
-        &env.amqp_url,
-        "--callback-token",
-        TOKEN,
-        "--workers",
-        "2",
-    ];
-    args.extend(extra);
-    let settings = Settings::try_parse_from(args).expect("test settings parse");
-    let app = Application::build(settings).await.expect("the api builds");
-    let address = format!("http://127.0.0.1:{}", app.port());
-    let state = app.state();
-    let server = app.handle();
-    tokio::spawn(app.run_until_stopped());
-    tokio::time::timeout(Duration::from_secs(10), state.publisher.wait_connected())
-        .await
-        .expect("the api connects to rabbitmq");
-    let key = extra
-        .iter()
-        .position(|a| *a == "--api-keys")
-        .and_then(|i| extra.get(i + 1))
-        .and_then(|keys| keys.split(',').next())
-        .map(str::to_owned);
-    TestApi {
-        address,
-        env,
-        http: reqwest::Client::new(),
-        key,
-        stop: Box::pin(async move { server.stop(false).await }),
-    }
-}
-
-impl TestApi {
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{}", self.address, path)
-    }
-
-    fn public(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        match &self.key {
-            Some(key) => req.bearer_auth(key),
-            None => req,
-        }
-    }
-
-    /// Creates a task through the api (not through taskctl) and returns its id.
-    pub async fn create(&self, body: Value) -> String {
-        let res = self
-            .public(self.http.post(self.url("/tasks")).json(&body))
-            .send()
-            .await
-            .expect("POST /tasks");
-        assert_eq!(res.status(), 202, "create answers 202");
-        res.json::<Value>().await.unwrap()["task_id"]
-            .as_str()
-            .unwrap()
-            .to_owned()
-    }
-
-    pub async fn task(&self, id: &str) -> Value {
-        let res = self
-            .public(self.http.get(self.url(&format!("/tasks/{id}"))))
-            .send()
-            .await
-            .expect("GET /tasks/{id}");
-        assert_eq!(res.status(), 200);
-        res.json().await.unwrap()
-    }
-
-    pub async fn events(&self, id: &str) -> Value {
-        let res = self
-            .public(self.http.get(self.url(&format!("/tasks/{id}/events"))))
-            .send()
-            .await
-            .expect("GET /tasks/{id}/events");
-        assert_eq!(res.status(), 200);
-        res.json().await.unwrap()
-    }
-
-    async fn callback(&self, path: &str, body: Value) -> (u16, Value) {
-        let res = self
-            .http
-            .post(self.url(path))
-            .bearer_auth(TOKEN)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        let status = res.status().as_u16();
-        (status, res.json().await.unwrap_or(Value::Null))
-    }
-
-    /// Reports a status as `worker` and asserts the api took it.
-    pub async fn report(&self, id: &str, body: Value) {
-        let (status, answer) = self
-            .callback(&format!("/internal/tasks/{id}/status"), body.clone())
-            .await;
-        assert_eq!(status, 200, "status callback {body}: {answer}");
-    }
-
-    /// Claims a task as `worker`.
-    pub async fn claim(&self, id: &str, worker: &str) {
-        self.report(id, json!({"status": "PROCESSING", "worker": worker}))
-            .await;
-    }
-
-    /// Reports `stage` of `stages` done.
-    pub async fn progress(&self, id: &str, worker: &str, stage: u32, stages: u32) {
-        let body = json!({"progress": stage * 100 / stages, "stage": stage, "stages": stages, "worker": worker});
-        let (status, answer) = self
-            .callback(&format!("/internal/tasks/{id}/progress"), body)
-            .await;
-        assert_eq!(status, 200, "progress {stage}/{stages}: {answer}");
-    }
-
-    /// Plays a worker that runs every stage of a claimed task and completes it.
-    pub async fn run_to_completion(&self, id: &str, worker: &str, stages: u32) {
-        for stage in 1..=stages {
-            self.progress(id, worker, stage, stages).await;
-        }
-        self.report(
-            id,
-            json!({"status": "COMPLETED", "worker": worker, "result": {"stages": stages, "output": "hello world"}}),
-        )
-        .await;
-    }
-
-    /// `taskctl` pointed at this api (no key unless the test adds one).
-    pub fn taskctl(&self) -> Command {
+impl Taskctl for Stack {
+    fn taskctl(&self) -> Command {
         taskctl_at(&self.address)
-    }
-
-    pub async fn stop(self) {
-        self.stop.await;
-        self.env.cleanup().await;
     }
 }
 

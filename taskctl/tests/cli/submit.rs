@@ -1,12 +1,13 @@
 //! `taskctl submit`, with and without `--wait`.
 
 use serde_json::json;
+use test_support::Stack;
 
-use crate::helpers::{assert_in_order, assert_plain, run, spawn_api, Live};
+use crate::helpers::{assert_in_order, assert_plain, run, Live, Taskctl};
 
 #[tokio::test]
 async fn submit_prints_the_id_and_the_task_is_queued_in_the_api() {
-    let api = spawn_api().await;
+    let api = Stack::start(&[]).await;
     let out = run(api.taskctl(), &["submit"]).await;
     assert_eq!(out.code, 0, "{out:?}");
     assert!(out.stderr.is_empty(), "{out:?}");
@@ -20,7 +21,7 @@ async fn submit_prints_the_id_and_the_task_is_queued_in_the_api() {
 
 #[tokio::test]
 async fn submit_sends_every_option_and_an_idempotency_key_replays_the_first_task() {
-    let api = spawn_api().await;
+    let api = Stack::start(&[]).await;
     let args = [
         "submit",
         "--stages",
@@ -76,7 +77,7 @@ async fn submit_sends_every_option_and_an_idempotency_key_replays_the_first_task
 
 #[tokio::test]
 async fn submit_wait_prints_the_id_then_follows_the_task_to_completed() {
-    let api = spawn_api().await;
+    let api = Stack::start(&[]).await;
     let mut live = Live::start(
         api.taskctl(),
         &["submit", "--stages", "3", "--stage-ms", "0", "--wait"],

@@ -1,12 +1,13 @@
 //! `taskctl watch`: following the SSE stream to the end, as plain lines.
 
 use serde_json::json;
+use test_support::Stack;
 
-use crate::helpers::{assert_in_order, assert_plain, run, spawn_api, Live};
+use crate::helpers::{assert_in_order, assert_plain, run, Live, Taskctl};
 
 #[tokio::test]
 async fn watch_follows_every_stage_in_order_and_exits_0_when_completed() {
-    let api = spawn_api().await;
+    let api = Stack::start(&[]).await;
     let id = api.create(json!({"stages": 3, "stage_ms": 0})).await;
     let mut live = Live::start(api.taskctl(), &["watch", &id]);
     assert_eq!(
@@ -38,7 +39,7 @@ async fn watch_follows_every_stage_in_order_and_exits_0_when_completed() {
 
 #[tokio::test]
 async fn watch_exits_1_when_the_running_task_is_cancelled() {
-    let api = spawn_api().await;
+    let api = Stack::start(&[]).await;
     let id = api.create(json!({"stages": 3})).await;
     let mut live = Live::start(api.taskctl(), &["watch", &id]);
     live.next_line().await;
@@ -79,7 +80,7 @@ async fn watch_exits_1_when_the_running_task_is_cancelled() {
 
 #[tokio::test]
 async fn watch_of_several_tasks_follows_each_and_exits_1_when_one_fails() {
-    let api = spawn_api().await;
+    let api = Stack::start(&[]).await;
     let good = api.create(json!({"stages": 2})).await;
     let bad = api.create(json!({"stages": 2})).await;
     let mut live = Live::start(api.taskctl(), &["watch", &good, &bad]);
@@ -119,7 +120,7 @@ async fn watch_of_several_tasks_follows_each_and_exits_1_when_one_fails() {
 
 #[tokio::test]
 async fn watch_of_a_finished_task_replays_its_history_and_exits_at_once() {
-    let api = spawn_api().await;
+    let api = Stack::start(&[]).await;
     let id = api.create(json!({"stages": 2})).await;
     api.claim(&id, "w1").await;
     api.run_to_completion(&id, "w1", 2).await;
