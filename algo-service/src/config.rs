@@ -39,26 +39,7 @@ Configuration is environment only (a .env file in the working directory is read 
 
 Logs go to stderr; stdout carries only the routine's `hello world` lines.";
 
-/// How log lines are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    #[default]
-    Text,
-    /// One JSON object per line, for machines.
-    Json,
-}
-
-impl FromStr for LogFormat {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "text" => Ok(Self::Text),
-            "json" => Ok(Self::Json),
-            other => Err(format!("expected `text` or `json`, got {other:?}")),
-        }
-    }
-}
+pub use crate::telemetry::LogFormat;
 
 /// Why the worker refuses to start.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
