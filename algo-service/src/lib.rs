@@ -4,7 +4,7 @@
 //! and the terminal state, and acks only once that state is recorded.
 //!
 //! # Layout
-//! - [`config`]: [`Settings`] from the environment (`--help` lists them).
+//! - [`config`]: [`Settings`] from the environment or flags (`--help` lists them).
 //! - [`telemetry`]: the `tracing` subscriber (text or JSON, to stderr).
 //! - [`worker`]: [`Worker`]: build, the consume loop with reconnects, drain.
 //! - [`broker`]: RabbitMQ connection, the shared topology, the two consumers.
@@ -35,7 +35,7 @@ use std::{
     sync::atomic::{AtomicU64, Ordering},
 };
 
-pub use config::{ConfigError, LogFormat, Settings};
+pub use config::{LogFormat, Settings};
 use tokio_util::sync::CancellationToken;
 pub use worker::Worker;
 
