@@ -157,7 +157,7 @@ impl Session {
             let _ = self.control_channel.close(200, "bye".into()).await;
             let _ = self.tasks_channel.close(200, "bye".into()).await;
             if let Err(e) = self.connection.close(200, "bye".into()).await {
-                tracing::debug!(error.message = %e, "closing the AMQP connection");
+                tracing::debug!(error = %e, "closing the AMQP connection");
             }
         }
     }
