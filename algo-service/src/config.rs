@@ -53,7 +53,7 @@ pub struct Settings {
     #[arg(long, env = "CALLBACK_TOKEN", hide_env_values = true, value_parser = clap::builder::NonEmptyStringValueParser::new())]
     pub callback_token: String,
 
-    /// How this worker names itself in callbacks [default: <hostname>-<pid>].
+    /// How this worker names itself in callbacks (default: `<hostname>-<pid>`).
     #[arg(long, env = "WORKER_NAME", default_value_t = default_worker_name(), hide_default_value = true)]
     pub worker_name: String,
 

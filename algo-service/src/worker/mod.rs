@@ -3,9 +3,9 @@
 //! fires, reconnecting to RabbitMQ with backoff whenever the session breaks,
 //! then drains.
 //!
-//! - [`consume`]: the session loop: connect, hand each delivery to
+//! - `consume.rs`: the session loop: connect, hand each delivery to
 //!   [`crate::handler::process_one`], reconnect.
-//! - [`control`]: cancel broadcasts from `tasks.control` to the registry.
+//! - `control.rs`: cancel broadcasts from `tasks.control` to the registry.
 //!
 //! A broken AMQP session never stops running tasks: they hold their leases
 //! through the callback API, not the broker. Their acks fail if their channel
