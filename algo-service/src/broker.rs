@@ -81,45 +81,8 @@ impl Session {
             .context("opening the tasks channel")?;
         declare_topology(&tasks_channel).await?;
 
-        let control_channel = connection
-            .create_channel()
-            .await
-            .context("opening the control channel")?;
-        let control_queue = control_channel
-            .queue_declare(
-                "".into(),
-                QueueDeclareOptions {
-                    exclusive: true,
-                    auto_delete: true,
-                    ..QueueDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .context("declaring this worker's control queue")?;
-        control_channel
-            .queue_bind(
-                control_queue.name().clone(),
-                CONTROL_EXCHANGE.into(),
-                "".into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .with_context(|| format!("binding the control queue to {CONTROL_EXCHANGE}"))?;
-        let control = control_channel
-            .basic_consume(
-                control_queue.name().clone(),
-                format!("{worker_name}-control-{generation}").into(),
-                BasicConsumeOptions {
-                    no_ack: true,
-                    exclusive: true,
-                    ..BasicConsumeOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .context("consuming the control queue")?;
+        let (control_channel, control) =
+            consume_control_queue(connection, worker_name, generation).await?;
 
         tasks_channel
             .basic_qos(prefetch, BasicQosOptions::default())
@@ -157,8 +120,57 @@ impl Session {
             let _ = self.control_channel.close(200, "bye".into()).await;
             let _ = self.tasks_channel.close(200, "bye".into()).await;
             if let Err(e) = self.connection.close(200, "bye".into()).await {
-                tracing::debug!(error.message = %e, "closing the AMQP connection");
+                tracing::debug!(error = %e, "closing the AMQP connection");
             }
         }
     }
+}
+
+/// This worker's exclusive, server-named queue bound to the `tasks.control`
+/// fanout, and its consumer (no acks: a cancel is only useful now).
+async fn consume_control_queue(
+    connection: &Connection,
+    worker_name: &str,
+    generation: u64,
+) -> anyhow::Result<(Channel, Consumer)> {
+    let control_channel = connection
+        .create_channel()
+        .await
+        .context("opening the control channel")?;
+    let control_queue = control_channel
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .context("declaring this worker's control queue")?;
+    control_channel
+        .queue_bind(
+            control_queue.name().clone(),
+            CONTROL_EXCHANGE.into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .with_context(|| format!("binding the control queue to {CONTROL_EXCHANGE}"))?;
+    let control = control_channel
+        .basic_consume(
+            control_queue.name().clone(),
+            format!("{worker_name}-control-{generation}").into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                exclusive: true,
+                ..BasicConsumeOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .context("consuming the control queue")?;
+    Ok((control_channel, control))
 }

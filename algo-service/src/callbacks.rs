@@ -19,6 +19,7 @@ use serde::Serialize;
 use task_model::{CallbackAnswer, ProgressReport, StatusReport, TaskId, TaskStatus};
 use tokio_util::sync::CancellationToken;
 
+pub use crate::backoff::jittered;
 use crate::metrics::Metrics;
 
 /// First retry delay.
@@ -34,13 +35,6 @@ pub fn retry_policy() -> ExponentialBuilder {
         .with_max_delay(RETRY_MAX_DELAY)
         .with_factor(2.0)
         .without_max_times()
-}
-
-/// "Equal jitter": half of `delay` plus a random part of the other half, so a
-/// crowd of workers retrying after an api restart does not arrive in
-/// lockstep, and no delay exceeds the schedule's.
-pub fn jittered(delay: Duration) -> Duration {
-    delay / 2 + delay.mul_f64(crate::random_fraction() / 2.0)
 }
 
 /// The snake_case reason of a 409.
@@ -230,26 +224,15 @@ impl ApiClient {
         body: &B,
         stop: &CancellationToken,
     ) -> Result<Answer, Abandoned> {
-        let attempt = || self.call_once(task_id, endpoint, body);
-        let retried = attempt
+        let failed = std::sync::atomic::AtomicU32::new(0);
+        let once = || self.call_once(task_id, endpoint, body);
+        let retried = once
             .retry(self.policy)
             .adjust(|_, delay| delay.map(jittered))
             .notify(|err: &CallError, delay: Duration| {
                 self.metrics.callback_retries.inc();
-                match err {
-                    CallError::Unauthorized => tracing::error!(
-                        endpoint,
-                        error.message = %err,
-                        retry_in_ms = delay.as_millis() as u64,
-                        "callback refused; retrying"
-                    ),
-                    _ => tracing::warn!(
-                        endpoint,
-                        error.message = %err,
-                        retry_in_ms = delay.as_millis() as u64,
-                        "callback failed; retrying"
-                    ),
-                }
+                let attempt = 1 + failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                log_retry(endpoint, attempt, err, delay);
             });
         tokio::select! {
             biased;
@@ -284,6 +267,23 @@ impl ApiClient {
         let status = response.status();
         let bytes = response.bytes().await.map_err(CallError::Transport)?;
         classify(status, &bytes)
+    }
+}
+
+/// Logs a failed callback attempt (`attempt` counts from 1) before its retry.
+fn log_retry(endpoint: &str, attempt: u32, err: &CallError, delay: Duration) {
+    let retry_in_ms = delay.as_millis() as u64;
+    match err {
+        CallError::Unauthorized => tracing::error!(
+            endpoint,
+            attempt,
+            error = %err,
+            retry_in_ms,
+            "callback refused; retrying"
+        ),
+        _ => {
+            tracing::warn!(endpoint, attempt, error = %err, retry_in_ms, "callback failed; retrying")
+        }
     }
 }
 

@@ -1,13 +1,22 @@
-//! Settings: everything the worker can be told, read once from the environment.
+//! Settings: everything the worker can be told, read once at start.
 //!
-//! The contract makes configuration environment-only; `main` may load a `.env`
-//! file from the working directory first (see [`Settings::from_env`]).
-//! Parsing goes through [`Settings::from_lookup`], which takes any
-//! `name -> value` function, so it is tested without touching the process
-//! environment. The callback token is required: a worker that cannot
-//! authenticate its callbacks could run tasks but never record them.
+//! The same approach as the api's: one clap-derived [`Settings`], every
+//! contract variable also a flag of the same meaning (a flag overrides the
+//! variable), so `--help` lists them all. `main` may load a `.env` file from
+//! the working directory first (see [`Settings::from_env`]). Tests build
+//! settings with [`Settings::from_lookup`], which reads a `name -> value`
+//! function instead of the process environment. Empty values count as unset.
+//! The callback token is required: a worker that cannot authenticate its
+//! callbacks could run tasks but never record them.
 
-use std::{fmt, net::SocketAddr, str::FromStr, time::Duration};
+use std::{ffi::OsString, fmt, net::SocketAddr, time::Duration};
+
+use clap::{
+    builder::{PossibleValuesParser, TypedValueParser},
+    CommandFactory, FromArgMatches, Parser,
+};
+
+pub use crate::telemetry::LogFormat;
 
 /// Default `AMQP_URL`.
 pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
@@ -17,90 +26,59 @@ pub const DEFAULT_API_URL: &str = "http://127.0.0.1:8080";
 pub const DEFAULT_CONCURRENCY: u16 = 64;
 /// Default `METRICS_BIND`.
 pub const DEFAULT_METRICS_BIND: &str = "127.0.0.1:9091";
-/// Default `SHUTDOWN_GRACE_SECS`.
+/// Default `SHUTDOWN_GRACE_SECS` (the flag's default says the same).
 pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 30;
-/// Default `CALLBACK_TIMEOUT_MS`.
+/// Default `CALLBACK_TIMEOUT_MS` (the flag's default says the same).
 pub const DEFAULT_CALLBACK_TIMEOUT_MS: u64 = 5_000;
 
-/// The environment variables the worker reads, with defaults, for `--help`.
-pub const ENV_HELP: &str = "\
-Configuration is environment only (a .env file in the working directory is read too):
-
-  AMQP_URL             RabbitMQ URL [default: amqp://guest:guest@127.0.0.1:5672/%2f]
-  API_URL              base URL of the api's callback endpoints [default: http://127.0.0.1:8080]
-  CALLBACK_TOKEN       bearer token for the callback API; required, non-empty (exit code 2 otherwise)
-  WORKER_NAME          how this worker names itself in callbacks [default: <hostname>-<pid>]
-  WORKER_CONCURRENCY   tasks in flight in this process, also the AMQP prefetch [default: 64]
-  METRICS_BIND         address of /metrics and /healthz [default: 127.0.0.1:9091]
-  SHUTDOWN_GRACE_SECS  time in-flight tasks get to finish after SIGTERM/SIGINT [default: 30]
-  CALLBACK_TIMEOUT_MS  timeout of one callback request [default: 5000]
-  LOG_FORMAT           text or json [default: text]
-  RUST_LOG             log filter [default: info]
-
-Logs go to stderr; stdout carries only the routine's `hello world` lines.";
-
-/// How log lines are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    #[default]
-    Text,
-    /// One JSON object per line, for machines.
-    Json,
-}
-
-impl FromStr for LogFormat {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "text" => Ok(Self::Text),
-            "json" => Ok(Self::Json),
-            other => Err(format!("expected `text` or `json`, got {other:?}")),
-        }
-    }
-}
-
-/// Why the worker refuses to start.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ConfigError {
-    /// `CALLBACK_TOKEN` is unset or empty.
-    #[error("CALLBACK_TOKEN is not set or empty: the worker refuses to start without a callback token (it must equal the api's)")]
-    MissingCallbackToken,
-    /// A variable is set to something unusable.
-    #[error("{name}={value:?} is invalid: {reason}")]
-    Invalid {
-        /// The variable.
-        name: &'static str,
-        /// Its value (never a secret's).
-        value: String,
-        /// What is wrong with it.
-        reason: String,
-    },
-}
-
-/// The worker's configuration. Built by [`Settings::from_env`] in `main`, or
-/// by hand in tests (every field is public).
-#[derive(Clone)]
+/// Taskforge worker: consumes tasks.algo, runs the native `hello` routine in
+/// stages, and reports through the api's callback API.
+///
+/// Configuration comes from the environment variables named below (flags
+/// override them; a .env file in the working directory is read too).
+/// CALLBACK_TOKEN is required. Logs go to stderr; stdout carries only the
+/// routine's `hello world` lines.
+#[derive(Clone, Parser)]
+#[command(name = "algo-service", version, about, long_about)]
 pub struct Settings {
-    /// `AMQP_URL`; may carry a password, so `Debug` hides it.
+    /// RabbitMQ broker.
+    #[arg(long, env = "AMQP_URL", default_value = DEFAULT_AMQP_URL)]
     pub amqp_url: String,
-    /// `API_URL`, without a trailing slash.
+
+    /// Base URL of the api's callback endpoints.
+    #[arg(long, env = "API_URL", default_value = DEFAULT_API_URL, value_parser = http_url)]
     pub api_url: String,
-    /// `CALLBACK_TOKEN`; never logged.
+
+    /// Bearer token for the callback API (required, non-empty; the api's CALLBACK_TOKEN).
+    #[arg(long, env = "CALLBACK_TOKEN", hide_env_values = true, value_parser = clap::builder::NonEmptyStringValueParser::new())]
     pub callback_token: String,
-    /// `WORKER_NAME`; the api records it as the task's holder.
+
+    /// How this worker names itself in callbacks (default: `<hostname>-<pid>`).
+    #[arg(long, env = "WORKER_NAME", default_value_t = default_worker_name(), hide_default_value = true)]
     pub worker_name: String,
-    /// `WORKER_CONCURRENCY`: the prefetch, and so the number of tasks in flight.
+
+    /// Tasks in flight in this process, also the AMQP prefetch.
+    #[arg(long, env = "WORKER_CONCURRENCY", default_value_t = DEFAULT_CONCURRENCY, value_parser = clap::value_parser!(u16).range(1..))]
     pub worker_concurrency: u16,
-    /// `METRICS_BIND`; port 0 picks a free port ([`crate::Worker::metrics_addr`] tells which).
+
+    /// Address of /metrics and /healthz (port 0 picks a free one).
+    #[arg(long, env = "METRICS_BIND", default_value = DEFAULT_METRICS_BIND)]
     pub metrics_bind: SocketAddr,
-    /// `SHUTDOWN_GRACE_SECS`, counted from the shutdown signal.
+
+    /// Time (s) in-flight tasks get to finish after SIGTERM/SIGINT.
+    #[arg(long = "shutdown-grace-secs", env = "SHUTDOWN_GRACE_SECS", value_name = "SECS", default_value = "30", value_parser = clap::value_parser!(u64).map(Duration::from_secs))]
     pub shutdown_grace: Duration,
-    /// `CALLBACK_TIMEOUT_MS`: the timeout of one callback request (retries come on top).
+
+    /// Timeout (ms) of one callback request; retries come on top.
+    #[arg(long = "callback-timeout-ms", env = "CALLBACK_TIMEOUT_MS", value_name = "MS", default_value = "5000", value_parser = clap::value_parser!(u64).range(1..).map(Duration::from_millis))]
     pub callback_timeout: Duration,
-    /// `LOG_FORMAT`.
+
+    /// `text` for people, `json` for machines.
+    #[arg(long, env = "LOG_FORMAT", default_value = "text", ignore_case = true, value_parser = log_format())]
     pub log_format: LogFormat,
-    /// `RUST_LOG`.
+
+    /// Log filter, `RUST_LOG` syntax.
+    #[arg(long, env = "RUST_LOG", default_value = ::telemetry::DEFAULT_FILTER)]
     pub log_filter: String,
 }
 
@@ -122,102 +100,68 @@ impl fmt::Debug for Settings {
 }
 
 impl Settings {
-    /// Reads the process environment (after a `.env` file in the working
-    /// directory, if there is one; variables already set win).
+    /// Flags and the process environment (after a `.env` file in the working
+    /// directory, if there is one; variables already set win), or a clap
+    /// error to print (`--help` and `--version` are such "errors" too).
     ///
     /// # Errors
-    /// See [`Settings::from_lookup`].
-    pub fn from_env() -> Result<Self, ConfigError> {
+    /// A missing or empty `CALLBACK_TOKEN`, or a value that does not parse.
+    pub fn from_env() -> Result<Self, clap::Error> {
         // A missing .env is the normal case; a malformed one is ignored the same way
         // rather than stopping a worker whose real configuration is in its environment.
         let _ = dotenvy::dotenv();
-        Self::from_lookup(|name| std::env::var(name).ok())
+        let command = Self::command().mut_args(|arg| {
+            let blank = arg
+                .get_env()
+                .and_then(std::env::var_os)
+                .is_some_and(|v| v.to_string_lossy().trim().is_empty());
+            if blank {
+                arg.env(None)
+            } else {
+                arg
+            }
+        });
+        Self::from_arg_matches(&command.try_get_matches()?).map_err(finish_error)
     }
 
-    /// Builds settings from `lookup(name)`, applying the contract's defaults.
-    /// Empty values count as unset.
+    /// Settings from `lookup(name)` alone, never the process environment, with
+    /// the same defaults and checks as [`Settings::from_env`].
     ///
     /// # Errors
-    /// [`ConfigError::MissingCallbackToken`] without a non-empty
-    /// `CALLBACK_TOKEN`; [`ConfigError::Invalid`] for a value that does not parse.
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
-
-        let callback_token = get("CALLBACK_TOKEN").ok_or(ConfigError::MissingCallbackToken)?;
-        let amqp_url = get("AMQP_URL").unwrap_or_else(|| DEFAULT_AMQP_URL.to_owned());
-        let api_url = get("API_URL")
-            .unwrap_or_else(|| DEFAULT_API_URL.to_owned())
-            .trim_end_matches('/')
-            .to_owned();
-        if !(api_url.starts_with("http://") || api_url.starts_with("https://")) {
-            return Err(ConfigError::Invalid {
-                name: "API_URL",
-                value: api_url,
-                reason: "must be an http:// or https:// URL".to_owned(),
-            });
-        }
-        let worker_name = get("WORKER_NAME").unwrap_or_else(default_worker_name);
-        let worker_concurrency = parse_var(&get, "WORKER_CONCURRENCY", DEFAULT_CONCURRENCY)?;
-        if worker_concurrency == 0 {
-            return Err(ConfigError::Invalid {
-                name: "WORKER_CONCURRENCY",
-                value: "0".to_owned(),
-                reason: "must be at least 1".to_owned(),
-            });
-        }
-        let metrics_bind = parse_var(&get, "METRICS_BIND", default_metrics_bind())?;
-        let grace_secs = parse_var(&get, "SHUTDOWN_GRACE_SECS", DEFAULT_SHUTDOWN_GRACE_SECS)?;
-        let timeout_ms = parse_var(&get, "CALLBACK_TIMEOUT_MS", DEFAULT_CALLBACK_TIMEOUT_MS)?;
-        if timeout_ms == 0 {
-            return Err(ConfigError::Invalid {
-                name: "CALLBACK_TIMEOUT_MS",
-                value: "0".to_owned(),
-                reason: "must be at least 1".to_owned(),
-            });
-        }
-        let log_format = parse_var(&get, "LOG_FORMAT", LogFormat::Text)?;
-        let log_filter = get("RUST_LOG").unwrap_or_else(|| "info".to_owned());
-
-        Ok(Self {
-            amqp_url,
-            api_url,
-            callback_token,
-            worker_name,
-            worker_concurrency,
-            metrics_bind,
-            shutdown_grace: Duration::from_secs(grace_secs),
-            callback_timeout: Duration::from_millis(timeout_ms),
-            log_format,
-            log_filter,
-        })
+    /// As [`Settings::from_env`].
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, clap::Error> {
+        let mut argv: Vec<OsString> = vec!["algo-service".into()];
+        let command = Self::command().mut_args(|arg| {
+            let value = arg
+                .get_env()
+                .and_then(|name| name.to_str())
+                .and_then(&lookup)
+                .filter(|v| !v.trim().is_empty());
+            if let (Some(value), Some(long)) = (value, arg.get_long()) {
+                argv.push(format!("--{long}={value}").into());
+            }
+            arg.env(None)
+        });
+        Self::from_arg_matches(&command.try_get_matches_from(argv)?).map_err(finish_error)
     }
 }
 
-fn parse_var<T>(
-    get: &impl Fn(&str) -> Option<String>,
-    name: &'static str,
-    default: T,
-) -> Result<T, ConfigError>
-where
-    T: FromStr,
-    T::Err: fmt::Display,
-{
-    match get(name) {
-        None => Ok(default),
-        Some(value) => value
-            .trim()
-            .parse()
-            .map_err(|e: T::Err| ConfigError::Invalid {
-                name,
-                reason: e.to_string(),
-                value,
-            }),
+fn finish_error(e: clap::Error) -> clap::Error {
+    e.format(&mut Settings::command())
+}
+
+/// An `http://` or `https://` URL, without a trailing slash.
+fn http_url(value: &str) -> Result<String, String> {
+    let url = value.trim().trim_end_matches('/');
+    if url.starts_with("http://") || url.starts_with("https://") {
+        Ok(url.to_owned())
+    } else {
+        Err("must be an http:// or https:// URL".to_owned())
     }
 }
 
-/// [`DEFAULT_METRICS_BIND`] as an address.
-fn default_metrics_bind() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 9091))
+fn log_format() -> impl TypedValueParser<Value = LogFormat> {
+    PossibleValuesParser::new(LogFormat::NAMES).map(|name| name.parse().unwrap_or_default())
 }
 
 /// `<hostname>-<pid>`, the contract's default `WORKER_NAME`.
@@ -251,7 +195,7 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
-    fn settings(vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+    fn settings(vars: &[(&str, &str)]) -> Result<Settings, clap::Error> {
         let map: HashMap<String, String> = vars
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
@@ -269,6 +213,7 @@ mod tests {
         assert_eq!(s.shutdown_grace, Duration::from_secs(30));
         assert_eq!(s.log_format, LogFormat::Text);
         assert_eq!(s.log_filter, "info");
+        assert_eq!(s.callback_timeout, Duration::from_millis(5_000));
         assert!(
             s.worker_name.ends_with(&format!("-{}", std::process::id())),
             "default worker name is <hostname>-<pid>, got {}",
@@ -278,14 +223,11 @@ mod tests {
 
     #[test]
     fn a_missing_or_empty_token_is_refused() {
-        assert_eq!(
-            settings(&[]).unwrap_err(),
-            ConfigError::MissingCallbackToken
-        );
-        assert_eq!(
-            settings(&[("CALLBACK_TOKEN", "  ")]).unwrap_err(),
-            ConfigError::MissingCallbackToken
-        );
+        for vars in [&[][..], &[("CALLBACK_TOKEN", "  ")]] {
+            let err = settings(vars).unwrap_err();
+            assert_eq!(err.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+            assert!(err.to_string().contains("--callback-token"), "{err}");
+        }
     }
 
     #[test]
@@ -319,10 +261,33 @@ mod tests {
             ("LOG_FORMAT", "xml"),
             ("API_URL", "127.0.0.1:8080"),
         ] {
+            let flag = format!("--{}", name.to_ascii_lowercase().replace('_', "-"));
             match settings(&[("CALLBACK_TOKEN", "t"), (name, bad)]) {
-                Err(ConfigError::Invalid { name: n, .. }) => assert_eq!(n, name),
-                other => panic!("{name}={bad} must be refused, got {other:?}"),
+                Err(e) => assert!(e.to_string().contains(&flag), "{name}={bad}: {e}"),
+                Ok(s) => panic!("{name}={bad} must be refused, got {s:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn help_lists_every_variable() {
+        let help = Settings::command().render_long_help().to_string();
+        for name in [
+            "AMQP_URL",
+            "API_URL",
+            "CALLBACK_TOKEN",
+            "WORKER_NAME",
+            "WORKER_CONCURRENCY",
+            "METRICS_BIND",
+            "SHUTDOWN_GRACE_SECS",
+            "CALLBACK_TIMEOUT_MS",
+            "LOG_FORMAT",
+            "RUST_LOG",
+        ] {
+            assert!(
+                help.contains(&format!("[env: {name}")),
+                "{name} missing:\n{help}"
+            );
         }
     }
 

@@ -20,46 +20,19 @@ use lapin::{
     message::Delivery,
     options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions},
 };
-use task_model::{CallbackAnswer, TaskId, TaskMessage, TaskStatus, ALGORITHMS};
-use tokio_util::sync::CancellationToken;
+use task_model::{
+    topology::TASKS_QUEUE, CallbackAnswer, TaskId, TaskMessage, TaskStatus, ALGORITHMS,
+};
 use tracing::{field, Instrument};
 
+pub use crate::context::{Disposition, HandlerContext};
 use crate::{
-    callbacks::{Answer, ApiClient, Conflict},
-    metrics::Metrics,
-    registry::Registry,
+    callbacks::{Answer, Conflict},
     task_run,
 };
 
 /// Longest wait between two claims of a task whose lease another worker holds.
 pub const MAX_CLAIM_WAIT: Duration = Duration::from_secs(3);
-
-/// What happens to a delivery once its handling is over.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Disposition {
-    /// Done with it: the terminal state is recorded (by us or someone else).
-    Ack,
-    /// Nobody can run it: reject without requeue, so it dead-letters to `tasks.dead`.
-    Reject,
-    /// Not finished here: back to the queue for another worker (shutdown).
-    Requeue,
-}
-
-/// What every delivery handler shares.
-#[derive(Debug)]
-pub struct HandlerContext {
-    /// The callback client.
-    pub api: ApiClient,
-    /// Tasks running in this process.
-    pub registry: Registry,
-    /// The worker's metrics.
-    pub metrics: Metrics,
-    /// Fires on SIGTERM/SIGINT: held deliveries go back to the queue at once.
-    pub shutdown: CancellationToken,
-    /// Fires when the grace period is over: running tasks stop retrying
-    /// callbacks and go back to the queue.
-    pub abandon: CancellationToken,
-}
 
 /// Why a message is rejected without being run.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -105,6 +78,8 @@ pub async fn process_one(ctx: Arc<HandlerContext>, delivery: Delivery) {
     let span = tracing::info_span!(
         "task",
         task_id = field::Empty,
+        worker = ctx.api.worker(),
+        queue = TASKS_QUEUE,
         message_id = message_id.as_deref().unwrap_or(""),
         redelivered = delivery.redelivered,
     );
@@ -123,7 +98,7 @@ pub async fn handle(ctx: &HandlerContext, message_id: Option<&str>, body: &[u8])
     let msg = match parse_message(body) {
         Ok(msg) => msg,
         Err(e) => {
-            tracing::warn!(error.message = %e, "rejecting an unusable message; it dead-letters to tasks.dead");
+            tracing::warn!(error = %e, "rejecting an unusable message; it dead-letters to tasks.dead");
             return Disposition::Reject;
         }
     };
@@ -170,42 +145,9 @@ async fn claim(ctx: &HandlerContext, task_id: TaskId) -> Claim {
                 return Claim::Settle(Disposition::Requeue);
             }
         };
-        let wait = match answer {
-            Answer::Accepted(a) => return Claim::Run(a),
-            Answer::Conflict(Conflict::AlreadyFinished, a) => {
-                tracing::info!(status = %a.status, "task already finished; acking without running it");
-                return Claim::Settle(Disposition::Ack);
-            }
-            Answer::Conflict(_, a) if a.status.is_terminal() => {
-                tracing::info!(status = %a.status, "task already finished; acking without running it");
-                return Claim::Settle(Disposition::Ack);
-            }
-            Answer::Conflict(conflict, a) => {
-                let wait = claim_wait(a.lease_remaining_ms);
-                tracing::info!(
-                    ?conflict,
-                    holder = a.worker.as_deref().unwrap_or(""),
-                    lease_remaining_ms = a.lease_remaining_ms,
-                    retry_in_ms = wait.as_millis() as u64,
-                    "another worker holds the task; holding the delivery and claiming again later"
-                );
-                wait
-            }
-            Answer::NotFound(message) => {
-                tracing::warn!(
-                    api.message = %message,
-                    "the api does not know this task (unknown or expired); rejecting it to tasks.dead"
-                );
-                return Claim::Settle(Disposition::Reject);
-            }
-            Answer::Rejected(status, message) => {
-                tracing::error!(
-                    http.status = status.as_u16(),
-                    api.message = %message,
-                    "the api rejected the claim as malformed; rejecting the message to tasks.dead"
-                );
-                return Claim::Settle(Disposition::Reject);
-            }
+        let wait = match on_claim_answer(answer) {
+            Ok(claim) => return claim,
+            Err(wait) => wait,
         };
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
@@ -217,6 +159,46 @@ async fn claim(ctx: &HandlerContext, task_id: TaskId) -> Claim {
     }
 }
 
+/// What a claim's answer decides, or `Err(wait)` to claim again after `wait`
+/// because another worker's lease is live.
+fn on_claim_answer(answer: Answer) -> Result<Claim, Duration> {
+    match answer {
+        Answer::Accepted(a) => Ok(Claim::Run(a)),
+        Answer::Conflict(conflict, a)
+            if conflict == Conflict::AlreadyFinished || a.status.is_terminal() =>
+        {
+            tracing::info!(status = %a.status, "task already finished; acking without running it");
+            Ok(Claim::Settle(Disposition::Ack))
+        }
+        Answer::Conflict(conflict, a) => {
+            let wait = claim_wait(a.lease_remaining_ms);
+            tracing::info!(
+                ?conflict,
+                holder = a.worker.as_deref().unwrap_or(""),
+                lease_remaining_ms = a.lease_remaining_ms,
+                retry_in_ms = wait.as_millis() as u64,
+                "another worker holds the task; holding the delivery and claiming again later"
+            );
+            Err(wait)
+        }
+        Answer::NotFound(message) => {
+            tracing::warn!(
+                api.message = %message,
+                "the api does not know this task (unknown or expired); rejecting it to tasks.dead"
+            );
+            Ok(Claim::Settle(Disposition::Reject))
+        }
+        Answer::Rejected(status, message) => {
+            tracing::error!(
+                http.status = status.as_u16(),
+                api.message = %message,
+                "the api rejected the claim as malformed; rejecting the message to tasks.dead"
+            );
+            Ok(Claim::Settle(Disposition::Reject))
+        }
+    }
+}
+
 /// How long to hold a delivery before claiming again: until the other
 /// worker's lease runs out, at most [`MAX_CLAIM_WAIT`], at least 50 ms, plus
 /// up to 250 ms of jitter so competing workers do not claim in lockstep.
@@ -224,7 +206,7 @@ pub fn claim_wait(lease_remaining_ms: u64) -> Duration {
     let base = Duration::from_millis(lease_remaining_ms)
         .min(MAX_CLAIM_WAIT)
         .max(Duration::from_millis(50));
-    base + Duration::from_millis(250).mul_f64(crate::random_fraction())
+    base + Duration::from_millis(250).mul_f64(crate::backoff::random_fraction())
 }
 
 /// Applies `disposition` to the delivery. A failure means the channel it came
@@ -258,7 +240,7 @@ async fn settle(delivery: &Delivery, disposition: Disposition) {
         ),
         Err(e) => tracing::warn!(
             ?disposition,
-            error.message = %e,
+            error = %e,
             "could not settle the delivery; the broker redelivers it and the next claim sees the recorded state"
         ),
     }

@@ -1,44 +1,21 @@
-//! `algo-service`: telemetry → config → run. See the library for the parts.
+//! `algo-service`: config → telemetry → run. See the library for the parts.
 
 use std::{process::ExitCode, time::Duration};
 
-use algo_service::{config::ENV_HELP, shutdown, telemetry, Settings};
-use clap::Parser;
+use algo_service::{shutdown, telemetry, Settings};
+use tokio::runtime::Runtime;
 use tokio_util::sync::CancellationToken;
 
-/// The Taskforge worker: consumes tasks.algo, runs the native `hello`
-/// routine in stages, and reports through the api's callback API.
-#[derive(Debug, Parser)]
-#[command(name = "algo-service", version, after_long_help = ENV_HELP, after_help = ENV_HELP)]
-struct Cli {}
-
 fn main() -> ExitCode {
-    Cli::parse();
-    let settings = match Settings::from_env() {
-        Ok(settings) => settings,
-        Err(e) => {
-            eprintln!("algo-service: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let subscriber =
-        telemetry::get_subscriber(settings.log_format, &settings.log_filter, std::io::stderr);
-    if let Err(e) = telemetry::init_subscriber(subscriber) {
-        eprintln!("algo-service: {e:#}");
+    let settings = Settings::from_env().unwrap_or_else(|e| e.exit());
+    if let Err(e) = telemetry::init(settings.log_format, &settings.log_filter, std::io::stderr) {
+        eprintln!("algo-service: {e}");
         return ExitCode::FAILURE;
     }
-
-    // Stages block a thread each (C sleeps), so the blocking pool must hold a
-    // full prefetch of them, plus headroom for DNS and the like.
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("algo-service")
-        .max_blocking_threads(usize::from(settings.worker_concurrency) + 16)
-        .build()
-    {
+    let runtime = match runtime(&settings) {
         Ok(runtime) => runtime,
         Err(e) => {
-            tracing::error!(error.message = %e, "cannot start the async runtime");
+            tracing::error!(error = %e, "cannot start the async runtime");
             return ExitCode::FAILURE;
         }
     };
@@ -52,8 +29,18 @@ fn main() -> ExitCode {
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error.message = %e, error.cause_chain = ?e, "algo-service failed");
+            tracing::error!(error = format!("{e:#}"), "algo-service failed");
             ExitCode::FAILURE
         }
     }
+}
+
+/// Stages block a thread each (C sleeps), so the blocking pool must hold a
+/// full prefetch of them, plus headroom for DNS and the like.
+fn runtime(settings: &Settings) -> std::io::Result<Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("algo-service")
+        .max_blocking_threads(usize::from(settings.worker_concurrency) + 16)
+        .build()
 }

@@ -145,28 +145,9 @@ impl Registry {
     /// same task in this process to end. Returns `None` if `stop` fires first.
     pub async fn acquire(&self, task_id: TaskId, stop: &CancellationToken) -> Option<RunGuard> {
         loop {
-            let mut waiting = {
-                let mut map = self.lock();
-                match map.get(&task_id) {
-                    Some(entry) => entry.done.clone(),
-                    None => {
-                        let flag = StopFlag::new();
-                        let (tx, rx) = watch::channel(());
-                        map.insert(
-                            task_id,
-                            Entry {
-                                flag: flag.clone(),
-                                done: rx,
-                            },
-                        );
-                        return Some(RunGuard {
-                            registry: self.clone(),
-                            task_id,
-                            flag,
-                            _done: tx,
-                        });
-                    }
-                }
+            let mut waiting = match self.try_acquire(task_id) {
+                Ok(guard) => return Some(guard),
+                Err(running) => running,
             };
             tracing::info!("this task is already running in this process; holding the delivery until that run ends");
             tokio::select! {
@@ -175,6 +156,30 @@ impl Registry {
                 () = stop.cancelled() => return None,
             }
         }
+    }
+
+    /// Registers `task_id` unless it runs here already; then `Err` with the
+    /// running copy's end signal.
+    fn try_acquire(&self, task_id: TaskId) -> Result<RunGuard, watch::Receiver<()>> {
+        let mut map = self.lock();
+        if let Some(entry) = map.get(&task_id) {
+            return Err(entry.done.clone());
+        }
+        let flag = StopFlag::new();
+        let (tx, rx) = watch::channel(());
+        map.insert(
+            task_id,
+            Entry {
+                flag: flag.clone(),
+                done: rx,
+            },
+        );
+        Ok(RunGuard {
+            registry: self.clone(),
+            task_id,
+            flag,
+            _done: tx,
+        })
     }
 
     /// Raises the flag of `task_id` if it runs here. Returns whether it does.

@@ -27,7 +27,7 @@ pub const SETTLE_AFTER_GRACE: Duration = Duration::from_secs(10);
 pub async fn on_signal(token: CancellationToken) {
     let ctrl_c = async {
         if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!(error.message = %e, "cannot listen for SIGINT");
+            tracing::error!(error = %e, "cannot listen for SIGINT");
             std::future::pending::<()>().await;
         }
     };
@@ -38,7 +38,7 @@ pub async fn on_signal(token: CancellationToken) {
                 sig.recv().await;
             }
             Err(e) => {
-                tracing::error!(error.message = %e, "cannot listen for SIGTERM");
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
                 std::future::pending::<()>().await;
             }
         }

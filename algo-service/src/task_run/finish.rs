@@ -1,0 +1,192 @@
+//! How a run ended, and the terminal report that follows.
+
+use task_model::{TaskMessage, TaskStatus};
+
+use super::reporter::Verdict;
+use crate::{
+    callbacks::{Answer, Conflict},
+    context::{Disposition, HandlerContext},
+    registry::StopReason,
+};
+
+/// How the run ended, and so what to report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ending {
+    /// Report `COMPLETED`.
+    Completed,
+    /// Report `CANCELLED`.
+    Cancelled,
+    /// Report `TIMED_OUT`.
+    TimedOut,
+    /// Report `FAILED` with this error.
+    Failed(String),
+    /// Report nothing; settle the delivery this way.
+    Silent(Disposition),
+}
+
+/// Decides how a run ended from what the stage loop, the flag and the reporter saw.
+pub fn ending(
+    stage: u32,
+    stages: u32,
+    reason: Option<StopReason>,
+    failure: Option<String>,
+    verdict: Verdict,
+) -> Ending {
+    match verdict {
+        Verdict::Lost => return Ending::Silent(Disposition::Ack),
+        Verdict::Gone => return Ending::Silent(Disposition::Reject),
+        Verdict::Abandoned | Verdict::Lapsed => return Ending::Silent(Disposition::Requeue),
+        Verdict::Held => {}
+    }
+    match reason {
+        Some(StopReason::Shutdown) => return Ending::Silent(Disposition::Requeue),
+        Some(StopReason::LostLease) => return Ending::Silent(Disposition::Ack),
+        _ => {}
+    }
+    if let Some(error) = failure {
+        return Ending::Failed(error);
+    }
+    if stage >= stages {
+        // Every stage ran: a cancel or deadline that came too late loses the race.
+        return Ending::Completed;
+    }
+    match reason {
+        Some(StopReason::Cancel) => Ending::Cancelled,
+        Some(StopReason::Deadline) => Ending::TimedOut,
+        _ => Ending::Failed("the stage was interrupted without a reason".to_owned()),
+    }
+}
+
+/// Reports the terminal state (retrying until recorded or abandoned) and
+/// says how to settle the delivery.
+pub(crate) async fn finish(
+    ctx: &HandlerContext,
+    msg: &TaskMessage,
+    stage: u32,
+    end: Ending,
+) -> Disposition {
+    let (status, result, error) = match end {
+        Ending::Silent(disposition) => return disposition,
+        Ending::Completed => (
+            TaskStatus::Completed,
+            Some(serde_json::json!({"stages": msg.stages, "output": "hello world"})),
+            None,
+        ),
+        Ending::Cancelled => (TaskStatus::Cancelled, None, None),
+        Ending::TimedOut => (TaskStatus::TimedOut, None, Some(timed_out(msg, stage))),
+        Ending::Failed(error) => (TaskStatus::Failed, None, Some(error)),
+    };
+    let answer = ctx
+        .api
+        .report_status(msg.task_id, status, result, error, &ctx.abandon)
+        .await;
+    match answer {
+        Ok(answer) => settle_after_report(ctx, status, answer),
+        Err(_abandoned) => {
+            tracing::warn!(%status, "shutting down before the terminal state was recorded; requeueing");
+            Disposition::Requeue
+        }
+    }
+}
+
+fn timed_out(msg: &TaskMessage, stage: u32) -> String {
+    format!(
+        "the deadline ({} s after the first claim) passed after {stage} of {} stages",
+        msg.timeout_secs, msg.stages
+    )
+}
+
+/// How to settle the delivery once the api answered the terminal report.
+fn settle_after_report(ctx: &HandlerContext, status: TaskStatus, answer: Answer) -> Disposition {
+    match answer {
+        Answer::Accepted(_) => {
+            ctx.metrics
+                .tasks_finished
+                .with_label_values(&[status.as_str()])
+                .inc();
+            tracing::info!(%status, "terminal state recorded");
+            Disposition::Ack
+        }
+        Answer::Conflict(Conflict::AlreadyFinished | Conflict::NotHolder, a) => {
+            tracing::info!(reported = %status, current = %a.status, "the task was already finished or taken over; acking");
+            Disposition::Ack
+        }
+        Answer::Conflict(conflict, a) if a.status.is_terminal() => {
+            tracing::info!(?conflict, reported = %status, current = %a.status, "the task is already finished; acking");
+            Disposition::Ack
+        }
+        Answer::Conflict(conflict, a) => {
+            tracing::warn!(?conflict, reported = %status, current = %a.status, "the api refused the terminal state; requeueing so a fresh claim sorts it out");
+            Disposition::Requeue
+        }
+        Answer::NotFound(message) => {
+            tracing::warn!(api.message = %message, "the api no longer knows this task; rejecting it to tasks.dead");
+            Disposition::Reject
+        }
+        Answer::Rejected(code, message) => {
+            tracing::error!(http.status = code.as_u16(), api.message = %message, %status, "the api rejected the terminal report as malformed; rejecting the message to tasks.dead");
+            Disposition::Reject
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endings_follow_the_flag_the_stages_and_the_reporter() {
+        use Disposition::*;
+        use StopReason::*;
+        let held = Verdict::Held;
+        let cases = [
+            (3, 3, None, None, held, Ending::Completed),
+            (3, 3, Some(Cancel), None, held, Ending::Completed),
+            (3, 3, Some(Deadline), None, held, Ending::Completed),
+            (1, 3, Some(Cancel), None, held, Ending::Cancelled),
+            (1, 3, Some(Deadline), None, held, Ending::TimedOut),
+            (1, 3, Some(Shutdown), None, held, Ending::Silent(Requeue)),
+            (3, 3, Some(Shutdown), None, held, Ending::Silent(Requeue)),
+            (1, 3, Some(LostLease), None, held, Ending::Silent(Ack)),
+            (
+                1,
+                3,
+                Some(LostLease),
+                None,
+                Verdict::Lost,
+                Ending::Silent(Ack),
+            ),
+            (
+                1,
+                3,
+                Some(LostLease),
+                None,
+                Verdict::Gone,
+                Ending::Silent(Reject),
+            ),
+            (
+                1,
+                3,
+                Some(Cancel),
+                None,
+                Verdict::Abandoned,
+                Ending::Silent(Requeue),
+            ),
+            (
+                1,
+                3,
+                None,
+                Some("io".to_owned()),
+                held,
+                Ending::Failed("io".to_owned()),
+            ),
+        ];
+        for (stage, stages, reason, failure, verdict, want) in cases {
+            assert_eq!(
+                ending(stage, stages, reason, failure.clone(), verdict),
+                want,
+                "stage {stage}/{stages}, {reason:?}, {failure:?}, {verdict:?}"
+            );
+        }
+    }
+}

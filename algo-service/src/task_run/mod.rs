@@ -1,0 +1,181 @@
+//! Running a claimed task: its stages, its deadline, its progress and lease
+//! heartbeats, and the terminal report.
+//!
+//! Each stage is one call of [`native::run_stage`] on a blocking thread (never
+//! on the runtime's threads), watching the task's [`StopFlag`]: [`ffi`] is the
+//! FFI boundary. Alongside,
+//! a per-task *reporter* sends one progress callback per completed stage, in
+//! order, and a heartbeat (progress with the current stage) whenever
+//! `lease_ms / 3` passed without one, so the lease stays alive through long
+//! stages. Slow or failing progress calls never hold up the next stage; the
+//! terminal report waits until the reporter has sent everything, so the last
+//! stage's progress always lands before the terminal state.
+//!
+//! If renewals keep failing until the lease may have run out ([`reporter::Lease`]),
+//! another worker may already be taking the task over, so the run stops and
+//! the delivery goes back to the queue: a task never runs on two workers at
+//! once, even when this worker is cut off from the api. Whoever claims it
+//! next resumes at the recorded stage, with the original deadline.
+
+//!
+//! - [`ffi`]: one stage through the native routine, on a blocking thread.
+//! - [`reporter`]: progress callbacks, lease heartbeats, [`reporter::Lease`].
+//! - [`finish`]: how the run ended ([`finish::Ending`]) and the terminal report.
+
+pub mod ffi;
+pub mod finish;
+pub mod reporter;
+
+use std::time::Duration;
+
+use native::StageOutcome;
+use task_model::{CallbackAnswer, TaskMessage, TaskStatus};
+use tokio::{sync::mpsc, time::Instant};
+use tracing::Instrument;
+
+pub use self::{
+    finish::{ending, Ending},
+    reporter::{heartbeat_period, Lease, Verdict, DEFAULT_LEASE, MIN_HEARTBEAT},
+};
+use crate::{
+    context::{Disposition, HandlerContext},
+    registry::{StopFlag, StopReason},
+};
+
+/// When the task must be over, from the claim's `deadline_in_ms` (which the api
+/// computes from `started_at`, so a takeover does not restart it). Without
+/// one, `timeout_secs` from now.
+pub fn deadline(now: Instant, deadline_in_ms: Option<i64>, timeout_secs: u64) -> Instant {
+    match deadline_in_ms {
+        Some(ms) => now + Duration::from_millis(ms.max(0).unsigned_abs()),
+        None => now + Duration::from_secs(timeout_secs),
+    }
+}
+
+/// Runs the claimed task from `claim.stage` on, reports its terminal state,
+/// and says how to settle the delivery.
+pub async fn run(
+    ctx: &HandlerContext,
+    msg: &TaskMessage,
+    claim: CallbackAnswer,
+    flag: &StopFlag,
+) -> Disposition {
+    let start = claim.stage.min(msg.stages);
+    let deadline = deadline(Instant::now(), claim.deadline_in_ms, msg.timeout_secs);
+    raise_from_claim(&claim, flag);
+    tracing::info!(
+        stage = start,
+        stages = msg.stages,
+        stage_ms = msg.stage_ms,
+        deadline_in_ms = claim.deadline_in_ms,
+        lease_ms = claim.lease_ms,
+        resumed = claim.stage > 0,
+        "claimed"
+    );
+
+    let (progress, progress_rx) = mpsc::unbounded_channel();
+    let lease = Lease::from_answer(Instant::now(), claim.lease_ms, claim.lease_remaining_ms);
+    let reporter = tokio::spawn(
+        reporter::reporter(
+            reporter::Reporting {
+                api: ctx.api.clone(),
+                task_id: msg.task_id,
+                stages: msg.stages,
+                flag: flag.clone(),
+                stop: ctx.abandon.clone(),
+            },
+            start,
+            progress_rx,
+            lease,
+        )
+        .in_current_span(),
+    );
+    let (stage, failure) = run_stages(ctx, msg, start, flag, deadline, &progress).await;
+    drop(progress);
+    let verdict = reporter.await.unwrap_or_else(|e| {
+        tracing::error!(error = %e, "the progress reporter crashed");
+        Verdict::Held
+    });
+
+    let reason = flag.reason();
+    let end = ending(stage, msg.stages, reason, failure, verdict);
+    tracing::info!(stage, stages = msg.stages, ?reason, ?verdict, ending = ?end, "run over");
+    finish::finish(ctx, msg, stage, end).await
+}
+
+/// A claim that already asks for a cancel, or whose deadline passed, stops
+/// the run before its first stage.
+fn raise_from_claim(claim: &CallbackAnswer, flag: &StopFlag) {
+    if claim.cancel_requested || claim.status == TaskStatus::Cancelling {
+        flag.raise(StopReason::Cancel);
+    }
+    if claim.deadline_in_ms.is_some_and(|ms| ms <= 0) {
+        flag.raise(StopReason::Deadline);
+    }
+}
+
+/// Runs stages from `stage` until all ran, the flag is raised, or one fails;
+/// each completed stage goes to the reporter. Returns the stages done and the
+/// failure, if any.
+async fn run_stages(
+    ctx: &HandlerContext,
+    msg: &TaskMessage,
+    mut stage: u32,
+    flag: &StopFlag,
+    deadline: Instant,
+    progress: &mpsc::UnboundedSender<u32>,
+) -> (u32, Option<String>) {
+    while stage < msg.stages {
+        if Instant::now() >= deadline {
+            flag.raise(StopReason::Deadline);
+        }
+        if flag.reason().is_some() {
+            break;
+        }
+        let started = Instant::now();
+        let outcome = ffi::run_stage(msg.stage_ms, flag, deadline).await;
+        let label = match &outcome {
+            Ok(StageOutcome::Completed) => "completed",
+            Ok(StageOutcome::Interrupted) => "interrupted",
+            Err(_) => "error",
+        };
+        ctx.metrics.ffi_calls.with_label_values(&[label]).inc();
+        match outcome {
+            Ok(StageOutcome::Completed) => {
+                ctx.metrics
+                    .stage_duration
+                    .observe(started.elapsed().as_secs_f64());
+                stage += 1;
+                tracing::debug!(stage, stages = msg.stages, "stage completed");
+                // A closed channel means the reporter stopped (lost task); the flag says so.
+                let _ = progress.send(stage);
+            }
+            Ok(StageOutcome::Interrupted) => break,
+            Err(error) => {
+                tracing::error!(error = %error, stage, "the native stage failed");
+                return (stage, Some(error));
+            }
+        }
+    }
+    (stage, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_deadline_comes_from_the_claim_not_from_the_message() {
+        let now = Instant::now();
+        assert_eq!(
+            deadline(now, Some(1_500), 50),
+            now + Duration::from_millis(1_500)
+        );
+        assert_eq!(
+            deadline(now, Some(-20), 50),
+            now,
+            "a passed deadline is now"
+        );
+        assert_eq!(deadline(now, None, 50), now + Duration::from_secs(50));
+    }
+}
