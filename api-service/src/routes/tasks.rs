@@ -24,11 +24,10 @@ pub fn parse_id(raw: &str) -> Result<TaskId, ApiError> {
 
 /// Reads a task, or 404.
 pub(crate) async fn load_task(state: &AppState, id: TaskId) -> Result<TaskView, ApiError> {
-    let fields = state.store.load(&id).await?;
-    if fields.is_empty() {
-        return Err(ApiError::NotFound(id.to_string()));
+    match state.store.load(&id).await? {
+        Some(task) => Ok(task.view),
+        None => Err(ApiError::NotFound(id.to_string())),
     }
-    Ok(crate::store::parse_task(id, fields)?)
 }
 
 fn is_json_content_type(req: &HttpRequest) -> bool {
@@ -143,16 +142,7 @@ pub async fn create_task(
                 return Err(e.into());
             }
         }
-        let message = TaskMessage {
-            task_id: id,
-            algorithm: task.algorithm.clone(),
-            stages: task.stages,
-            stage_ms: task.stage_ms,
-            timeout_secs: task.timeout_secs,
-            priority: task.priority,
-            input: task.input.clone(),
-        };
-        if let Err(e) = state.publisher.publish_task(&message).await {
+        if let Err(e) = state.publisher.publish_task(&TaskMessage::new(id, &task)).await {
             tracing::error!(task_id = %id, error = %e, "publish failed; discarding the task");
             if let Err(d) = state.store.discard(&id, outcome.snapshot.now_ms).await {
                 tracing::error!(task_id = %id, error = %d, "could not discard an unpublished task");
@@ -209,12 +199,10 @@ async fn replay(
                 task_id,
                 same_body: true,
             } => {
-                let fields = state.store.load(&task_id).await?;
-                if !fields.is_empty() {
-                    let task = crate::store::parse_task(task_id, fields)?;
+                if let Some(task) = state.store.load(&task_id).await? {
                     return Ok(Some(
                         HttpResponse::Ok()
-                            .json(json!({ "task_id": task_id, "status": task.status })),
+                            .json(json!({ "task_id": task_id, "status": task.view.status })),
                     ));
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
