@@ -18,7 +18,7 @@ use std::{sync::Arc, time::Duration};
 use task_model::{TaskMessage, TaskStatus};
 use tokio_util::sync::CancellationToken;
 
-use crate::{startup::AppState, store::StoreError};
+use crate::{state::AppState, store::StoreError};
 
 /// Ids looked at per sweep.
 const BATCH: usize = 100;

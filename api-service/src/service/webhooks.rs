@@ -10,7 +10,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use task_model::TaskId;
 
-use crate::{error::ApiError, startup::AppState, store::WebhookState};
+use crate::{error::ApiError, state::AppState, store::WebhookState};
 
 /// Attempts before a delivery is marked failed.
 pub const MAX_ATTEMPTS: u32 = 6;
