@@ -76,7 +76,7 @@ impl Store {
     /// Tasks newest first, after the index member `after`, optionally only one status.
     ///
     /// With a status filter a page may hold fewer than `limit` tasks and still
-    /// have a next cursor: one request reads at most [`MAX_SCAN`] index entries.
+    /// have a next cursor: one request reads at most `MAX_SCAN` (5,000) index entries.
     pub async fn list(
         &self,
         status: Option<TaskStatus>,

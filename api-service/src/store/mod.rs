@@ -156,7 +156,7 @@ impl Store {
 
     /// Ids of tasks being created whose message is not confirmed yet, scored
     /// by when that started (ms, the api's clock): the outbox that
-    /// [`crate::republish`] sweeps.
+    /// [`crate::service::republish`] sweeps.
     fn unpublished_key(&self) -> String {
         format!("{}tasks:unpublished", self.prefix)
     }
@@ -208,7 +208,7 @@ impl Store {
     /// First of all the id goes into the outbox of unpublished tasks, which
     /// it leaves once its message is confirmed ([`Store::mark_published`]) or
     /// the task is discarded: an api that dies between storing a task and
-    /// publishing it leaves the id there, and [`crate::republish`] publishes
+    /// publishing it leaves the id there, and [`crate::service::republish`] publishes
     /// the task instead of leaving it QUEUED forever.
     pub async fn create(&self, id: &TaskId, task: &NewTask) -> Result<Outcome, StoreError> {
         // One pooled connection for the whole create.
