@@ -10,11 +10,10 @@ use crate::{
     error::{ApiError, ErrorBody},
     service::{
         self,
-        create::Idempotency,
+        create::{is_valid_key, Idempotency},
         query::{Feed, ListRequest},
     },
     state::AppState,
-    store::IdempotencyKey,
 };
 
 /// Parses an id in a path, or 400.
@@ -64,7 +63,7 @@ fn idempotency_key(req: &HttpRequest) -> Result<Option<&str>, ApiError> {
     };
     raw.to_str()
         .ok()
-        .filter(|k| IdempotencyKey::is_valid(k))
+        .filter(|k| is_valid_key(k))
         .map(Some)
         .ok_or_else(|| {
             ApiError::bad_request(

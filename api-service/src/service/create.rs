@@ -19,8 +19,14 @@ use crate::{
 pub struct Idempotency<'a> {
     /// The caller's scope (which API key), so callers cannot collide.
     pub scope: &'a str,
-    /// The header's value, already checked with [`IdempotencyKey::is_valid`].
+    /// The header's value, already checked with [`is_valid_key`].
     pub key: &'a str,
+}
+
+/// Whether an `Idempotency-Key` header value is acceptable: 1 to 200
+/// visible ASCII characters.
+pub fn is_valid_key(value: &str) -> bool {
+    IdempotencyKey::is_valid(value)
 }
 
 /// What a create did.
