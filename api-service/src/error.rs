@@ -11,7 +11,7 @@ use actix_web::{
     middleware::ErrorHandlerResponse,
     HttpResponse, ResponseError,
 };
-use serde_json::{json, Map, Value};
+use serde::Serialize;
 use task_model::TaskStatus;
 
 /// An error answer.
@@ -26,12 +26,12 @@ pub enum ApiError {
     /// 404.
     #[error("no task with id {0} (unknown or expired)")]
     NotFound(String),
-    /// 409 with extra fields (e.g. the task's current status).
+    /// 409, with the task's current status where it explains the conflict.
     #[error("{message}")]
     Conflict {
         code: &'static str,
         message: String,
-        extra: Map<String, Value>,
+        status: Option<TaskStatus>,
     },
     /// 415.
     #[error("{0}")]
@@ -74,12 +74,10 @@ impl ApiError {
 
     /// 409 `already_finished` with the task's current status.
     pub fn already_finished(status: Option<TaskStatus>) -> Self {
-        let mut extra = Map::new();
-        extra.insert("status".into(), json!(status));
         ApiError::Conflict {
             code: "already_finished",
             message: "the task has already finished".into(),
-            extra,
+            status,
         }
     }
 
@@ -112,9 +110,25 @@ impl From<crate::store::StoreError> for ApiError {
     }
 }
 
-/// The JSON body of every error.
-pub fn error_body(code: &str, message: &str) -> Value {
-    json!({ "error": code, "message": message })
+/// The JSON body of every error answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// A snake_case code, e.g. `validation`, `not_found`, `already_finished`.
+    pub error: String,
+    /// For a person.
+    pub message: String,
+    /// With `already_finished`: the task's current status.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<TaskStatus>,
+}
+
+/// An error body without a status.
+pub fn error_body(code: &str, message: &str) -> ErrorBody {
+    ErrorBody {
+        error: code.to_owned(),
+        message: message.to_owned(),
+        status: None,
+    }
 }
 
 impl ResponseError for ApiError {
@@ -134,11 +148,11 @@ impl ResponseError for ApiError {
         // Server-side failures are logged here, once, with the request's span
         // (and so its task id); the client gets an opaque message.
         if self.status_code().is_server_error() {
-            tracing::error!(error.cause_chain = ?self, "request failed: {self}");
+            tracing::error!(error = ?self, "request failed: {self}");
         }
         let mut body = error_body(self.code(), &self.public_message());
-        if let (ApiError::Conflict { extra, .. }, Value::Object(map)) = (self, &mut body) {
-            map.extend(extra.clone());
+        if let ApiError::Conflict { status, .. } = self {
+            body.status = *status;
         }
         let mut res = HttpResponse::build(self.status_code());
         match self {

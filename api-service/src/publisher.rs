@@ -83,55 +83,69 @@ impl Publisher {
     async fn supervise(self, url: String, stop: CancellationToken) {
         let mut delay = Duration::from_millis(100);
         loop {
-            match connect(&url).await {
+            let stopped = match connect(&url).await {
                 Ok(link) => {
-                    tracing::info!("connected to rabbitmq");
                     delay = Duration::from_millis(100);
-                    *self.link.write().await = Some(link);
-                    self.connected.send_replace(true);
-                    // Wait until a publish finds the link broken, or a periodic check does.
-                    loop {
-                        tokio::select! {
-                            _ = stop.cancelled() => {
-                                if let Some(link) = self.link.write().await.take() {
-                                    let _ = link.channel.close(200, "api shutting down".into()).await;
-                                    let _ = link.connection.close(200, "api shutting down".into()).await;
-                                }
-                                return;
-                            }
-                            _ = self.broken.notified() => {}
-                            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                        }
-                        let hung = self.hung.swap(false, std::sync::atomic::Ordering::AcqRel);
-                        if hung {
-                            tracing::warn!(
-                                "rabbitmq did not confirm in time; replacing the connection"
-                            );
-                        }
-                        if hung || !self.is_connected().await {
-                            break;
-                        }
-                    }
-                    tracing::warn!("lost the rabbitmq connection; reconnecting");
-                    self.connected.send_replace(false);
-                    if let Some(old) = self.link.write().await.take() {
-                        // A hung broker's connection is still open: close it
-                        // (in the background, bounded) rather than leak it.
-                        tokio::spawn(async move {
-                            let closing = old.connection.close(200, "replaced".into());
-                            let _ = tokio::time::timeout(Duration::from_secs(30), closing).await;
-                        });
-                    }
+                    self.hold(link, &stop).await
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "cannot connect to rabbitmq");
+                    false
                 }
+            };
+            if stopped {
+                return;
             }
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(delay) => {}
             }
             delay = (delay * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// Publishes over `link` until it breaks (`false`) or `stop` (`true`,
+    /// after closing it).
+    async fn hold(&self, link: Link, stop: &CancellationToken) -> bool {
+        tracing::info!("connected to rabbitmq");
+        *self.link.write().await = Some(link);
+        self.connected.send_replace(true);
+        if self.until_broken(stop).await {
+            if let Some(link) = self.link.write().await.take() {
+                let _ = link.channel.close(200, "api shutting down".into()).await;
+                let _ = link.connection.close(200, "api shutting down".into()).await;
+            }
+            return true;
+        }
+        tracing::warn!("lost the rabbitmq connection; reconnecting");
+        self.connected.send_replace(false);
+        if let Some(old) = self.link.write().await.take() {
+            // A hung broker's connection is still open: close it (in the
+            // background, bounded) rather than leak it.
+            tokio::spawn(async move {
+                let closing = old.connection.close(200, "replaced".into());
+                let _ = tokio::time::timeout(Duration::from_secs(30), closing).await;
+            });
+        }
+        false
+    }
+
+    /// Waits until a publish finds the link broken or hung, or a periodic
+    /// check does (`false`), or `stop` (`true`).
+    async fn until_broken(&self, stop: &CancellationToken) -> bool {
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return true,
+                _ = self.broken.notified() => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+            let hung = self.hung.swap(false, std::sync::atomic::Ordering::AcqRel);
+            if hung {
+                tracing::warn!("rabbitmq did not confirm in time; replacing the connection");
+            }
+            if hung || !self.is_connected().await {
+                return false;
+            }
         }
     }
 

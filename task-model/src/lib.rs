@@ -9,8 +9,10 @@
 //! # Layout
 //! - [`id`]: [`TaskId`], parsed strictly (canonical hyphenated UUID).
 //! - [`status`]: [`TaskStatus`] and the state machine's rules.
-//! - [`task`]: [`TaskView`], the GET representation, and [`NewTask`] validation.
-//! - [`messages`]: the queue envelope, cancel broadcasts and callback bodies.
+//! - [`task`]: [`TaskView`], the GET representation, the other answers
+//!   ([`TaskRef`], [`TaskPage`]), and [`NewTask`] validation.
+//! - [`messages`]: the queue envelope (built from a [`NewTask`] or a [`TaskView`]),
+//!   cancel broadcasts and callback bodies.
 //! - [`topology`]: exchange, queue and routing-key names.
 #![warn(missing_docs)]
 
@@ -24,6 +26,6 @@ pub use id::{TaskId, TaskIdError};
 pub use messages::{CallbackAnswer, ControlMessage, ProgressReport, StatusReport, TaskMessage};
 pub use status::{TaskStatus, UnknownStatus};
 pub use task::{
-    progress_percent, CreateTaskRequest, EventView, NewTask, TaskDefaults, TaskView,
-    ValidationError, WebhookView, ALGORITHMS,
+    progress_percent, CreateTaskRequest, EventView, NewTask, TaskDefaults, TaskPage, TaskRef,
+    TaskView, ValidationError, WebhookView, ALGORITHMS,
 };

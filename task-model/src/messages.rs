@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::{TaskId, TaskStatus};
+use crate::{NewTask, TaskId, TaskStatus, TaskView};
 
 /// Body of a message on `tasks.algo` (JSON). The AMQP `message_id` is the task id
 /// and the AMQP priority is [`TaskMessage::priority`].
@@ -29,6 +29,36 @@ pub struct TaskMessage {
     /// The user's input.
     #[serde(default)]
     pub input: serde_json::Value,
+}
+
+impl TaskMessage {
+    /// The message of a task just created as `task_id`.
+    pub fn new(task_id: TaskId, task: &NewTask) -> Self {
+        Self {
+            task_id,
+            algorithm: task.algorithm.clone(),
+            stages: task.stages,
+            stage_ms: task.stage_ms,
+            timeout_secs: task.timeout_secs,
+            priority: task.priority,
+            input: task.input.clone(),
+        }
+    }
+}
+
+/// The message of a stored task (to publish it again).
+impl From<&TaskView> for TaskMessage {
+    fn from(task: &TaskView) -> Self {
+        Self {
+            task_id: task.task_id,
+            algorithm: task.algorithm.clone(),
+            stages: task.stages,
+            stage_ms: task.stage_ms,
+            timeout_secs: task.timeout_secs,
+            priority: task.priority,
+            input: task.input.clone(),
+        }
+    }
 }
 
 /// A broadcast on the `tasks.control` fanout; every worker sees every one.
@@ -111,6 +141,42 @@ pub struct CallbackAnswer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stored_task_and_its_create_request_give_the_same_message() {
+        let req = crate::CreateTaskRequest {
+            stages: Some(3),
+            priority: Some(7),
+            input: Some(serde_json::json!({"n": 1})),
+            ..Default::default()
+        };
+        let task = NewTask::parse(req, crate::TaskDefaults::default()).unwrap();
+        let id = TaskId::new();
+        let now = chrono::Utc::now();
+        let view = TaskView {
+            task_id: id,
+            status: TaskStatus::Queued,
+            algorithm: task.algorithm.clone(),
+            progress: 0,
+            stage: 0,
+            stages: task.stages,
+            stage_ms: task.stage_ms,
+            timeout_secs: task.timeout_secs,
+            priority: task.priority,
+            input: task.input.clone(),
+            created_at: now,
+            started_at: None,
+            finished_at: None,
+            updated_at: now,
+            worker: None,
+            cancel_requested: false,
+            result: None,
+            error: None,
+            webhook: None,
+        };
+        assert_eq!(TaskMessage::from(&view), TaskMessage::new(id, &task));
+        assert_eq!(TaskMessage::new(id, &task).priority, 7);
+    }
 
     #[test]
     fn control_messages_are_tagged() {

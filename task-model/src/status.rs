@@ -6,8 +6,10 @@
 //!   │            └──> CANCELLING ──> any terminal state
 //!   └──> CANCELLED
 //! ```
-//! The api enforces these rules atomically in Redis (see `api-service`'s
-//! `store::scripts`); this module is the same table for Rust code and tests.
+//! The api enforces these rules atomically in Redis (`api-service`'s
+//! `src/store/transition.lua`); this module is the same table for Rust code
+//! and tests. `api-service/tests/api/state_machine.rs` drives the script
+//! through every pair of states and checks it against [`TaskStatus::can_become`].
 
 use std::{fmt, str::FromStr};
 

@@ -214,6 +214,26 @@ pub struct TaskView {
     pub webhook: Option<WebhookView>,
 }
 
+/// A task's id and status: the answer of `POST /tasks` and of a cancel.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskRef {
+    /// The task.
+    pub task_id: TaskId,
+    /// Its status after the request.
+    pub status: TaskStatus,
+}
+
+/// One page of `GET /tasks`, newest first.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskPage {
+    /// The tasks of this page.
+    pub tasks: Vec<TaskView>,
+    /// Pass as `cursor` for the next page; null at the end.
+    pub next_cursor: Option<String>,
+}
+
 /// Progress as the contract defines it: `floor(100 × stage / stages)`.
 pub fn progress_percent(stage: u32, stages: u32) -> u8 {
     if stages == 0 {

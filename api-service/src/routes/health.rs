@@ -1,22 +1,61 @@
 //! Liveness, readiness and metrics.
 
-use actix_web::{web, HttpResponse};
-use serde_json::json;
+use std::collections::BTreeMap;
 
-use crate::startup::AppState;
+use actix_web::{web, HttpResponse};
+use serde::Serialize;
+
+use crate::state::AppState;
+
+/// `GET /healthz`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Liveness {
+    /// Always `ok`.
+    pub status: &'static str,
+}
+
+/// One dependency's last check.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CheckView {
+    pub ok: bool,
+    pub latency_ms: f64,
+    pub error: Option<String>,
+}
+
+impl From<health::CheckResult> for CheckView {
+    fn from(c: health::CheckResult) -> Self {
+        Self {
+            ok: c.ok,
+            latency_ms: c.latency_ms,
+            error: c.error,
+        }
+    }
+}
+
+/// `GET /readyz`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Readiness {
+    /// `ready` or `unavailable`.
+    pub status: &'static str,
+    /// By dependency: `redis`, `rabbitmq`.
+    pub checks: BTreeMap<String, CheckView>,
+}
 
 /// `GET /healthz`: 200 while the process runs, whatever Redis and RabbitMQ do.
-#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "The process runs")))]
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "The process runs", body = Liveness)))]
 pub async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(json!({ "status": "ok" }))
+    HttpResponse::Ok().json(Liveness { status: "ok" })
 }
 
 /// `GET /readyz`: the background checker's last results.
-#[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, body = crate::openapi::Readiness), (status = 503, description = "A dependency failed its last check", body = crate::openapi::Readiness)))]
+#[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, body = Readiness), (status = 503, description = "A dependency failed its last check", body = Readiness)))]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let checks = state.health.report();
     let ready = state.health.is_healthy();
-    let body = json!({ "status": if ready { "ready" } else { "unavailable" }, "checks": checks });
+    let body = Readiness {
+        status: if ready { "ready" } else { "unavailable" },
+        checks: checks.into_iter().map(|(k, c)| (k, c.into())).collect(),
+    };
     if ready {
         HttpResponse::Ok().json(body)
     } else {
@@ -30,4 +69,19 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(state.metrics.render())
+}
+
+/// The OpenAPI document, built once at start from [`crate::openapi::ApiDoc`]
+/// and handed to the server as app data (so no route imports the document
+/// that lists the routes).
+#[derive(Debug)]
+pub struct OpenApiJson(pub String);
+
+/// `GET /openapi.json`.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations",
+    responses((status = 200, description = "This OpenAPI 3 document", content_type = "application/json")))]
+pub async fn openapi_json(doc: web::Data<OpenApiJson>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(doc.0.clone())
 }

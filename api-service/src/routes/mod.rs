@@ -68,5 +68,5 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(resource("/healthz", "GET").route(web::get().to(health::healthz)))
     .service(resource("/readyz", "GET").route(web::get().to(health::readyz)))
     .service(resource("/metrics", "GET").route(web::get().to(health::metrics)))
-    .service(resource("/openapi.json", "GET").route(web::get().to(crate::openapi::openapi_json)));
+    .service(resource("/openapi.json", "GET").route(web::get().to(health::openapi_json)));
 }

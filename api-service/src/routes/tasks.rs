@@ -1,20 +1,19 @@
-//! The public task endpoints: create, read, list, cancel, history.
-
-use std::time::Duration;
+//! The public task endpoints: create, read, list, cancel, history. Each
+//! handler extracts its arguments, calls [`crate::service`], maps the answer.
 
 use actix_web::{http::header, web, HttpRequest, HttpResponse};
 use serde::Deserialize;
-use serde_json::{json, Value};
-use task_model::{
-    CreateTaskRequest, EventView, NewTask, TaskId, TaskMessage, TaskStatus, TaskView,
-};
-use tracing::Instrument;
+use task_model::{CreateTaskRequest, EventView, TaskId, TaskPage, TaskRef, TaskStatus, TaskView};
 
 use crate::{
     auth::Caller,
-    error::ApiError,
-    startup::AppState,
-    store::{Code, IdemReservation, IdempotencyKey},
+    error::{ApiError, ErrorBody},
+    service::{
+        self,
+        create::{is_valid_key, Idempotency},
+        query::{Feed, ListRequest},
+    },
+    state::AppState,
 };
 
 /// Parses an id in a path, or 400.
@@ -22,33 +21,56 @@ pub fn parse_id(raw: &str) -> Result<TaskId, ApiError> {
     TaskId::parse(raw).map_err(|e| ApiError::bad_request("invalid_id", e.to_string()))
 }
 
-/// Reads a task, or 404.
-pub(crate) async fn load_task(state: &AppState, id: TaskId) -> Result<TaskView, ApiError> {
-    let fields = state.store.load(&id).await?;
-    if fields.is_empty() {
-        return Err(ApiError::NotFound(id.to_string()));
-    }
-    Ok(crate::store::parse_task(id, fields)?)
+fn is_json_content_type(req: &HttpRequest) -> bool {
+    let Some(ct) = req.headers().get(header::CONTENT_TYPE) else {
+        return true;
+    };
+    let essence = ct
+        .to_str()
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
-fn is_json_content_type(req: &HttpRequest) -> bool {
-    match req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-    {
-        None => true,
-        Some(ct) => {
-            let essence = ct
-                .split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase();
-            essence == "application/json"
-                || (essence.starts_with("application/") && essence.ends_with("+json"))
-        }
+/// The create request in a body: JSON, an object; blank means `{}`.
+fn create_request(req: &HttpRequest, body: &[u8]) -> Result<CreateTaskRequest, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(CreateTaskRequest::default());
     }
+    if !is_json_content_type(req) {
+        return Err(ApiError::UnsupportedMediaType(
+            "send the task as application/json".into(),
+        ));
+    }
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request("invalid_json", format!("body is not valid JSON: {e}"))
+    })?;
+    if !value.is_object() {
+        return Err(ApiError::validation("the body must be a JSON object"));
+    }
+    serde_json::from_value(value).map_err(|e| ApiError::validation(e.to_string()))
+}
+
+/// The `Idempotency-Key` header, if sent; 400 when malformed.
+fn idempotency_key(req: &HttpRequest) -> Result<Option<&str>, ApiError> {
+    let Some(raw) = req.headers().get("idempotency-key") else {
+        return Ok(None);
+    };
+    raw.to_str()
+        .ok()
+        .filter(|k| is_valid_key(k))
+        .map(Some)
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_idempotency_key",
+                "Idempotency-Key must be 1 to 200 visible ASCII characters",
+            )
+        })
 }
 
 /// `POST /tasks`.
@@ -56,14 +78,14 @@ fn is_json_content_type(req: &HttpRequest) -> bool {
     request_body(content = Option<CreateTaskRequest>, description = "Every field optional; empty body = {}"),
     params(("Idempotency-Key" = Option<String>, Header, description = "1 to 200 visible ASCII characters")),
     responses(
-        (status = 202, description = "Stored and published", body = crate::openapi::TaskRef, headers(("Location" = String))),
-        (status = 200, description = "Idempotent replay: the first task", body = crate::openapi::TaskRef),
-        (status = 400, description = "Invalid body or header", body = crate::openapi::ErrorBody),
-        (status = 401, description = "API key missing or wrong", body = crate::openapi::ErrorBody),
-        (status = 409, description = "Idempotency-Key reused with another body", body = crate::openapi::ErrorBody),
-        (status = 413, description = "Body over 65,536 bytes", body = crate::openapi::ErrorBody),
-        (status = 415, description = "Not JSON", body = crate::openapi::ErrorBody),
-        (status = 503, description = "Redis or RabbitMQ unreachable; Retry-After: 5", body = crate::openapi::ErrorBody),
+        (status = 202, description = "Stored and published", body = TaskRef, headers(("Location" = String))),
+        (status = 200, description = "Idempotent replay: the first task", body = TaskRef),
+        (status = 400, description = "Invalid body or header", body = ErrorBody),
+        (status = 401, description = "API key missing or wrong", body = ErrorBody),
+        (status = 409, description = "Idempotency-Key reused with another body", body = ErrorBody),
+        (status = 413, description = "Body over 65,536 bytes", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
+        (status = 503, description = "Redis or RabbitMQ unreachable; Retry-After: 5", body = ErrorBody),
     ))]
 #[tracing::instrument(name = "create_task", skip_all, fields(task_id = tracing::field::Empty))]
 pub async fn create_task(
@@ -72,164 +94,24 @@ pub async fn create_task(
     state: web::Data<AppState>,
     caller: Caller,
 ) -> Result<HttpResponse, ApiError> {
-    let blank = body.iter().all(u8::is_ascii_whitespace);
-    if !blank && !is_json_content_type(&req) {
-        return Err(ApiError::UnsupportedMediaType(
-            "send the task as application/json".into(),
-        ));
+    let request = create_request(&req, &body)?;
+    let idempotency = idempotency_key(&req)?.map(|key| Idempotency {
+        scope: &caller.scope,
+        key,
+    });
+    let created = service::create::create(&state, request, idempotency).await?;
+    if created.replayed {
+        return Ok(HttpResponse::Ok().json(created.task));
     }
-    let value: Value = if blank {
-        json!({})
-    } else {
-        serde_json::from_slice(&body).map_err(|e| {
-            ApiError::bad_request("invalid_json", format!("body is not valid JSON: {e}"))
-        })?
-    };
-    if !value.is_object() {
-        return Err(ApiError::validation("the body must be a JSON object"));
-    }
-    let request: CreateTaskRequest =
-        serde_json::from_value(value).map_err(|e| ApiError::validation(e.to_string()))?;
-    // The normalized request (nulls and absent fields alike) identifies a replay.
-    let fingerprint = serde_json::to_value(&request).map_err(|e| ApiError::Unexpected(e.into()))?;
-    let task =
-        NewTask::parse(request, state.defaults).map_err(|e| ApiError::validation(e.to_string()))?;
-    if let Some(url) = &task.webhook_url {
-        crate::webhooks::check_url(url, &state.webhook_hosts)?;
-    }
-
-    let id = TaskId::new();
-    tracing::Span::current().record("task_id", tracing::field::display(&id));
-
-    let idem = match req.headers().get("idempotency-key") {
-        None => None,
-        Some(raw) => {
-            let key = raw
-                .to_str()
-                .ok()
-                .filter(|k| IdempotencyKey::is_valid(k))
-                .ok_or_else(|| {
-                    ApiError::bad_request(
-                        "invalid_idempotency_key",
-                        "Idempotency-Key must be 1 to 200 visible ASCII characters",
-                    )
-                })?;
-            let key = IdempotencyKey::new(&state.store, &caller.scope, key, &fingerprint);
-            if let Some(answer) = replay(&state, &key, &id).await? {
-                return Ok(answer);
-            }
-            Some(key)
-        }
-    };
-
-    let created = async {
-        let outcome = state.store.create(&id, &task).await?;
-        if outcome.code != Code::Ok {
-            return Err(ApiError::Unexpected(anyhow::anyhow!(
-                "a fresh task id already existed: {:?}",
-                outcome.code
-            )));
-        }
-        if let Some(key) = &idem {
-            // Stored: the key now answers for this task for RESULT_TTL_SECS.
-            let kept = state
-                .store
-                .keep_idempotency_key(key, &id, state.result_ttl.as_secs())
-                .await;
-            if let Err(e) = kept {
-                if let Err(d) = state.store.discard(&id, outcome.snapshot.now_ms).await {
-                    tracing::error!(task_id = %id, error = %d, "could not discard a task whose key could not be kept");
-                }
-                return Err(e.into());
-            }
-        }
-        let message = TaskMessage {
-            task_id: id,
-            algorithm: task.algorithm.clone(),
-            stages: task.stages,
-            stage_ms: task.stage_ms,
-            timeout_secs: task.timeout_secs,
-            priority: task.priority,
-            input: task.input.clone(),
-        };
-        if let Err(e) = state.publisher.publish_task(&message).await {
-            tracing::error!(task_id = %id, error = %e, "publish failed; discarding the task");
-            if let Err(d) = state.store.discard(&id, outcome.snapshot.now_ms).await {
-                tracing::error!(task_id = %id, error = %d, "could not discard an unpublished task");
-            }
-            return Err(ApiError::Unavailable(e.into()));
-        }
-        if let Err(e) = state.store.mark_published(&id, outcome.snapshot.now_ms).await {
-            // The task is whole; the outbox sweep publishes a harmless duplicate later.
-            tracing::warn!(task_id = %id, error = %e, "could not take a published task out of the outbox");
-        }
-        Ok(())
-    }
-    .await;
-    if let Err(e) = created {
-        if let Some(key) = &idem {
-            if let Err(r) = state.store.release_idempotency_key(key, &id).await {
-                tracing::error!(task_id = %id, error = %r, "could not release the idempotency key");
-            }
-        }
-        return Err(e);
-    }
-    state.metrics.tasks_created.inc();
-    tracing::info!(task_id = %id, stages = task.stages, stage_ms = task.stage_ms, "task queued");
     Ok(HttpResponse::Accepted()
-        .insert_header((header::LOCATION, format!("/tasks/{id}")))
-        .json(json!({ "task_id": id, "status": TaskStatus::Queued })))
-}
-
-/// Reserves an idempotency key for `id`, or answers for the task that holds it.
-async fn replay(
-    state: &AppState,
-    key: &IdempotencyKey,
-    id: &TaskId,
-) -> Result<Option<HttpResponse>, ApiError> {
-    // The first request may still be storing and publishing its task; wait
-    // for it (bounded), or take the key over if it gave up.
-    for _ in 0..100 {
-        match state
-            .store
-            .reserve_idempotency_key(key, id, crate::store::reservation_secs(state.result_ttl))
-            .await?
-        {
-            IdemReservation::Reserved => return Ok(None),
-            IdemReservation::Existing {
-                same_body: false, ..
-            } => {
-                return Err(ApiError::Conflict {
-                    code: "idempotency_conflict",
-                    message: "this Idempotency-Key was used with a different body".into(),
-                    extra: Default::default(),
-                })
-            }
-            IdemReservation::Existing {
-                task_id,
-                same_body: true,
-            } => {
-                let fields = state.store.load(&task_id).await?;
-                if !fields.is_empty() {
-                    let task = crate::store::parse_task(task_id, fields)?;
-                    return Ok(Some(
-                        HttpResponse::Ok()
-                            .json(json!({ "task_id": task_id, "status": task.status })),
-                    ));
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
-    Err(ApiError::Unavailable(anyhow::anyhow!(
-        "the first request with this Idempotency-Key is still in flight"
-    )))
+        .insert_header((header::LOCATION, format!("/tasks/{}", created.task.task_id)))
+        .json(created.task))
 }
 
 /// `GET /tasks/{id}`.
 #[utoipa::path(get, path = "/tasks/{id}", tag = "tasks", security(("api_key" = [])),
     params(("id" = String, Path, description = "Task id (UUID)")),
-    responses((status = 200, body = TaskView), (status = 404, description = "Unknown or expired", body = crate::openapi::ErrorBody), (status = 400, description = "Malformed id", body = crate::openapi::ErrorBody), (status = 401, description = "API key missing or wrong", body = crate::openapi::ErrorBody), (status = 503, description = "Redis unreachable", body = crate::openapi::ErrorBody)))]
+    responses((status = 200, body = TaskView), (status = 404, description = "Unknown or expired", body = ErrorBody), (status = 400, description = "Malformed id", body = ErrorBody), (status = 401, description = "API key missing or wrong", body = ErrorBody), (status = 503, description = "Redis unreachable", body = ErrorBody)))]
 #[tracing::instrument(name = "get_task", skip_all, fields(task_id = %path))]
 pub async fn get_task(
     path: web::Path<String>,
@@ -237,13 +119,39 @@ pub async fn get_task(
     _: Caller,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&path)?;
-    Ok(HttpResponse::Ok().json(load_task(&state, id).await?))
+    Ok(HttpResponse::Ok().json(service::query::task(&state, id).await?))
+}
+
+/// The answers of a cancel, by either route.
+#[derive(Debug, utoipa::IntoResponses)]
+pub enum CancelAnswers {
+    /// Was queued: now CANCELLED.
+    #[response(status = 200)]
+    Cancelled(TaskRef),
+    /// Was running: CANCELLING until the worker stops.
+    #[response(status = 202)]
+    Cancelling(TaskRef),
+    /// Malformed id.
+    #[response(status = 400)]
+    BadId(ErrorBody),
+    /// API key missing or wrong.
+    #[response(status = 401)]
+    Unauthorized(ErrorBody),
+    /// Unknown or expired.
+    #[response(status = 404)]
+    NotFound(ErrorBody),
+    /// Already finished (`status` says how).
+    #[response(status = 409)]
+    AlreadyFinished(ErrorBody),
+    /// Redis unreachable.
+    #[response(status = 503)]
+    Unavailable(ErrorBody),
 }
 
 /// `DELETE /tasks/{id}` (and, through [`cancel_task_post`], `POST /tasks/{id}/cancel`).
 #[utoipa::path(delete, path = "/tasks/{id}", tag = "tasks", security(("api_key" = [])),
     params(("id" = String, Path, description = "Task id (UUID)")),
-    responses(crate::openapi::CancelAnswers))]
+    responses(CancelAnswers))]
 #[tracing::instrument(name = "cancel_task", skip_all, fields(task_id = %path))]
 pub async fn cancel_task(
     path: web::Path<String>,
@@ -251,39 +159,18 @@ pub async fn cancel_task(
     _: Caller,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&path)?;
-    let outcome = state.store.cancel(&id, state.result_ttl).await?;
-    let status = outcome.snapshot.status;
-    match outcome.code {
-        Code::Ok => {}
-        Code::NotFound => return Err(ApiError::NotFound(id.to_string())),
-        Code::AlreadyFinished => return Err(ApiError::already_finished(status)),
-        other => {
-            return Err(ApiError::Unexpected(anyhow::anyhow!(
-                "cancel answered {other:?}"
-            )))
-        }
+    let task = service::cancel::cancel(&state, id).await?;
+    if task.status == TaskStatus::Cancelled {
+        Ok(HttpResponse::Ok().json(task))
+    } else {
+        Ok(HttpResponse::Accepted().json(task))
     }
-    state.metrics.cancels.inc();
-    let body = json!({ "task_id": id, "status": status });
-    if status == Some(TaskStatus::Cancelled) {
-        tracing::info!(task_id = %id, "cancelled while queued");
-        state.on_finished(id, TaskStatus::Cancelled);
-        return Ok(HttpResponse::Ok().json(body));
-    }
-    // Running: tell whichever worker holds it. The flag in Redis is the
-    // fallback — the holder also sees it in its next callback answer.
-    let broadcast = task_model::ControlMessage::Cancel { task_id: id };
-    if let Err(e) = state.publisher.publish_control(&broadcast).await {
-        tracing::error!(task_id = %id, error = %e, "cancel broadcast failed; the worker will see the flag on its next callback");
-    }
-    tracing::info!(task_id = %id, "cancel requested while running");
-    Ok(HttpResponse::Accepted().json(body))
 }
 
 /// `POST /tasks/{id}/cancel`: the same as `DELETE /tasks/{id}`.
 #[utoipa::path(post, path = "/tasks/{id}/cancel", tag = "tasks", security(("api_key" = [])),
     params(("id" = String, Path, description = "Task id (UUID)")),
-    responses(crate::openapi::CancelAnswers))]
+    responses(CancelAnswers))]
 pub async fn cancel_task_post(
     path: web::Path<String>,
     state: web::Data<AppState>,
@@ -308,41 +195,21 @@ pub struct ListQuery {
         ("limit" = Option<u32>, Query, description = "1..=1000, default 50"),
         ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
     ),
-    responses((status = 200, body = crate::openapi::TaskPage), (status = 400, description = "Bad status, limit or cursor", body = crate::openapi::ErrorBody),
-        (status = 401, description = "API key missing or wrong", body = crate::openapi::ErrorBody), (status = 503, description = "Redis unreachable", body = crate::openapi::ErrorBody)))]
+    responses((status = 200, body = TaskPage), (status = 400, description = "Bad status, limit or cursor", body = ErrorBody),
+        (status = 401, description = "API key missing or wrong", body = ErrorBody), (status = 503, description = "Redis unreachable", body = ErrorBody)))]
 #[tracing::instrument(name = "list_tasks", skip_all)]
 pub async fn list_tasks(
     query: Result<web::Query<ListQuery>, actix_web::Error>,
     state: web::Data<AppState>,
     _: Caller,
 ) -> Result<HttpResponse, ApiError> {
-    let query = query
-        .map_err(|e| ApiError::validation(format!("bad query: {e}")))?
-        .into_inner();
-    let status = match query.status.as_deref().filter(|s| !s.is_empty()) {
-        None => None,
-        Some(s) => Some(
-            s.parse::<TaskStatus>()
-                .map_err(|e| ApiError::validation(e.to_string()))?,
-        ),
+    let query = query.map_err(|e| ApiError::validation(format!("bad query: {e}")))?;
+    let request = ListRequest {
+        status: query.status.as_deref(),
+        limit: query.limit.as_deref(),
+        cursor: query.cursor.as_deref(),
     };
-    let limit = match query.limit.as_deref() {
-        None | Some("") => 50,
-        Some(l) => l
-            .parse::<usize>()
-            .ok()
-            .filter(|l| (1..=1000).contains(l))
-            .ok_or_else(|| ApiError::validation("limit must be an integer from 1 to 1000"))?,
-    };
-    let after = match query.cursor.as_deref().filter(|c| !c.is_empty()) {
-        None => None,
-        Some(c) => Some(state.cursor.decode(c).ok_or_else(|| {
-            ApiError::bad_request("invalid_cursor", "this cursor was not issued by the api")
-        })?),
-    };
-    let page = state.store.list(status, limit, after).await?;
-    let next_cursor = page.next.map(|m| state.cursor.encode(&m));
-    Ok(HttpResponse::Ok().json(json!({ "tasks": page.tasks, "next_cursor": next_cursor })))
+    Ok(HttpResponse::Ok().json(service::query::list(&state, request).await?))
 }
 
 /// `GET /tasks/{id}/events`: JSON history, or a live SSE stream.
@@ -352,8 +219,8 @@ pub async fn list_tasks(
     responses(
         (status = 200, description = "Oldest first; with `Accept: text/event-stream`, Server-Sent Events (`id: <seq>`, `event: <type>`, `data: <event JSON>`) closing after the terminal event",
             content((Vec<EventView> = "application/json"), (String = "text/event-stream"))),
-        (status = 404, description = "Unknown or expired", body = crate::openapi::ErrorBody),
-        (status = 400, description = "Malformed id", body = crate::openapi::ErrorBody), (status = 401, description = "API key missing or wrong", body = crate::openapi::ErrorBody), (status = 503, description = "Redis unreachable", body = crate::openapi::ErrorBody)))]
+        (status = 404, description = "Unknown or expired", body = ErrorBody),
+        (status = 400, description = "Malformed id", body = ErrorBody), (status = 401, description = "API key missing or wrong", body = ErrorBody), (status = 503, description = "Redis unreachable", body = ErrorBody)))]
 #[tracing::instrument(name = "task_events", skip_all, fields(task_id = %path))]
 pub async fn task_events(
     req: HttpRequest,
@@ -362,25 +229,15 @@ pub async fn task_events(
     _: Caller,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&path)?;
-    let wants_stream = req
-        .headers()
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("text/event-stream"));
-    // Existence first, so an unknown task is a 404 in both forms.
-    let task = load_task(&state, id).await?;
-    if wants_stream {
-        let last_seen = req
-            .headers()
-            .get("last-event-id")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .unwrap_or(0);
-        let span = tracing::Span::current();
-        return crate::routes::stream::event_stream(state.into_inner(), id, task.status, last_seen)
-            .instrument(span)
-            .await;
+    let header = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
+    let wants_stream = header(header::ACCEPT).is_some_and(|v| v.contains("text/event-stream"));
+    if !wants_stream {
+        return Ok(HttpResponse::Ok().json(service::query::history(&state, id).await?));
     }
-    let events = state.store.events(&id, 0, 100_000).await?;
-    Ok(HttpResponse::Ok().json(events))
+    let last_seen = header(header::HeaderName::from_static("last-event-id"))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    let span = tracing::Span::current();
+    let feed = Feed::open(state.into_inner(), id, last_seen).await?;
+    Ok(super::stream::event_stream(feed, span))
 }

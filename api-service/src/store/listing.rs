@@ -11,12 +11,12 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use task_model::{TaskId, TaskStatus, TaskView};
 
-use super::{parse_task, Store, StoreError};
+use super::{parse_task, Store, StoreError, TaskRecord};
 
 /// Most index entries one listing request reads when filtering by status.
 const MAX_SCAN: usize = 5_000;
 
-pub(crate) fn index_member(created_ms: i64, id: &TaskId) -> String {
+pub(super) fn index_member(created_ms: i64, id: &TaskId) -> String {
     format!("{created_ms:015}:{id}")
 }
 
@@ -76,7 +76,7 @@ impl Store {
     /// Tasks newest first, after the index member `after`, optionally only one status.
     ///
     /// With a status filter a page may hold fewer than `limit` tasks and still
-    /// have a next cursor: one request reads at most [`MAX_SCAN`] index entries.
+    /// have a next cursor: one request reads at most `MAX_SCAN` (5,000) index entries.
     pub async fn list(
         &self,
         status: Option<TaskStatus>,
@@ -84,92 +84,153 @@ impl Store {
         after: Option<String>,
     ) -> Result<Page, StoreError> {
         let mut conn = self.conn().await?;
-        let index = self.index_key();
-        let mut start = after.map_or_else(|| "+".to_owned(), |m| format!("({m}"));
-        let mut tasks = Vec::with_capacity(limit);
-        let mut scanned = 0;
-        let mut last: Option<String> = None;
-        let mut exhausted = false;
-        let mut stale = Vec::new();
-        while tasks.len() < limit && scanned < MAX_SCAN {
-            let want = if status.is_some() {
-                limit.max(100)
-            } else {
-                limit - tasks.len()
-            };
-            let members: Vec<String> = redis::cmd("ZRANGE")
-                .arg(&index)
-                .arg(&start)
-                .arg("-")
-                .arg("BYLEX")
-                .arg("REV")
-                .arg("LIMIT")
-                .arg(0)
-                .arg(want)
-                .query_async(&mut conn)
-                .await?;
-            if members.len() < want {
-                exhausted = true;
-            }
-            let ids: Vec<Option<TaskId>> = members
-                .iter()
-                .map(|m| m.split_once(':').and_then(|(_, id)| TaskId::parse(id).ok()))
-                .collect();
-            let mut pipe = redis::pipe();
-            for id in ids.iter().flatten() {
-                pipe.hgetall(self.task_key(id));
-            }
-            let hashes: Vec<Vec<(String, String)>> = if ids.iter().any(Option::is_some) {
-                pipe.query_async(&mut conn).await?
-            } else {
-                Vec::new()
-            };
-            let mut hashes = hashes.into_iter();
-            let mut full = false;
-            for (member, id) in members.iter().zip(ids) {
-                scanned += 1;
-                last = Some(member.clone());
-                let Some(id) = id else {
-                    stale.push(member.clone());
-                    continue;
-                };
-                let fields = hashes.next().unwrap_or_default();
-                if fields.is_empty() {
-                    // Expired: skipped, and dropped from the index.
-                    stale.push(member.clone());
-                    continue;
-                }
-                let task = parse_task(id, fields)?;
-                if status.is_none_or(|s| s == task.status) {
-                    tasks.push(task);
-                    if tasks.len() == limit {
-                        full = true;
-                        break;
-                    }
-                }
-            }
-            if full {
-                exhausted = false;
-            }
-            if exhausted || full {
-                break;
-            }
-            match &last {
-                Some(m) => start = format!("({m}"),
-                None => break,
-            }
+        let mut scan = Scan::new(status, limit, after);
+        while scan.wants_more() {
+            let want = scan.batch_size();
+            let members = self.index_range(&mut conn, &scan.start, want).await?;
+            let tasks = self.load_members(&mut conn, &members).await?;
+            scan.take(members, tasks, want);
         }
-        if !stale.is_empty() {
+        if !scan.stale.is_empty() {
             let _: i64 = redis::cmd("ZREM")
-                .arg(&index)
-                .arg(&stale)
+                .arg(self.index_key())
+                .arg(&scan.stale)
                 .query_async(&mut conn)
                 .await?;
         }
-        Ok(Page {
-            tasks,
-            next: if exhausted { None } else { last },
-        })
+        Ok(scan.into_page())
+    }
+
+    /// Up to `count` index members before `start` (a `ZRANGE … BYLEX` bound), newest first.
+    async fn index_range(
+        &self,
+        conn: &mut deadpool_redis::Connection,
+        start: &str,
+        count: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        Ok(redis::cmd("ZRANGE")
+            .arg(self.index_key())
+            .arg(start)
+            .arg("-")
+            .arg("BYLEX")
+            .arg("REV")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(count)
+            .query_async(conn)
+            .await?)
+    }
+
+    /// The task behind each index member, in one round trip; `None` for a
+    /// member that names no task or whose task expired.
+    async fn load_members(
+        &self,
+        conn: &mut deadpool_redis::Connection,
+        members: &[String],
+    ) -> Result<Vec<Option<TaskRecord>>, StoreError> {
+        let ids: Vec<Option<TaskId>> = members
+            .iter()
+            .map(|m| m.split_once(':').and_then(|(_, id)| TaskId::parse(id).ok()))
+            .collect();
+        let mut pipe = redis::pipe();
+        for id in ids.iter().flatten() {
+            pipe.hgetall(self.task_key(id));
+        }
+        let hashes: Vec<Vec<(String, String)>> = if ids.iter().any(Option::is_some) {
+            pipe.query_async(conn).await?
+        } else {
+            Vec::new()
+        };
+        let mut hashes = hashes.into_iter();
+        let mut tasks = Vec::with_capacity(ids.len());
+        for id in ids {
+            let fields = id.map(|_| hashes.next().unwrap_or_default());
+            tasks.push(match (id, fields) {
+                (Some(id), Some(fields)) if !fields.is_empty() => Some(parse_task(id, fields)?),
+                _ => None,
+            });
+        }
+        Ok(tasks)
+    }
+}
+
+/// Where a listing is while it walks the index.
+struct Scan {
+    status: Option<TaskStatus>,
+    limit: usize,
+    /// The `ZRANGE` bound of the next batch.
+    start: String,
+    tasks: Vec<TaskView>,
+    scanned: usize,
+    last: Option<String>,
+    exhausted: bool,
+    done: bool,
+    /// Members to drop from the index: expired tasks, or not task ids.
+    stale: Vec<String>,
+}
+
+impl Scan {
+    fn new(status: Option<TaskStatus>, limit: usize, after: Option<String>) -> Self {
+        Self {
+            status,
+            limit,
+            start: after.map_or_else(|| "+".to_owned(), |m| format!("({m}")),
+            tasks: Vec::with_capacity(limit),
+            scanned: 0,
+            last: None,
+            exhausted: false,
+            done: false,
+            stale: Vec::new(),
+        }
+    }
+
+    fn wants_more(&self) -> bool {
+        !self.done && self.tasks.len() < self.limit && self.scanned < MAX_SCAN
+    }
+
+    /// Filtering by status reads larger batches: many may not match.
+    fn batch_size(&self) -> usize {
+        if self.status.is_some() {
+            self.limit.max(100)
+        } else {
+            self.limit - self.tasks.len()
+        }
+    }
+
+    /// Takes one batch of `want` members asked for, with their tasks.
+    fn take(&mut self, members: Vec<String>, tasks: Vec<Option<TaskRecord>>, want: usize) {
+        self.exhausted = members.len() < want;
+        let mut full = false;
+        for (member, task) in members.into_iter().zip(tasks) {
+            self.scanned += 1;
+            self.last = Some(member.clone());
+            let Some(task) = task else {
+                // Expired: skipped, and dropped from the index.
+                self.stale.push(member);
+                continue;
+            };
+            if self.status.is_none_or(|s| s == task.view.status) {
+                self.tasks.push(task.view);
+                if self.tasks.len() == self.limit {
+                    full = true;
+                    break;
+                }
+            }
+        }
+        if full {
+            self.exhausted = false;
+        }
+        match &self.last {
+            Some(m) if !self.exhausted && !full => self.start = format!("({m}"),
+            _ => self.done = true,
+        }
+    }
+
+    fn into_page(self) -> Page {
+        Page {
+            tasks: self.tasks,
+            next: if self.exhausted { None } else { self.last },
+        }
     }
 }
 

@@ -9,6 +9,7 @@
 //! Timestamps are stored as epoch milliseconds (from the Redis clock inside
 //! the script) and formatted as RFC 3339 only when read.
 
+mod hub;
 mod idempotency;
 mod listing;
 mod record;
@@ -19,9 +20,11 @@ use deadpool_redis::{redis, Pool, PoolConfig, Runtime, Timeouts};
 use redis::Script;
 use task_model::{NewTask, TaskId, TaskStatus};
 
+pub use hub::{EventHub, Watch};
 pub use idempotency::{reservation_secs, IdemReservation, IdempotencyKey, RESERVATION_SECS};
 pub use listing::{Cursor, Page};
-pub use record::{parse_event, parse_task};
+use record::{parse_event, parse_task};
+pub use record::{TaskRecord, WebhookState};
 
 /// A Redis failure: the api answers 503 and retries nothing itself.
 #[derive(Debug, thiserror::Error)]
@@ -131,7 +134,7 @@ impl Store {
     }
 
     /// A pooled connection.
-    pub async fn conn(&self) -> Result<deadpool_redis::Connection, StoreError> {
+    async fn conn(&self) -> Result<deadpool_redis::Connection, StoreError> {
         Ok(self.pool.get().await?)
     }
 
@@ -139,22 +142,22 @@ impl Store {
         &self.prefix
     }
 
-    pub(crate) fn task_key(&self, id: &TaskId) -> String {
+    fn task_key(&self, id: &TaskId) -> String {
         format!("{}task:{{{id}}}", self.prefix)
     }
 
-    pub(crate) fn events_key(&self, id: &TaskId) -> String {
+    fn events_key(&self, id: &TaskId) -> String {
         format!("{}events:{{{id}}}", self.prefix)
     }
 
-    pub(crate) fn index_key(&self) -> String {
+    fn index_key(&self) -> String {
         format!("{}tasks:index", self.prefix)
     }
 
     /// Ids of tasks being created whose message is not confirmed yet, scored
     /// by when that started (ms, the api's clock): the outbox that
-    /// [`crate::republish`] sweeps.
-    pub(crate) fn unpublished_key(&self) -> String {
+    /// [`crate::service::republish`] sweeps.
+    fn unpublished_key(&self) -> String {
         format!("{}tasks:unpublished", self.prefix)
     }
 
@@ -205,7 +208,7 @@ impl Store {
     /// First of all the id goes into the outbox of unpublished tasks, which
     /// it leaves once its message is confirmed ([`Store::mark_published`]) or
     /// the task is discarded: an api that dies between storing a task and
-    /// publishing it leaves the id there, and [`crate::republish`] publishes
+    /// publishing it leaves the id there, and [`crate::service::republish`] publishes
     /// the task instead of leaving it QUEUED forever.
     pub async fn create(&self, id: &TaskId, task: &NewTask) -> Result<Outcome, StoreError> {
         // One pooled connection for the whole create.
@@ -372,13 +375,17 @@ impl Store {
             .await
     }
 
-    /// The raw hash of a task, empty when unknown or expired.
-    pub async fn load(&self, id: &TaskId) -> Result<Vec<(String, String)>, StoreError> {
+    /// A task, or `None` when unknown or expired.
+    pub async fn load(&self, id: &TaskId) -> Result<Option<TaskRecord>, StoreError> {
         let mut conn = self.conn().await?;
-        Ok(redis::cmd("HGETALL")
+        let fields: Vec<(String, String)> = redis::cmd("HGETALL")
             .arg(self.task_key(id))
             .query_async(&mut conn)
-            .await?)
+            .await?;
+        if fields.is_empty() {
+            return Ok(None);
+        }
+        parse_task(*id, fields).map(Some)
     }
 
     /// The task's events after `after_seq`, oldest first, at most `count`.
@@ -409,7 +416,7 @@ impl Store {
     pub async fn record_webhook(
         &self,
         id: &TaskId,
-        state: &str,
+        state: WebhookState,
         attempts: u32,
         error: Option<&str>,
     ) -> Result<bool, StoreError> {
@@ -428,7 +435,7 @@ return 1",
         let mut conn = self.conn().await?;
         let recorded: i64 = SCRIPT
             .key(self.task_key(id))
-            .arg(state)
+            .arg(state.as_str())
             .arg(attempts)
             .arg(error.unwrap_or(""))
             .invoke_async(&mut conn)

@@ -1,4 +1,6 @@
-//! Turning stored hashes and stream entries into the public representations.
+//! Turning stored hashes and stream entries into typed tasks and events.
+//! The only place that reads a task hash's field names (the transition
+//! script and [`Store::create`](super::Store::create) write them).
 
 use std::collections::HashMap;
 
@@ -14,8 +16,42 @@ fn time(ms: &str) -> Result<DateTime<Utc>, StoreError> {
         .ok_or_else(|| StoreError::Corrupt(format!("bad timestamp {ms:?}")))
 }
 
-/// A task hash as `GET /tasks/{id}` shows it.
-pub fn parse_task(id: TaskId, fields: Vec<(String, String)>) -> Result<TaskView, StoreError> {
+/// A stored task: what `GET /tasks/{id}` shows, and what only the api sees.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskRecord {
+    /// The public representation.
+    pub view: TaskView,
+    /// Where its webhook goes, if it has one (not shown in GET).
+    pub webhook_url: Option<String>,
+}
+
+/// Where a webhook delivery stands, as recorded on the task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookState {
+    /// Not delivered yet; retrying.
+    Pending,
+    /// The receiver answered 2xx.
+    Delivered,
+    /// Every attempt failed.
+    Failed,
+}
+
+impl WebhookState {
+    /// The spelling stored and shown in `webhook.state`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WebhookState::Pending => "pending",
+            WebhookState::Delivered => "delivered",
+            WebhookState::Failed => "failed",
+        }
+    }
+}
+
+/// A task hash as a [`TaskRecord`].
+pub(super) fn parse_task(
+    id: TaskId,
+    fields: Vec<(String, String)>,
+) -> Result<TaskRecord, StoreError> {
     let f: HashMap<String, String> = fields.into_iter().collect();
     let get = |k: &str| f.get(k).filter(|v| !v.is_empty()).map(String::as_str);
     let need = |k: &str| get(k).ok_or_else(|| StoreError::Corrupt(format!("task {id} lacks {k}")));
@@ -37,6 +73,7 @@ pub fn parse_task(id: TaskId, fields: Vec<(String, String)>) -> Result<TaskView,
         .map_err(|e: task_model::status::UnknownStatus| StoreError::Corrupt(e.to_string()))?;
     let stage = num("stage")? as u32;
     let stages = num("stages")? as u32;
+    let webhook_url = get("webhook_url").map(str::to_owned);
     let webhook = match get("webhook_state") {
         Some(state) => Some(WebhookView {
             state: state.to_owned(),
@@ -45,14 +82,14 @@ pub fn parse_task(id: TaskId, fields: Vec<(String, String)>) -> Result<TaskView,
                 .unwrap_or(0),
             last_error: get("webhook_error").map(str::to_owned),
         }),
-        None if get("webhook_url").is_some() => Some(WebhookView {
-            state: "pending".into(),
+        None if webhook_url.is_some() => Some(WebhookView {
+            state: WebhookState::Pending.as_str().into(),
             attempts: 0,
             last_error: None,
         }),
         None => None,
     };
-    Ok(TaskView {
+    let view = TaskView {
         task_id: id,
         status,
         algorithm: need("algorithm")?.to_owned(),
@@ -72,11 +109,15 @@ pub fn parse_task(id: TaskId, fields: Vec<(String, String)>) -> Result<TaskView,
         result: json("result")?,
         error: get("error").map(str::to_owned),
         webhook,
-    })
+    };
+    Ok(TaskRecord { view, webhook_url })
 }
 
 /// One stream entry (id `0-<seq>`) as an event.
-pub fn parse_event(entry_id: &str, fields: &[(String, String)]) -> Result<EventView, StoreError> {
+pub(super) fn parse_event(
+    entry_id: &str,
+    fields: &[(String, String)],
+) -> Result<EventView, StoreError> {
     let get = |k: &str| fields.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
     let seq = entry_id
         .strip_prefix("0-")

@@ -11,5 +11,6 @@ mod helpers;
 mod hostile;
 mod listing;
 mod openapi;
+mod state_machine;
 mod tasks;
 mod webhooks;

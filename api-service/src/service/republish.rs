@@ -18,7 +18,7 @@ use std::{sync::Arc, time::Duration};
 use task_model::{TaskMessage, TaskStatus};
 use tokio_util::sync::CancellationToken;
 
-use crate::{startup::AppState, store::StoreError};
+use crate::{state::AppState, store::StoreError};
 
 /// Ids looked at per sweep.
 const BATCH: usize = 100;
@@ -50,14 +50,14 @@ pub async fn sweep_once(state: &AppState, after: Duration) -> Result<usize, Stor
     let ids = state.store.unpublished_before(cutoff, BATCH).await?;
     let mut published = 0;
     for id in ids {
-        let fields = state.store.load(&id).await?;
-        if fields.is_empty() {
-            // Discarded or expired.
-            state.store.drop_from_outbox(&id).await?;
-            continue;
-        }
-        let task = match crate::store::parse_task(id, fields) {
-            Ok(task) => task,
+        let task = match state.store.load(&id).await {
+            Ok(Some(task)) => task.view,
+            Ok(None) => {
+                // Discarded or expired.
+                state.store.drop_from_outbox(&id).await?;
+                continue;
+            }
+            Err(e @ StoreError::Unavailable(_)) => return Err(e),
             Err(e) => {
                 tracing::error!(task_id = %id, error = %e, "unreadable task in the outbox; dropping it");
                 state.store.drop_from_outbox(&id).await?;
@@ -73,16 +73,11 @@ pub async fn sweep_once(state: &AppState, after: Duration) -> Result<usize, Stor
             continue;
         }
         let created_ms = task.created_at.timestamp_millis();
-        let message = TaskMessage {
-            task_id: id,
-            algorithm: task.algorithm,
-            stages: task.stages,
-            stage_ms: task.stage_ms,
-            timeout_secs: task.timeout_secs,
-            priority: task.priority,
-            input: task.input,
-        };
-        match state.publisher.publish_task(&message).await {
+        match state
+            .publisher
+            .publish_task(&TaskMessage::from(&task))
+            .await
+        {
             Ok(()) => {
                 state.store.mark_published(&id, created_ms).await?;
                 tracing::warn!(task_id = %id, "published a task stored by a create that did not finish");

@@ -10,7 +10,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use task_model::TaskId;
 
-use crate::{error::ApiError, startup::AppState};
+use crate::{error::ApiError, state::AppState, store::WebhookState};
 
 /// Attempts before a delivery is marked failed.
 pub const MAX_ATTEMPTS: u32 = 6;
@@ -51,8 +51,8 @@ pub fn signature(secret: &[u8], body: &[u8]) -> String {
 /// Delivers the finished task's webhook, if it has one.
 pub async fn deliver(state: std::sync::Arc<AppState>, id: TaskId) {
     let url = match state.store.load(&id).await {
-        Ok(fields) => match fields.into_iter().find(|(k, _)| k == "webhook_url") {
-            Some((_, url)) => url,
+        Ok(task) => match task.and_then(|t| t.webhook_url) {
+            Some(url) => url,
             None => return,
         },
         Err(e) => {
@@ -64,10 +64,10 @@ pub async fn deliver(state: std::sync::Arc<AppState>, id: TaskId) {
     let mut delay = state.webhook_retry_base;
     for attempt in 1..=MAX_ATTEMPTS {
         let outcome = attempt_once(&state, id, &url, secret.as_bytes()).await;
-        let (label, state_name, error) = match &outcome {
-            Ok(()) => ("delivered", "delivered", None),
-            Err(e) if attempt == MAX_ATTEMPTS => ("failed", "failed", Some(e.as_str())),
-            Err(e) => ("retry", "pending", Some(e.as_str())),
+        let (label, recorded, error) = match &outcome {
+            Ok(()) => ("delivered", WebhookState::Delivered, None),
+            Err(e) if attempt == MAX_ATTEMPTS => ("failed", WebhookState::Failed, Some(e.as_str())),
+            Err(e) => ("retry", WebhookState::Pending, Some(e.as_str())),
         };
         state
             .metrics
@@ -76,7 +76,7 @@ pub async fn deliver(state: std::sync::Arc<AppState>, id: TaskId) {
             .inc();
         match state
             .store
-            .record_webhook(&id, state_name, attempt, error)
+            .record_webhook(&id, recorded, attempt, error)
             .await
         {
             Ok(true) => {}
@@ -109,9 +109,11 @@ async fn attempt_once(
     url: &str,
     secret: &[u8],
 ) -> Result<(), String> {
-    let task = crate::routes::tasks::load_task(state, id)
-        .await
-        .map_err(|e| e.to_string())?;
+    let task = match state.store.load(&id).await {
+        Ok(Some(task)) => task.view,
+        Ok(None) => return Err("the task expired".into()),
+        Err(e) => return Err(e.to_string()),
+    };
     let body = serde_json::to_vec(&task).map_err(|e| e.to_string())?;
     let res = state
         .http

@@ -1,0 +1,24 @@
+//! A worker's claim: `QUEUED → PROCESSING`, or a takeover of a task whose
+//! holder's lease ran out. The answer says where to resume (`stage`).
+
+use task_model::TaskId;
+
+use super::{check_worker, reply, Reply};
+use crate::{error::ApiError, state::AppState, store::Code};
+
+/// `worker` claims task `id` for one lease.
+///
+/// # Errors
+/// A bad worker name (400), an unknown task (404), Redis unavailable (503).
+pub async fn claim(state: &AppState, id: TaskId, worker: &str) -> Result<Reply, ApiError> {
+    check_worker(worker)?;
+    let timer = state.metrics.callback_timer("status");
+    let outcome = state.store.claim(&id, worker, state.lease).await?;
+    timer.observe_duration();
+    if outcome.code == Code::Ok {
+        tracing::info!(task_id = %id, worker, stage = outcome.snapshot.stage, "claimed");
+    } else {
+        tracing::info!(task_id = %id, worker, code = ?outcome.code, current = ?outcome.snapshot.status, "claim refused");
+    }
+    reply(state, &id, &outcome)
+}

@@ -1,0 +1,180 @@
+//! `POST /tasks`: validate, reserve the `Idempotency-Key`, store, publish,
+//! list. The task is QUEUED once its message is confirmed by the broker; a
+//! create that fails on the way leaves nothing behind (or, if the process
+//! dies, an outbox entry that [`super::republish`] finishes).
+
+use std::time::Duration;
+
+use task_model::{CreateTaskRequest, NewTask, TaskId, TaskMessage, TaskRef, TaskStatus};
+
+use crate::{
+    error::ApiError,
+    service::webhooks,
+    state::AppState,
+    store::{reservation_secs, Code, IdemReservation, IdempotencyKey},
+};
+
+/// An `Idempotency-Key` sent with a create.
+#[derive(Debug, Clone, Copy)]
+pub struct Idempotency<'a> {
+    /// The caller's scope (which API key), so callers cannot collide.
+    pub scope: &'a str,
+    /// The header's value, already checked with [`is_valid_key`].
+    pub key: &'a str,
+}
+
+/// Whether an `Idempotency-Key` header value is acceptable: 1 to 200
+/// visible ASCII characters.
+pub fn is_valid_key(value: &str) -> bool {
+    IdempotencyKey::is_valid(value)
+}
+
+/// What a create did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Created {
+    pub task: TaskRef,
+    /// An earlier request with the same key and body made the task.
+    pub replayed: bool,
+}
+
+/// Creates a task from `request`.
+///
+/// # Errors
+/// An invalid request (400), the key reused with another body (409), Redis
+/// or RabbitMQ unavailable (503).
+pub async fn create(
+    state: &AppState,
+    request: CreateTaskRequest,
+    idempotency: Option<Idempotency<'_>>,
+) -> Result<Created, ApiError> {
+    // The normalized request (nulls and absent fields alike) identifies a replay.
+    let fingerprint = serde_json::to_value(&request).map_err(|e| ApiError::Unexpected(e.into()))?;
+    let task = validate(state, request)?;
+    let id = TaskId::new();
+    tracing::Span::current().record("task_id", tracing::field::display(&id));
+    let key = idempotency.map(|i| IdempotencyKey::new(&state.store, i.scope, i.key, &fingerprint));
+    if let Some(key) = &key {
+        if let Some(first) = reserve(state, key, &id).await? {
+            return Ok(Created {
+                task: first,
+                replayed: true,
+            });
+        }
+    }
+    if let Err(e) = store_and_publish(state, id, &task, key.as_ref()).await {
+        if let Some(key) = &key {
+            release(state, key, id).await;
+        }
+        return Err(e);
+    }
+    state.metrics.tasks_created.inc();
+    tracing::info!(task_id = %id, stages = task.stages, stage_ms = task.stage_ms, "task queued");
+    let task = TaskRef {
+        task_id: id,
+        status: TaskStatus::Queued,
+    };
+    Ok(Created {
+        task,
+        replayed: false,
+    })
+}
+
+fn validate(state: &AppState, request: CreateTaskRequest) -> Result<NewTask, ApiError> {
+    let task =
+        NewTask::parse(request, state.defaults).map_err(|e| ApiError::validation(e.to_string()))?;
+    if let Some(url) = &task.webhook_url {
+        webhooks::check_url(url, &state.webhook_hosts)?;
+    }
+    Ok(task)
+}
+
+/// Reserves `key` for `id`, or answers with the task that holds it.
+async fn reserve(
+    state: &AppState,
+    key: &IdempotencyKey,
+    id: &TaskId,
+) -> Result<Option<TaskRef>, ApiError> {
+    // The first request may still be storing and publishing its task; wait
+    // for it (bounded), or take the key over if it gave up.
+    let ttl = reservation_secs(state.result_ttl);
+    for _ in 0..100 {
+        let task_id = match state.store.reserve_idempotency_key(key, id, ttl).await? {
+            IdemReservation::Reserved => return Ok(None),
+            IdemReservation::Existing {
+                same_body: false, ..
+            } => return Err(key_conflict()),
+            IdemReservation::Existing { task_id, .. } => task_id,
+        };
+        if let Some(task) = state.store.load(&task_id).await? {
+            let status = task.view.status;
+            return Ok(Some(TaskRef { task_id, status }));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(ApiError::Unavailable(anyhow::anyhow!(
+        "the first request with this Idempotency-Key is still in flight"
+    )))
+}
+
+fn key_conflict() -> ApiError {
+    ApiError::Conflict {
+        code: "idempotency_conflict",
+        message: "this Idempotency-Key was used with a different body".into(),
+        status: None,
+    }
+}
+
+/// Stores the task, keeps its key, publishes its message and lists it;
+/// undoes the store when a later step fails.
+async fn store_and_publish(
+    state: &AppState,
+    id: TaskId,
+    task: &NewTask,
+    key: Option<&IdempotencyKey>,
+) -> Result<(), ApiError> {
+    let outcome = state.store.create(&id, task).await?;
+    if outcome.code != Code::Ok {
+        return Err(ApiError::Unexpected(anyhow::anyhow!(
+            "a fresh task id already existed: {:?}",
+            outcome.code
+        )));
+    }
+    let created_ms = outcome.snapshot.now_ms;
+    if let Some(key) = key {
+        // Stored: the key now answers for this task for RESULT_TTL_SECS.
+        let kept = state
+            .store
+            .keep_idempotency_key(key, &id, state.result_ttl.as_secs())
+            .await;
+        if let Err(e) = kept {
+            discard(state, id, created_ms, "its key could not be kept").await;
+            return Err(e.into());
+        }
+    }
+    if let Err(e) = state
+        .publisher
+        .publish_task(&TaskMessage::new(id, task))
+        .await
+    {
+        tracing::error!(task_id = %id, error = %e, "publish failed; discarding the task");
+        discard(state, id, created_ms, "it could not be published").await;
+        return Err(ApiError::Unavailable(e.into()));
+    }
+    if let Err(e) = state.store.mark_published(&id, created_ms).await {
+        // The task is whole; the outbox sweep publishes a harmless duplicate later.
+        tracing::warn!(task_id = %id, error = %e, "could not take a published task out of the outbox");
+    }
+    Ok(())
+}
+
+async fn discard(state: &AppState, id: TaskId, created_ms: i64, why: &str) {
+    if let Err(e) = state.store.discard(&id, created_ms).await {
+        tracing::error!(task_id = %id, error = %e, "could not discard a task whose create failed ({why})");
+    }
+}
+
+async fn release(state: &AppState, key: &IdempotencyKey, id: TaskId) {
+    if let Err(e) = state.store.release_idempotency_key(key, &id).await {
+        tracing::error!(task_id = %id, error = %e, "could not release the idempotency key");
+    }
+}
