@@ -8,6 +8,7 @@ use image::{ImageEncoder, ImageFormat};
 use serde_json::{json, Value};
 
 use crate::ffi;
+use crate::job::{JobOutput, JobSpec, OutputBlob, Stages};
 use crate::registry::{object, only_fields, present, Algorithm, InputError};
 use crate::stage::{call, NativeError, StageCall, StageOutcome};
 
@@ -19,6 +20,7 @@ pub(crate) const ALGORITHM: Algorithm = Algorithm {
     schema,
     validate,
     blobs,
+    prepare,
 };
 
 fn schema() -> Value {
@@ -65,6 +67,15 @@ fn is_uuid(s: &str) -> bool {
         })
 }
 
+fn prepare(spec: &JobSpec<'_>) -> Result<Box<dyn Stages>, NativeError> {
+    let id = parse(spec.input).map_err(|e| NativeError::Fatal(format!("invalid input: {e}")))?;
+    let bytes = spec
+        .blobs
+        .get(id)
+        .ok_or_else(|| NativeError::Fatal(format!("input.image: blob {id} was not provided")))?;
+    Ok(Box::new(GrayscaleJob::decode(bytes)?))
+}
+
 /// The luma of one pixel, exactly as `c/grayscale.c` computes it:
 /// ITU-R BT.601 in integers, `Y = (299 R + 587 G + 114 B + 500) / 1000`.
 pub fn luma(r: u8, g: u8, b: u8) -> u8 {
@@ -75,7 +86,7 @@ pub fn luma(r: u8, g: u8, b: u8) -> u8 {
 /// The `grayscale` job's state: the decoded image and the luma buffer, whose
 /// bands of stages `0..done` are converted.
 #[derive(Debug)]
-pub(crate) struct GrayscaleJob {
+struct GrayscaleJob {
     rgb: Vec<u8>,
     width: u32,
     height: u32,
@@ -85,7 +96,7 @@ pub(crate) struct GrayscaleJob {
 
 impl GrayscaleJob {
     /// Decodes a PNG or JPEG. Anything else is a fatal error.
-    pub(crate) fn decode(bytes: &[u8]) -> Result<Self, NativeError> {
+    fn decode(bytes: &[u8]) -> Result<Self, NativeError> {
         let not_image = |why: String| {
             NativeError::Fatal(format!("input.image is not a PNG or JPEG image: {why}"))
         };
@@ -97,7 +108,12 @@ impl GrayscaleJob {
             Some(other) => return Err(not_image(format!("it is {other:?}"))),
             None => return Err(not_image("unrecognised format".to_owned())),
         }
-        let decoded = reader.decode().map_err(|e| not_image(e.to_string()))?;
+        let decoded = reader.decode().map_err(|e| match e {
+            image::ImageError::Limits(_) => NativeError::Fatal(format!(
+                "input.image is too large to decode (at most 512 MiB decoded): {e}"
+            )),
+            other => not_image(other.to_string()),
+        })?;
         let rgb = decoded.into_rgb8();
         let (width, height) = rgb.dimensions();
         let pixels = usize::try_from(u64::from(width) * u64::from(height))
@@ -111,18 +127,21 @@ impl GrayscaleJob {
         })
     }
 
-    pub(crate) fn dimensions(&self) -> (u32, u32) {
-        (self.width, self.height)
+    /// The luma buffer as a PNG.
+    fn encode(&self) -> Result<Vec<u8>, NativeError> {
+        let mut png = Vec::new();
+        image::codecs::png::PngEncoder::new(&mut png)
+            .write_image(&self.gray, self.width, self.height, image::ColorType::L8)
+            .map_err(|e| NativeError::Fatal(format!("grayscale: encoding the PNG failed: {e}")))?;
+        Ok(png)
     }
+}
 
+impl Stages for GrayscaleJob {
     /// Converts the bands `done..=args.stage` (the earlier ones only when
     /// this job lacks them, e.g. after a resume); a band already converted
     /// is converted again (the same bytes).
-    pub(crate) fn run(
-        &mut self,
-        stages: u32,
-        args: &StageCall<'_>,
-    ) -> Result<StageOutcome, NativeError> {
+    fn run(&mut self, stages: u32, args: &StageCall<'_>) -> Result<StageOutcome, NativeError> {
         let first = self.done.min(args.stage);
         for stage in first..=args.stage {
             let one = StageCall { stage, ..*args };
@@ -153,21 +172,17 @@ impl GrayscaleJob {
         Ok(StageOutcome::Completed)
     }
 
-    pub(crate) fn done(&self) -> u32 {
-        self.done
-    }
-
-    /// The luma buffer, row by row (converted bands only).
-    pub(crate) fn gray(&self) -> &[u8] {
-        &self.gray
-    }
-
-    /// The luma buffer as a PNG.
-    pub(crate) fn encode(&self) -> Result<Vec<u8>, NativeError> {
-        let mut png = Vec::new();
-        image::codecs::png::PngEncoder::new(&mut png)
-            .write_image(&self.gray, self.width, self.height, image::ColorType::L8)
-            .map_err(|e| NativeError::Fatal(format!("grayscale: encoding the PNG failed: {e}")))?;
-        Ok(png)
+    fn finish(&self, stages: u32) -> Result<JobOutput, NativeError> {
+        if self.done != stages {
+            return Err(NativeError::InvalidArgument);
+        }
+        Ok(JobOutput {
+            result: json!({"width": self.width, "height": self.height}),
+            blob: Some(OutputBlob {
+                field: "image",
+                content_type: "image/png",
+                bytes: self.encode()?,
+            }),
+        })
     }
 }

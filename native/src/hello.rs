@@ -4,6 +4,7 @@
 use serde_json::{json, Value};
 
 use crate::ffi;
+use crate::job::{JobOutput, JobSpec, Stages};
 use crate::registry::{integer, object, only_fields, present, Algorithm, InputError};
 use crate::stage::{call, NativeError, StageCall, StageOutcome};
 
@@ -15,6 +16,7 @@ pub(crate) const ALGORITHM: Algorithm = Algorithm {
     schema,
     validate,
     blobs: |_| Vec::new(),
+    prepare,
 };
 
 const MODES: [&str; 3] = ["error", "fatal", "crash"];
@@ -82,6 +84,29 @@ fn to_u32(n: u64) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
 
+fn prepare(spec: &JobSpec<'_>) -> Result<Box<dyn Stages>, NativeError> {
+    let input = parse(spec.input, spec.stage_ms)
+        .map_err(|e| NativeError::Fatal(format!("invalid input: {e}")))?;
+    Ok(Box::new(HelloJob(input)))
+}
+
+/// `hello` keeps no state: any stage may run at any time.
+#[derive(Debug)]
+struct HelloJob(ffi::HelloInput);
+
+impl Stages for HelloJob {
+    fn run(&mut self, stages: u32, call: &StageCall<'_>) -> Result<StageOutcome, NativeError> {
+        run(&self.0, stages, call)
+    }
+
+    fn finish(&self, stages: u32) -> Result<JobOutput, NativeError> {
+        Ok(JobOutput {
+            result: json!({"stages": stages, "output": "hello world"}),
+            blob: None,
+        })
+    }
+}
+
 /// Runs one `hello` stage (`stage` of `stages`).
 pub(crate) fn run(
     input: &ffi::HelloInput,
@@ -101,11 +126,6 @@ pub(crate) fn run(
             args,
         )
     }
-}
-
-/// `hello`'s result.
-pub(crate) fn result(stages: u32) -> Value {
-    json!({"stages": stages, "output": "hello world"})
 }
 
 #[cfg(test)]

@@ -4,12 +4,8 @@ use std::collections::HashMap;
 
 use serde_json::Value;
 
-use crate::ffi;
-use crate::grayscale::GrayscaleJob;
-use crate::pi::PiJob;
 use crate::registry::Algorithm;
 use crate::stage::{NativeError, StageCall, StageOutcome};
-use crate::{grayscale, hello, pi};
 
 /// What [`Job::new`] needs besides the algorithm.
 #[derive(Debug, Clone, Copy)]
@@ -44,11 +40,21 @@ pub struct JobOutput {
     pub blob: Option<OutputBlob>,
 }
 
-#[derive(Debug)]
-enum Kind {
-    Hello(ffi::HelloInput),
-    Pi(PiJob),
-    Grayscale(GrayscaleJob),
+/// The state of one algorithm's job; each algorithm module implements it and
+/// registers a `prepare` function building it in its [`Algorithm`].
+pub(crate) trait Stages: Send + std::fmt::Debug {
+    /// Runs stage `call.stage` (< `stages`, checked by [`Job::run_stage`]).
+    fn run(&mut self, stages: u32, call: &StageCall<'_>) -> Result<StageOutcome, NativeError>;
+    /// See [`Job::checkpoint`].
+    fn checkpoint(&self) -> Option<Value> {
+        None
+    }
+    /// See [`Job::restore`].
+    fn restore(&mut self, _checkpoint: &Value, _stages: u32) -> Result<(), NativeError> {
+        Ok(())
+    }
+    /// See [`Job::finish`].
+    fn finish(&self, stages: u32) -> Result<JobOutput, NativeError>;
 }
 
 /// One task's run of an algorithm: its parsed input and the state its stages
@@ -56,7 +62,7 @@ enum Kind {
 #[derive(Debug)]
 pub struct Job {
     stages: u32,
-    kind: Kind,
+    state: Box<dyn Stages>,
 }
 
 impl Job {
@@ -73,22 +79,12 @@ impl Job {
         if spec.stages == 0 {
             return Err(NativeError::InvalidArgument);
         }
-        let invalid = |e: crate::InputError| NativeError::Fatal(format!("invalid input: {e}"));
-        let kind = match algorithm.name {
-            "hello" => Kind::Hello(hello::parse(spec.input, spec.stage_ms).map_err(invalid)?),
-            "pi" => Kind::Pi(PiJob::new(pi::parse(spec.input).map_err(invalid)?)),
-            "grayscale" => {
-                let id = grayscale::parse(spec.input).map_err(invalid)?;
-                let bytes = spec.blobs.get(id).ok_or_else(|| {
-                    NativeError::Fatal(format!("input.image: blob {id} was not provided"))
-                })?;
-                Kind::Grayscale(GrayscaleJob::decode(bytes)?)
-            }
-            other => return Err(NativeError::Fatal(format!("unknown algorithm {other}"))),
-        };
+        algorithm
+            .validate(spec.input)
+            .map_err(|e| NativeError::Fatal(format!("invalid input: {e}")))?;
         Ok(Self {
             stages: spec.stages,
-            kind,
+            state: (algorithm.prepare)(&spec)?,
         })
     }
 
@@ -117,11 +113,7 @@ impl Job {
         if call.stage >= self.stages {
             return Err(NativeError::InvalidArgument);
         }
-        match &mut self.kind {
-            Kind::Hello(input) => hello::run(input, self.stages, call),
-            Kind::Pi(job) => job.run(self.stages, call),
-            Kind::Grayscale(job) => job.run(self.stages, call),
-        }
+        self.state.run(self.stages, call)
     }
 
     /// State worth saving after a completed stage, so that a resume on
@@ -129,10 +121,7 @@ impl Job {
     /// `{"stage", "hits", "samples"}`). `None` for algorithms that have none
     /// or recompute cheaply (`hello`, `grayscale`).
     pub fn checkpoint(&self) -> Option<Value> {
-        match &self.kind {
-            Kind::Pi(job) => Some(job.checkpoint()),
-            Kind::Hello(_) | Kind::Grayscale(_) => None,
-        }
+        self.state.checkpoint()
     }
 
     /// Restores a [`Job::checkpoint`] of an earlier run of the same task
@@ -142,10 +131,7 @@ impl Job {
     ///
     /// [`NativeError::Fatal`] when the checkpoint is malformed.
     pub fn restore(&mut self, checkpoint: &Value) -> Result<(), NativeError> {
-        match &mut self.kind {
-            Kind::Pi(job) => job.restore(checkpoint, self.stages),
-            Kind::Hello(_) | Kind::Grayscale(_) => Ok(()),
-        }
+        self.state.restore(checkpoint, self.stages)
     }
 
     /// The task's `result`, once every stage has completed.
@@ -155,36 +141,6 @@ impl Job {
     /// [`NativeError::InvalidArgument`] when a stage is still missing from a
     /// stateful job; [`NativeError::Fatal`] when the output cannot be encoded.
     pub fn finish(&self) -> Result<JobOutput, NativeError> {
-        match &self.kind {
-            Kind::Hello(_) => Ok(JobOutput {
-                result: hello::result(self.stages),
-                blob: None,
-            }),
-            Kind::Pi(job) if job.done == self.stages => Ok(JobOutput {
-                result: job.result(),
-                blob: None,
-            }),
-            Kind::Grayscale(job) if job.done() == self.stages => {
-                let (width, height) = job.dimensions();
-                Ok(JobOutput {
-                    result: serde_json::json!({"width": width, "height": height}),
-                    blob: Some(OutputBlob {
-                        field: "image",
-                        content_type: "image/png",
-                        bytes: job.encode()?,
-                    }),
-                })
-            }
-            Kind::Pi(_) | Kind::Grayscale(_) => Err(NativeError::InvalidArgument),
-        }
-    }
-
-    /// `grayscale`: the luma buffer so far (width × height bytes, row by
-    /// row); `None` for other algorithms.
-    pub fn gray_pixels(&self) -> Option<&[u8]> {
-        match &self.kind {
-            Kind::Grayscale(job) => Some(job.gray()),
-            Kind::Hello(_) | Kind::Pi(_) => None,
-        }
+        self.state.finish(self.stages)
     }
 }

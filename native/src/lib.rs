@@ -86,15 +86,32 @@
 //! error message buffer; it returns `ALGO_OK`, `ALGO_INTERRUPTED`,
 //! `ALGO_RETRYABLE`, `ALGO_FATAL`, or `ALGO_EINVAL`/`ALGO_EIO`, and any other
 //! value maps to [`NativeError::Unknown`]. `build.rs` compiles every file in
-//! `c/` with `cc`. Adding an algorithm is one C file (`c/<name>.c` plus its
-//! structs in `stage.h`), its declaration in `ffi.rs`, and one module here
-//! registering its [`Algorithm`] (schema, validation, job state).
+//! `c/` with `cc`.
+//!
+//! # Adding an algorithm
+//!
+//! 1. `c/<name>.c` with `int algo_<name>_stage(const struct algo_stage *)`,
+//!    its input/output structs and the declaration in `c/stage.h`
+//!    (`algo_check` the sizes first, `algo_cancelled` often, `algo_progress`
+//!    as it goes, `algo_fail` for errors); `build.rs` picks the file up.
+//! 2. The same structs (`#[repr(C)]`) and declaration in `src/ffi.rs`.
+//! 3. `src/<name>.rs`: a `pub(crate) const ALGORITHM: Algorithm` (name,
+//!    description, default stages, cpu_bound, and the `schema`, `validate`,
+//!    `blobs` and `prepare` functions) and a job state implementing the
+//!    crate's `Stages` trait (`run` one stage through `stage::call`,
+//!    optional `checkpoint`/`restore`, `finish` building the result).
+//! 4. One entry in the `ALGORITHMS` array of `src/registry.rs`.
+//!
+//! `src/pi.rs` with `c/pi.c` is the smallest stateful example.
 //!
 //! `grayscale` converts with ITU-R BT.601 in integers, see [`luma`]:
 //! `Y = (299 R + 587 G + 114 B + 500) / 1000`; stage k of n converts rows
 //! `[k·h/n, (k+1)·h/n)`. Alpha is dropped; the output is an 8-bit gray PNG.
 //! Decoding uses the `image` crate (PNG and JPEG only) with its default
-//! limits (512 MiB per decoded image).
+//! limits: an image that would take more than 512 MiB decoded is refused
+//! (fatal, `input.image is too large to decode ...`) before it is allocated.
+//! A job then holds its RGB pixels (3 bytes a pixel) and the luma buffer
+//! (1 byte a pixel).
 //!
 //! # `hello` in one call
 //!

@@ -3,6 +3,7 @@
 use serde_json::{json, Value};
 
 use crate::ffi;
+use crate::job::{JobOutput, JobSpec, Stages};
 use crate::registry::{integer, object, only_fields, present, Algorithm, InputError};
 use crate::stage::{call, NativeError, StageCall, StageOutcome};
 
@@ -14,6 +15,7 @@ pub(crate) const ALGORITHM: Algorithm = Algorithm {
     schema,
     validate,
     blobs: |_| Vec::new(),
+    prepare,
 };
 
 /// Largest `samples`.
@@ -52,30 +54,27 @@ pub(crate) fn parse(input: &Value) -> Result<ffi::PiInput, InputError> {
     Ok(ffi::PiInput { samples, seed })
 }
 
-/// The `pi` job's state: the counts of stages `0..done`, combined.
-#[derive(Debug)]
-pub(crate) struct PiJob {
-    pub(crate) input: ffi::PiInput,
-    pub(crate) done: u32,
-    pub(crate) total: ffi::PiOutput,
+fn prepare(spec: &JobSpec<'_>) -> Result<Box<dyn Stages>, NativeError> {
+    let input = parse(spec.input).map_err(|e| NativeError::Fatal(format!("invalid input: {e}")))?;
+    Ok(Box::new(PiJob {
+        input,
+        done: 0,
+        total: ffi::PiOutput::default(),
+    }))
 }
 
-impl PiJob {
-    pub(crate) fn new(input: ffi::PiInput) -> Self {
-        Self {
-            input,
-            done: 0,
-            total: ffi::PiOutput::default(),
-        }
-    }
+/// The `pi` job's state: the counts of stages `0..done`, combined.
+#[derive(Debug)]
+struct PiJob {
+    input: ffi::PiInput,
+    done: u32,
+    total: ffi::PiOutput,
+}
 
+impl Stages for PiJob {
     /// Runs stages `done..=args.stage` (the earlier ones only when this job
     /// lacks them, e.g. after a resume without checkpoint).
-    pub(crate) fn run(
-        &mut self,
-        stages: u32,
-        args: &StageCall<'_>,
-    ) -> Result<StageOutcome, NativeError> {
+    fn run(&mut self, stages: u32, args: &StageCall<'_>) -> Result<StageOutcome, NativeError> {
         if args.stage < self.done {
             return Err(NativeError::InvalidArgument);
         }
@@ -99,11 +98,11 @@ impl PiJob {
         Ok(StageOutcome::Completed)
     }
 
-    pub(crate) fn checkpoint(&self) -> Value {
-        json!({"stage": self.done, "hits": self.total.hits, "samples": self.total.samples})
+    fn checkpoint(&self) -> Option<Value> {
+        Some(json!({"stage": self.done, "hits": self.total.hits, "samples": self.total.samples}))
     }
 
-    pub(crate) fn restore(&mut self, checkpoint: &Value, stages: u32) -> Result<(), NativeError> {
+    fn restore(&mut self, checkpoint: &Value, stages: u32) -> Result<(), NativeError> {
         let field = |name: &str| checkpoint.get(name).and_then(Value::as_u64);
         let bad = || NativeError::Fatal(format!("pi: unusable checkpoint {checkpoint}"));
         let (Some(stage), Some(hits), Some(samples)) =
@@ -120,10 +119,16 @@ impl PiJob {
         Ok(())
     }
 
-    pub(crate) fn result(&self) -> Value {
+    fn finish(&self, stages: u32) -> Result<JobOutput, NativeError> {
+        if self.done != stages {
+            return Err(NativeError::InvalidArgument);
+        }
         // u64 -> f64 loses nothing that matters below 2^53 samples.
         #[allow(clippy::cast_precision_loss)]
         let pi = 4.0 * self.total.hits as f64 / self.total.samples as f64;
-        json!({"pi": pi, "samples": self.total.samples})
+        Ok(JobOutput {
+            result: json!({"pi": pi, "samples": self.total.samples}),
+            blob: None,
+        })
     }
 }

@@ -2,6 +2,8 @@
 
 use serde_json::{Map, Value};
 
+use crate::job::{JobSpec, Stages};
+use crate::stage::NativeError;
 use crate::{grayscale, hello, pi};
 
 /// An input an algorithm rejects, naming the offending field.
@@ -40,6 +42,8 @@ pub struct Algorithm {
     pub(crate) schema: fn() -> Value,
     pub(crate) validate: fn(&Value) -> Result<(), InputError>,
     pub(crate) blobs: fn(&Value) -> Vec<String>,
+    /// Builds the job state for a validated input.
+    pub(crate) prepare: fn(&JobSpec<'_>) -> Result<Box<dyn Stages>, NativeError>,
 }
 
 impl Algorithm {

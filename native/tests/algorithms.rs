@@ -351,3 +351,37 @@ fn a_raised_flag_interrupts_before_any_work() {
         Ok(StageOutcome::Interrupted)
     );
 }
+
+/// CRC-32 (ISO-HDLC), as PNG chunks use it.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+#[test]
+fn a_png_claiming_huge_dimensions_is_refused_before_allocating() {
+    // A valid 1×1 PNG whose IHDR then claims 40000×40000 (4.8 GB of RGB).
+    let mut bytes = png(&pattern(1, 1));
+    // 8-byte signature, 4-byte length, "IHDR", then width and height.
+    assert_eq!(&bytes[12..16], b"IHDR");
+    bytes[16..20].copy_from_slice(&40_000u32.to_be_bytes());
+    bytes[20..24].copy_from_slice(&40_000u32.to_be_bytes());
+    let crc = crc32(&bytes[12..29]);
+    bytes[29..33].copy_from_slice(&crc.to_be_bytes());
+    match grayscale_job(bytes, 1) {
+        Err(NativeError::Fatal(message)) => {
+            assert!(message.starts_with("input.image is too large"), "{message}")
+        }
+        other => panic!("expected a fatal error, got {other:?}"),
+    }
+}
