@@ -4,7 +4,8 @@
 //! # The catalogue
 //!
 //! [`algorithms()`] lists every [`Algorithm`] (`hello`, `grayscale`, `pi`);
-//! [`algorithm(name)`](algorithm) finds one. A descriptor has the
+//! [`algorithm(name)`](algorithm) finds one; [`catalogue()`] is the whole
+//! `GET /algorithms` body. A descriptor has the
 //! `GET /algorithms` fields ([`Algorithm::describe`] builds the entry:
 //! `name`, `description`, `input_schema`, `default_stages`, `cpu_bound`) and
 //! [`Algorithm::validate`], which checks a task's `input` (`Value::Null` when
@@ -167,7 +168,7 @@ mod stage;
 
 pub use grayscale::luma;
 pub use job::{Job, JobOutput, JobSpec, OutputBlob};
-pub use registry::{algorithm, algorithms, Algorithm, InputError};
+pub use registry::{algorithm, algorithms, catalogue, Algorithm, InputError};
 pub use stage::{NativeError, StageCall, StageOutcome};
 
 /// Runs one stage of `hello` without failure input: sleeps `stage_ms`

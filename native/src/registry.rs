@@ -90,6 +90,11 @@ pub fn algorithms() -> &'static [Algorithm] {
     &ALGORITHMS
 }
 
+/// The `GET /algorithms` body: [`Algorithm::describe`] of every algorithm.
+pub fn catalogue() -> Value {
+    Value::Array(ALGORITHMS.iter().map(Algorithm::describe).collect())
+}
+
 /// The algorithm called `name`, if any.
 pub fn algorithm(name: &str) -> Option<&'static Algorithm> {
     ALGORITHMS.iter().find(|a| a.name == name)
@@ -158,6 +163,9 @@ mod tests {
         assert!(algorithm("pi").unwrap().cpu_bound);
         assert!(algorithm("grayscale").unwrap().cpu_bound);
         assert!(algorithm("nope").is_none());
+        let body = catalogue();
+        assert_eq!(body.as_array().map(Vec::len), Some(3));
+        assert_eq!(body[2]["input_schema"]["required"], json!(["samples"]));
     }
 
     fn err(name: &str, input: Value) -> String {
