@@ -1,31 +1,108 @@
-//! Raw declarations of `c/algo.h`, kept in sync by hand.
+//! Raw declarations of `c/stage.h`, kept in sync by hand.
 //!
-//! Nothing here is safe to call directly; [`crate::run_stage`] is the only
+//! Nothing here is safe to call directly; [`crate::stage::call`] is the only
 //! caller.
 
-use std::ffi::c_int;
+use std::ffi::{c_char, c_int, c_void};
 
-/// `ALGO_OK`: the stage completed and its line was written.
+/// `ALGO_OK`: the stage completed; its output is updated.
 pub(crate) const ALGO_OK: c_int = 0;
-/// `ALGO_INTERRUPTED`: the cancel flag was raised; nothing was written.
+/// `ALGO_INTERRUPTED`: the cancel flag was raised.
 pub(crate) const ALGO_INTERRUPTED: c_int = 1;
-/// `ALGO_EINVAL`: the cancel flag pointer was NULL.
+/// `ALGO_RETRYABLE`: the stage failed, running it again may succeed.
+pub(crate) const ALGO_RETRYABLE: c_int = 2;
+/// `ALGO_FATAL`: the stage failed for good.
+pub(crate) const ALGO_FATAL: c_int = 3;
+/// `ALGO_EINVAL`: an argument was invalid (a Rust/C mismatch).
 pub(crate) const ALGO_EINVAL: c_int = -1;
 /// `ALGO_EIO`: writing to stdout (or reading the monotonic clock) failed.
 pub(crate) const ALGO_EIO: c_int = -2;
 
+/// `ALGO_FLAG_ALLOW_CRASH`.
+pub(crate) const ALGO_FLAG_ALLOW_CRASH: u32 = 1;
+
+/// `struct algo_stage`.
+#[repr(C)]
+#[derive(Debug)]
+pub(crate) struct AlgoStage {
+    pub(crate) input: *const c_void,
+    pub(crate) input_size: usize,
+    pub(crate) output: *mut c_void,
+    pub(crate) output_size: usize,
+    pub(crate) stage: u32,
+    pub(crate) stages: u32,
+    pub(crate) attempt: u32,
+    pub(crate) flags: u32,
+    pub(crate) cancel: *const c_int,
+    pub(crate) progress: *mut c_int,
+    pub(crate) error: *mut c_char,
+    pub(crate) error_size: usize,
+}
+
+/// `ALGO_HELLO_FAIL_*`.
+pub(crate) const HELLO_FAIL_NONE: u32 = 0;
+pub(crate) const HELLO_FAIL_ERROR: u32 = 1;
+pub(crate) const HELLO_FAIL_FATAL: u32 = 2;
+pub(crate) const HELLO_FAIL_CRASH: u32 = 3;
+
+/// `struct algo_hello_input`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct HelloInput {
+    pub(crate) stage_ms: u64,
+    pub(crate) fail_at_stage: u32,
+    pub(crate) fail_attempts: u32,
+    pub(crate) fail_mode: u32,
+    pub(crate) reserved: u32,
+}
+
+/// `struct algo_pi_input`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PiInput {
+    pub(crate) samples: u64,
+    pub(crate) seed: u64,
+}
+
+/// `struct algo_pi_output`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct PiOutput {
+    pub(crate) hits: u64,
+    pub(crate) samples: u64,
+}
+
+/// `struct algo_grayscale_input`.
+#[repr(C)]
+#[derive(Debug)]
+pub(crate) struct GrayscaleInput {
+    pub(crate) rgb: *const u8,
+    pub(crate) width: u32,
+    pub(crate) height: u32,
+}
+
+/// `algo_stage_fn`.
+pub(crate) type StageFn = unsafe extern "C" fn(call: *const AlgoStage) -> c_int;
+
 // `unsafe extern` only states that these signatures are trusted to match
-// `c/algo.h`; the calls themselves still need `unsafe` blocks.
+// `c/stage.h`; the calls themselves still need `unsafe` blocks.
 #[allow(unsafe_code)]
 unsafe extern "C" {
-    /// Sleeps `stage_ms` ms in slices of at most 5 ms, polling `*cancel_flag`
-    /// with an acquire atomic load before and between slices, then writes
-    /// `hello world\n` to fd 1. Returns one of the `ALGO_*` codes above.
-    ///
     /// # Safety
     ///
-    /// `cancel_flag` is NULL (rejected with `ALGO_EINVAL`) or points to an
-    /// aligned `int` that stays valid for the whole call and that every other
-    /// thread only accesses atomically. C never writes through it.
-    pub(crate) fn algo_run_stage(stage_ms: u64, cancel_flag: *const c_int) -> c_int;
+    /// `call` is NULL (rejected) or points to an `AlgoStage` whose pointers
+    /// are valid as `c/stage.h` describes for the whole call, with
+    /// `input` a `HelloInput` and no output.
+    pub(crate) fn algo_hello_stage(call: *const AlgoStage) -> c_int;
+    /// # Safety
+    ///
+    /// As [`algo_hello_stage`], with `input` a `PiInput` and `output` a
+    /// `PiOutput`.
+    pub(crate) fn algo_pi_stage(call: *const AlgoStage) -> c_int;
+    /// # Safety
+    ///
+    /// As [`algo_hello_stage`], with `input` a `GrayscaleInput` whose `rgb`
+    /// holds `width * height * 3` readable bytes and `output` a writable
+    /// buffer of `width * height` bytes.
+    pub(crate) fn algo_grayscale_stage(call: *const AlgoStage) -> c_int;
 }

@@ -1,33 +1,122 @@
-//! The C routine of the `hello` algorithm behind a safe Rust API.
+//! The catalogue of native algorithms: C kernels behind one stage interface,
+//! and the safe Rust API the worker (and the api's validation) use.
 //!
-//! # The boundary
+//! # The catalogue
 //!
-//! `c/algo.c` (built by `build.rs` with `cc`) exports one function,
-//! `algo_run_stage(stage_ms, cancel_flag)`: it sleeps `stage_ms` milliseconds in
-//! slices of at most 5 ms, then writes `hello world\n` to stdout with a single
-//! unbuffered `write(2)`. Its private declaration lives in `ffi.rs`; this crate
-//! is the only one in the workspace allowed to use `unsafe`, and
-//! [`run_stage`] is its only call into C.
+//! [`algorithms()`] lists every [`Algorithm`] (`hello`, `grayscale`, `pi`);
+//! [`algorithm(name)`](algorithm) finds one; [`catalogue()`] is the whole
+//! `GET /algorithms` body. A descriptor has the
+//! `GET /algorithms` fields ([`Algorithm::describe`] builds the entry:
+//! `name`, `description`, `input_schema`, `default_stages`, `cpu_bound`) and
+//! [`Algorithm::validate`], which checks a task's `input` (`Value::Null` when
+//! absent) and names the offending field, dotted, in [`InputError::field`]
+//! (`input.samples`), for the api's 400 `invalid_input`.
 //!
+//! | algorithm   | input | result | cpu_bound |
+//! |-------------|-------|--------|-----------|
+//! | `hello`     | any JSON; `{"fail": {"at_stage", "attempts", "mode"}}` injects failures | `{"stages", "output": "hello world"}` | no |
+//! | `grayscale` | `{"image": "<blob id>"}` (PNG or JPEG) | `{"image": "<blob id of a PNG>", "width", "height"}` | yes |
+//! | `pi`        | `{"samples": 1..=10^11, "seed": u64 (default 0)}` | `{"pi", "samples"}` | yes |
+//!
+//! # Running a task: the worker's protocol
+//!
+//! ```text
+//! let alg = native::algorithm(&task.algorithm)?;
+//! let blobs = fetch every id in alg.input_blobs(&task.input);   // HashMap<id, bytes>
+//! let mut job = native::Job::new(alg, JobSpec { input, stages, stage_ms, blobs: &blobs })?;
+//! if let Some(saved) = checkpoint stored with the task { job.restore(&saved)?; }
+//! for stage in recorded_stage..stages {                     // on a blocking thread
+//!     match job.run_stage(&StageCall { stage, attempt, cancel, progress, allow_crash })? {
+//!         Completed   => report progress stage + 1 (and store job.checkpoint(), if any),
+//!         Interrupted => cancelled / timed out / shutting down: stop,
+//!     }
+//! }
+//! let JobOutput { mut result, blob } = job.finish()?;
+//! if let Some(b) = blob { result[b.field] = store b.bytes as a blob (b.content_type) }
+//! ```
+//!
+//! - **Errors** are [`NativeError`]s: [`NativeError::is_retryable`] splits
+//!   them into retryable (another attempt, after backoff) and fatal (FAILED);
+//!   the `Display` text is the task's `error` (`hello`'s disabled crash is
+//!   exactly `crash_disabled`). [`Job::new`] fails fatally on an input the
+//!   algorithm cannot use, e.g. `grayscale` on a blob that is not an image.
+//! - **What the worker keeps between stages** is the [`Job`] itself (it is
+//!   `Send`: move it into each `spawn_blocking`, or keep it on one thread).
+//!   `grayscale`'s job holds the decoded RGB image and the partly converted
+//!   luma buffer; `pi`'s the hit and sample counts of its completed stages.
+//! - **Resuming at stage k** (a retry, or a takeover on another worker) needs
+//!   nothing but the task: a fresh `Job` asked to run stage k first runs any
+//!   earlier stage it lacks, in the same call (cancellable). That costs
+//!   little for `grayscale` (earlier bands are re-converted from the input)
+//!   but repeats `pi`'s earlier sampling, so the worker may store
+//!   [`Job::checkpoint`] (`pi`: `{"stage", "hits", "samples"}`, small JSON)
+//!   after each completed stage and hand it to [`Job::restore`] on resume.
+//!   `hello` keeps no state and never repeats a stage (no extra output).
+//! - **Accumulation** happens inside the job: `pi`'s stage k draws its share
+//!   of the samples (`samples / n`, plus one for k < `samples % n`) from a
+//!   splitmix64 stream seeded with `seed + k`, and adds its hits and samples
+//!   to the job's totals; `pi = 4 × hits / samples`. Same seed and stages →
+//!   the same result, whichever workers ran which stages.
+//! - **Progress within a stage** crosses as an [`AtomicI32`] per mille that C
+//!   stores into (relaxed atomic stores; C never calls back into Rust).
+//!   [`Job::run_stage`] resets it to 0; the worker polls it from another
+//!   thread (every 250 ms at most) and reports
+//!   `floor(100 × (stage + min(p, 999)/1000) / stages)`. `pi` updates it every
+//!   65,536 samples, `grayscale` every row, `hello` never (stays 0).
 //! - **Cancellation crosses as a flag, not a drop.** The caller owns an
-//!   [`AtomicI32`]; C receives a pointer to it (an `AtomicI32` has the same
-//!   size, alignment and bit validity as an `i32`, i.e. a C `int`) and reads it
-//!   with an acquire atomic load before and between slices. Storing any
-//!   non-zero value (preferably with `Ordering::Release`) makes the running
-//!   stage return [`StageOutcome::Interrupted`] within about 5 ms, without
-//!   printing. C never writes to the flag, so resetting it is up to the caller.
-//! - **Nothing is owned across the boundary.** No memory is allocated on either
-//!   side, no C state outlives a call, and C never calls back into Rust.
-//! - **The call blocks.** [`run_stage`] blocks the calling thread for up to
-//!   `stage_ms`. On an async runtime run it on a blocking thread (for example
-//!   `tokio::task::spawn_blocking`); dropping that task's `JoinHandle` does not
-//!   stop it, only the flag does.
-//! - **Output bypasses Rust's stdout buffer.** C writes to file descriptor 1
-//!   directly, one whole line per completed stage, so lines from concurrent
-//!   stages never interleave, but they are not ordered with respect to text
-//!   still sitting in [`std::io::Stdout`]'s buffer.
+//!   [`AtomicI32`]; C reads it with acquire atomic loads (`hello`: between
+//!   ≤5 ms sleeps; `pi`: every 65,536 samples; `grayscale`: between rows) and
+//!   never writes it. Storing any non-zero value (preferably with
+//!   `Ordering::Release`) makes the running stage return
+//!   [`StageOutcome::Interrupted`] within milliseconds; an interrupted stage
+//!   leaves the job as it was before the stage and may be run again.
+//! - **Crashes**: `hello`'s `crash` input calls `abort()` in C when
+//!   [`StageCall::allow_crash`] is set: it takes the whole process down, so
+//!   under `WORKER_ISOLATION=process` run stages in a helper process.
+//! - **Nothing is owned across the boundary.** Rust allocates every buffer
+//!   (input structs, the image, the luma buffer, a 512-byte error buffer) and
+//!   lends it for one call; no C state outlives a call, so any number of
+//!   threads may run stages at once.
 //!
-//! # Example
+//! # The C side
+//!
+//! `c/stage.h` declares the one stage interface, `int algo_<name>_stage(const
+//! struct algo_stage *call)`: input struct and size, in/out output and size,
+//! stage (0-based) and stage count, attempt (1-based), flags (allow crash),
+//! the cancel flag (`const int *`), the progress per mille (`int *`) and an
+//! error message buffer; it returns `ALGO_OK`, `ALGO_INTERRUPTED`,
+//! `ALGO_RETRYABLE`, `ALGO_FATAL`, or `ALGO_EINVAL`/`ALGO_EIO`, and any other
+//! value maps to [`NativeError::Unknown`]. `build.rs` compiles every file in
+//! `c/` with `cc`.
+//!
+//! # Adding an algorithm
+//!
+//! 1. `c/<name>.c` with `int algo_<name>_stage(const struct algo_stage *)`,
+//!    its input/output structs and the declaration in `c/stage.h`
+//!    (`algo_check` the sizes first, `algo_cancelled` often, `algo_progress`
+//!    as it goes, `algo_fail` for errors); `build.rs` picks the file up.
+//! 2. The same structs (`#[repr(C)]`) and declaration in `src/ffi.rs`.
+//! 3. `src/<name>.rs`: a `pub(crate) const ALGORITHM: Algorithm` (name,
+//!    description, default stages, cpu_bound, and the `schema`, `validate`,
+//!    `blobs` and `prepare` functions) and a job state implementing the
+//!    crate's `Stages` trait (`run` one stage through `stage::call`,
+//!    optional `checkpoint`/`restore`, `finish` building the result).
+//! 4. One entry in the `ALGORITHMS` array of `src/registry.rs`.
+//!
+//! `src/pi.rs` with `c/pi.c` is the smallest stateful example.
+//!
+//! `grayscale` converts with ITU-R BT.601 in integers, see [`luma`]:
+//! `Y = (299 R + 587 G + 114 B + 500) / 1000`; stage k of n converts rows
+//! `[k·h/n, (k+1)·h/n)`. Alpha is dropped; the output is an 8-bit gray PNG.
+//! Decoding uses the `image` crate (PNG and JPEG only) with its default
+//! limits: an image that would take more than 512 MiB decoded is refused
+//! (fatal, `input.image is too large to decode ...`) before it is allocated.
+//! A job then holds its RGB pixels (3 bytes a pixel) and the luma buffer
+//! (1 byte a pixel).
+//!
+//! # `hello` in one call
+//!
+//! [`run_stage`] keeps v1's call: one `hello` stage without failure input.
 //!
 //! ```
 //! use std::sync::atomic::{AtomicI32, Ordering};
@@ -42,40 +131,47 @@
 //! assert_eq!(outcome, native::StageOutcome::Interrupted);
 //! # Ok::<(), native::NativeError>(())
 //! ```
+//!
+//! # A `pi` task
+//!
+//! ```
+//! use std::collections::HashMap;
+//! use std::sync::atomic::AtomicI32;
+//! use native::{Job, JobSpec, StageCall};
+//!
+//! let input = serde_json::json!({"samples": 100_000, "seed": 7});
+//! let pi = native::algorithm("pi").unwrap();
+//! pi.validate(&input).unwrap();
+//! let blobs = HashMap::new();
+//! let spec = JobSpec { input: &input, stages: 4, stage_ms: 0, blobs: &blobs };
+//! let mut job = Job::new(pi, spec)?;
+//! let (cancel, progress) = (AtomicI32::new(0), AtomicI32::new(0));
+//! for stage in 0..4 {
+//!     let call = StageCall { stage, attempt: 1, cancel: &cancel, progress: &progress, allow_crash: false };
+//!     assert_eq!(job.run_stage(&call)?, native::StageOutcome::Completed);
+//! }
+//! let out = job.finish()?;
+//! assert_eq!(out.result["samples"], 100_000);
+//! assert!((out.result["pi"].as_f64().unwrap() - std::f64::consts::PI).abs() < 0.05);
+//! # Ok::<(), native::NativeError>(())
+//! ```
 
-use std::ffi::c_int;
 use std::sync::atomic::AtomicI32;
 
 mod ffi;
+mod grayscale;
+mod hello;
+mod job;
+mod pi;
+mod registry;
+mod stage;
 
-/// How a stage that ran without error ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StageOutcome {
-    /// The full `stage_ms` elapsed and `hello world` was written to stdout.
-    Completed,
-    /// The cancel flag was non-zero (before the stage or while it slept);
-    /// nothing was written.
-    Interrupted,
-}
+pub use grayscale::luma;
+pub use job::{Job, JobOutput, JobSpec, OutputBlob};
+pub use registry::{algorithm, algorithms, catalogue, Algorithm, InputError};
+pub use stage::{NativeError, StageCall, StageOutcome};
 
-/// A stage that failed inside the C routine.
-#[derive(Debug, thiserror::Error)]
-pub enum NativeError {
-    /// The C routine rejected its arguments (`ALGO_EINVAL`). [`run_stage`]
-    /// always passes a valid flag, so this points at a mismatch between the
-    /// Rust and C sides.
-    #[error("the C stage routine rejected its arguments")]
-    InvalidArgument,
-    /// Writing `hello world` to stdout failed, e.g. because stdout is a closed
-    /// pipe (`ALGO_EIO`). The stage's sleep did complete.
-    #[error("the C stage routine could not write to stdout")]
-    Io,
-    /// The C routine returned a code this crate does not know.
-    #[error("unknown return code {0}")]
-    Unknown(i32),
-}
-
-/// Runs one stage of the `hello` algorithm in C: sleeps `stage_ms`
+/// Runs one stage of `hello` without failure input: sleeps `stage_ms`
 /// milliseconds, then writes `hello world` (one whole, flushed line) to stdout.
 ///
 /// `cancel` is polled before the sleep and at least every 5 ms during it; once
@@ -93,29 +189,19 @@ pub enum NativeError {
 /// [`NativeError::InvalidArgument`] or [`NativeError::Unknown`] if the C
 /// routine reports an argument error or an unexpected code. Never panics.
 pub fn run_stage(stage_ms: u64, cancel: &AtomicI32) -> Result<StageOutcome, NativeError> {
-    // `*mut i32` -> `*const c_int`: the same type wherever `c_int` is `i32`,
-    // and a compile error on any target where it is not.
-    let flag: *const c_int = cancel.as_ptr().cast_const();
-    #[allow(unsafe_code)]
-    // SAFETY: `flag` comes from a live `&AtomicI32`, so it is non-null, aligned
-    // and valid for the whole call (the borrow outlives it), and `AtomicI32`
-    // has the layout of a C `int`. C only reads it with `__atomic_load_n`, and
-    // Rust code can only touch it through atomic operations on `cancel`, so
-    // there is no data race. The routine keeps no pointer after returning.
-    let code = unsafe { ffi::algo_run_stage(stage_ms, flag) };
-    outcome_from_code(code)
-}
-
-/// Maps every `ALGO_*` return code; anything else becomes
-/// [`NativeError::Unknown`].
-fn outcome_from_code(code: c_int) -> Result<StageOutcome, NativeError> {
-    match code {
-        ffi::ALGO_OK => Ok(StageOutcome::Completed),
-        ffi::ALGO_INTERRUPTED => Ok(StageOutcome::Interrupted),
-        ffi::ALGO_EINVAL => Err(NativeError::InvalidArgument),
-        ffi::ALGO_EIO => Err(NativeError::Io),
-        other => Err(NativeError::Unknown(other)),
-    }
+    let input = ffi::HelloInput {
+        stage_ms,
+        ..ffi::HelloInput::default()
+    };
+    let progress = AtomicI32::new(0);
+    let call = StageCall {
+        stage: 0,
+        attempt: 1,
+        cancel,
+        progress: &progress,
+        allow_crash: false,
+    };
+    hello::run(&input, 1, &call)
 }
 
 // Stages that complete print to the real stdout, which libtest cannot capture;
@@ -125,50 +211,15 @@ fn outcome_from_code(code: c_int) -> Result<StageOutcome, NativeError> {
 mod tests {
     use super::*;
     use std::sync::atomic::Ordering;
-    use std::time::{Duration, Instant};
-
-    #[test]
-    fn every_c_code_is_mapped() {
-        assert_eq!(outcome_from_code(0).ok(), Some(StageOutcome::Completed));
-        assert_eq!(outcome_from_code(1).ok(), Some(StageOutcome::Interrupted));
-        assert!(matches!(
-            outcome_from_code(-1),
-            Err(NativeError::InvalidArgument)
-        ));
-        assert!(matches!(outcome_from_code(-2), Err(NativeError::Io)));
-    }
-
-    #[test]
-    fn unknown_codes_are_errors_not_panics() {
-        for code in [2, -3, 42, i32::MIN, i32::MAX] {
-            match outcome_from_code(code) {
-                Err(NativeError::Unknown(c)) => assert_eq!(c, code),
-                other => panic!("code {code} mapped to {other:?}"),
-            }
-        }
-        assert_eq!(NativeError::Unknown(7).to_string(), "unknown return code 7");
-    }
-
-    #[test]
-    fn null_flag_is_rejected_by_c() {
-        #[allow(unsafe_code)]
-        // SAFETY: a NULL flag is an explicitly handled input: the routine
-        // returns ALGO_EINVAL before sleeping, writing or dereferencing it.
-        let code = unsafe { ffi::algo_run_stage(0, std::ptr::null()) };
-        assert!(matches!(
-            outcome_from_code(code),
-            Err(NativeError::InvalidArgument)
-        ));
-    }
 
     #[test]
     fn raised_flag_interrupts_at_once() {
         for value in [1, -1, i32::MAX] {
             let cancel = AtomicI32::new(value);
-            let start = Instant::now();
+            let start = std::time::Instant::now();
             let outcome = run_stage(10_000, &cancel).expect("stage failed");
             assert_eq!(outcome, StageOutcome::Interrupted);
-            assert!(start.elapsed() < Duration::from_secs(1));
+            assert!(start.elapsed() < std::time::Duration::from_secs(1));
             // C only reads the flag.
             assert_eq!(cancel.load(Ordering::Acquire), value);
         }

@@ -1,23 +1,27 @@
-//! End-to-end checks of `native::run_stage`, including what reaches stdout.
+//! End-to-end checks of `hello` (`native::run_stage` and `hello` jobs),
+//! including what reaches stdout, and of its `crash` test input.
 //!
 //! The C routine writes straight to file descriptor 1, which libtest cannot
 //! capture, so this test has no libtest harness (`harness = false`): `main`
 //! re-executes this binary once per case with `NATIVE_STAGES_CASE=<name>`,
 //! and the child runs the case (asserting outcomes and timings) while the
 //! parent captures its stdout and checks that it is exactly one `hello world`
-//! line per completed stage and nothing for an interrupted one.
+//! line per completed stage and nothing for an interrupted or failed one (and,
+//! for the crash case, that the child died of SIGABRT).
 //!
 //! Arguments: plain words filter cases by substring (`--exact`: by name),
 //! `--list` lists them, `--ignored` runs none; other flags are ignored.
 
 use std::io::Read;
+use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use native::{run_stage, NativeError, StageOutcome};
+use native::{algorithm, run_stage, Job, JobSpec, NativeError, StageCall, StageOutcome};
+use serde_json::{json, Value};
 
 const CASE_ENV: &str = "NATIVE_STAGES_CASE";
 /// A child that is still running after this long has hung.
@@ -33,9 +37,21 @@ enum Stdout {
     Closed,
 }
 
+/// How the child must end.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Exit {
+    Success,
+    /// Killed by this signal.
+    Signal(i32),
+}
+
+/// SIGABRT on Linux and macOS.
+const SIGABRT: i32 = 6;
+
 struct Case {
     name: &'static str,
     stdout: Stdout,
+    exit: Exit,
     run: fn(),
 }
 
@@ -43,47 +59,86 @@ const CASES: &[Case] = &[
     Case {
         name: "zero_ms_stage_completes",
         stdout: Stdout::Lines(1),
+        exit: Exit::Success,
         run: zero_ms_stage_completes,
     },
     Case {
         name: "fifty_ms_stage_completes_after_fifty_ms",
         stdout: Stdout::Lines(1),
+        exit: Exit::Success,
         run: fifty_ms_stage_completes_after_fifty_ms,
     },
     Case {
         name: "each_completed_stage_prints_one_line",
         stdout: Stdout::Lines(3),
+        exit: Exit::Success,
         run: each_completed_stage_prints_one_line,
     },
     Case {
         name: "raised_flag_interrupts_at_once_without_output",
         stdout: Stdout::Lines(0),
+        exit: Exit::Success,
         run: raised_flag_interrupts_at_once_without_output,
     },
     Case {
         name: "flag_set_from_another_thread_interrupts_a_long_stage",
         stdout: Stdout::Lines(0),
+        exit: Exit::Success,
         run: flag_set_from_another_thread_interrupts_a_long_stage,
     },
     Case {
         name: "endless_stage_is_still_interruptible",
         stdout: Stdout::Lines(0),
+        exit: Exit::Success,
         run: endless_stage_is_still_interruptible,
     },
     Case {
         name: "sixty_four_concurrent_stages_all_complete",
         stdout: Stdout::Lines(64),
+        exit: Exit::Success,
         run: sixty_four_concurrent_stages_all_complete,
     },
     Case {
         name: "interrupting_one_stage_leaves_the_others_alone",
         stdout: Stdout::Lines(7),
+        exit: Exit::Success,
         run: interrupting_one_stage_leaves_the_others_alone,
     },
     Case {
         name: "closed_stdout_is_an_io_error",
         stdout: Stdout::Closed,
+        exit: Exit::Success,
         run: closed_stdout_is_an_io_error,
+    },
+    Case {
+        name: "hello_job_prints_one_line_per_stage",
+        stdout: Stdout::Lines(3),
+        exit: Exit::Success,
+        run: hello_job_prints_one_line_per_stage,
+    },
+    Case {
+        name: "hello_error_fails_its_stage_retryably_without_output",
+        stdout: Stdout::Lines(2 + 3),
+        exit: Exit::Success,
+        run: hello_error_fails_its_stage_retryably_without_output,
+    },
+    Case {
+        name: "hello_fatal_fails_its_stage_for_good_without_output",
+        stdout: Stdout::Lines(1),
+        exit: Exit::Success,
+        run: hello_fatal_fails_its_stage_for_good_without_output,
+    },
+    Case {
+        name: "hello_crash_without_permission_is_crash_disabled",
+        stdout: Stdout::Lines(1),
+        exit: Exit::Success,
+        run: hello_crash_without_permission_is_crash_disabled,
+    },
+    Case {
+        name: "hello_crash_aborts_the_process",
+        stdout: Stdout::Lines(1),
+        exit: Exit::Signal(SIGABRT),
+        run: hello_crash_aborts_the_process,
     },
 ];
 
@@ -199,6 +254,128 @@ fn closed_stdout_is_an_io_error() {
     }
 }
 
+fn hello_job(input: Value, stages: u32, stage_ms: u64) -> Job {
+    let blobs = std::collections::HashMap::new();
+    let spec = JobSpec {
+        input: &input,
+        stages,
+        stage_ms,
+        blobs: &blobs,
+    };
+    Job::new(algorithm("hello").expect("hello"), spec).expect("hello job")
+}
+
+/// Runs stage `stage` (0-based) of `job` in attempt `attempt`.
+fn hello_stage(
+    job: &mut Job,
+    stage: u32,
+    attempt: u32,
+    allow_crash: bool,
+) -> Result<StageOutcome, NativeError> {
+    let (cancel, progress) = (AtomicI32::new(0), AtomicI32::new(0));
+    let call = StageCall {
+        stage,
+        attempt,
+        cancel: &cancel,
+        progress: &progress,
+        allow_crash,
+    };
+    let outcome = job.run_stage(&call);
+    // hello reports no progress within a stage.
+    assert_eq!(progress.load(Ordering::Relaxed), 0);
+    outcome
+}
+
+fn hello_job_prints_one_line_per_stage() {
+    // Fields other than `fail` change nothing.
+    let mut job = hello_job(json!({"note": "x", "fail": null}), 3, 2);
+    for stage in 0..3 {
+        assert_eq!(
+            hello_stage(&mut job, stage, 1, false),
+            Ok(StageOutcome::Completed)
+        );
+    }
+    assert_eq!(
+        job.finish().expect("finish").result,
+        json!({"stages": 3, "output": "hello world"})
+    );
+}
+
+fn hello_error_fails_its_stage_retryably_without_output() {
+    let input = json!({"fail": {"at_stage": 2, "attempts": 2, "mode": "error"}});
+    let mut job = hello_job(input, 3, 1);
+    // Attempt 1: stage 1 completes, stage 2 fails (prints nothing).
+    assert_eq!(
+        hello_stage(&mut job, 0, 1, false),
+        Ok(StageOutcome::Completed)
+    );
+    match hello_stage(&mut job, 1, 1, false) {
+        Err(e @ NativeError::Retryable(_)) => assert!(e.is_retryable(), "{e}"),
+        other => panic!("expected a retryable error, got {other:?}"),
+    }
+    // Attempt 2 resumes at stage 2, which fails again.
+    assert!(matches!(
+        hello_stage(&mut job, 1, 2, false),
+        Err(NativeError::Retryable(_))
+    ));
+    // Attempt 3: the first `attempts` attempts are over.
+    for stage in 1..3 {
+        assert_eq!(
+            hello_stage(&mut job, stage, 3, false),
+            Ok(StageOutcome::Completed)
+        );
+    }
+    // `attempts` defaults to 1: attempt 2 runs stage 2 normally.
+    let mut job = hello_job(json!({"fail": {"at_stage": 2, "mode": "error"}}), 5, 0);
+    assert_eq!(
+        hello_stage(&mut job, 0, 1, false),
+        Ok(StageOutcome::Completed)
+    );
+    assert!(hello_stage(&mut job, 1, 1, false).is_err());
+    assert_eq!(
+        hello_stage(&mut job, 1, 2, false),
+        Ok(StageOutcome::Completed)
+    );
+}
+
+fn hello_fatal_fails_its_stage_for_good_without_output() {
+    let mut job = hello_job(json!({"fail": {"at_stage": 2, "mode": "fatal"}}), 2, 1);
+    assert_eq!(
+        hello_stage(&mut job, 0, 1, false),
+        Ok(StageOutcome::Completed)
+    );
+    match hello_stage(&mut job, 1, 1, false) {
+        Err(e @ NativeError::Fatal(_)) => {
+            assert!(!e.is_retryable());
+            assert!(e.to_string().contains("stage 2"), "{e}");
+        }
+        other => panic!("expected a fatal error, got {other:?}"),
+    }
+}
+
+fn hello_crash_without_permission_is_crash_disabled() {
+    let mut job = hello_job(json!({"fail": {"at_stage": 2, "mode": "crash"}}), 2, 0);
+    assert_eq!(
+        hello_stage(&mut job, 0, 1, false),
+        Ok(StageOutcome::Completed)
+    );
+    match hello_stage(&mut job, 1, 1, false) {
+        Err(NativeError::Fatal(message)) => assert_eq!(message, "crash_disabled"),
+        other => panic!("expected Fatal(crash_disabled), got {other:?}"),
+    }
+}
+
+fn hello_crash_aborts_the_process() {
+    let mut job = hello_job(json!({"fail": {"at_stage": 2, "mode": "crash"}}), 3, 0);
+    assert_eq!(
+        hello_stage(&mut job, 0, 1, true),
+        Ok(StageOutcome::Completed)
+    );
+    let outcome = hello_stage(&mut job, 1, 1, true);
+    // Only reached if C did not abort; the parent then sees a clean exit.
+    eprintln!("the crash stage returned {outcome:?}");
+}
+
 // ---- harness (parent) ----
 
 fn main() -> ExitCode {
@@ -299,8 +476,16 @@ fn run_case(case: &Case) -> Result<(), String> {
 
     let status = wait_with_timeout(&mut child)?;
     let err = stderr.join().expect("stderr reader panicked");
-    if !status.success() {
-        return Err(format!("child exited with {status}\nstderr:\n{err}"));
+    match case.exit {
+        Exit::Success if !status.success() => {
+            return Err(format!("child exited with {status}\nstderr:\n{err}"));
+        }
+        Exit::Signal(signal) if status.signal() != Some(signal) => {
+            return Err(format!(
+                "child exited with {status}, expected signal {signal}\nstderr:\n{err}"
+            ));
+        }
+        _ => {}
     }
     if let (Stdout::Lines(n), Some(stdout)) = (case.stdout, stdout) {
         let out = stdout.join().expect("stdout reader panicked");

@@ -1,5 +1,13 @@
 /*
- * algo.c - see algo.h for the contract.
+ * hello.c - the `hello` algorithm: each stage sleeps `stage_ms` in slices of
+ * at most 5 ms, checking the cancel flag before and between slices, then
+ * writes `hello world\n` to fd 1 with one write(2). An interrupted or failed
+ * stage writes nothing.
+ *
+ * Test input (struct algo_hello_input): stage `fail_at_stage` (1-based) fails
+ * in attempts 1..=fail_attempts, after its sleep, with ALGO_RETRYABLE,
+ * ALGO_FATAL, or abort() (crash; only with ALGO_FLAG_ALLOW_CRASH, otherwise
+ * ALGO_FATAL with the message exactly `crash_disabled`).
  *
  * Portable POSIX (nanosleep, clock_gettime, write); no clock_nanosleep, which
  * macOS lacks. The total sleep does not drift: every slice is recomputed from
@@ -8,11 +16,12 @@
  */
 #define _POSIX_C_SOURCE 200809L
 
-#include "algo.h"
+#include "stage.h"
 
 #include <errno.h>
 #include <limits.h>
-#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -26,10 +35,6 @@ static const char LINE[] = "hello world\n";
 /* Largest value of the (signed, on every supported platform) time_t. */
 static time_t time_max(void) {
     return (time_t)((((uint64_t)1) << (sizeof(time_t) * CHAR_BIT - 1)) - 1);
-}
-
-static int cancelled(const int *flag) {
-    return __atomic_load_n(flag, __ATOMIC_ACQUIRE) != 0;
 }
 
 /* a < b */
@@ -93,14 +98,12 @@ static int write_all(int fd, const char *buf, size_t len) {
     return 0;
 }
 
-int algo_run_stage(uint64_t stage_ms, const int *cancel_flag) {
+/* Sleeps until `stage_ms` have passed; ALGO_OK, ALGO_INTERRUPTED or ALGO_EIO. */
+static int sleep_stage(const struct algo_stage *call, uint64_t stage_ms) {
     struct timespec now;
     struct timespec deadline;
 
-    if (cancel_flag == NULL) {
-        return ALGO_EINVAL;
-    }
-    if (cancelled(cancel_flag)) {
+    if (algo_cancelled(call)) {
         return ALGO_INTERRUPTED;
     }
     if (clock_gettime(CLOCK_MONOTONIC, &now) != 0) {
@@ -113,11 +116,50 @@ int algo_run_stage(uint64_t stage_ms, const int *cancel_flag) {
         /* EINTR only cuts this slice short; the loop recomputes from the
          * deadline. Other errors cannot occur for a valid, in-range slice. */
         (void)nanosleep(&slice, NULL);
-        if (cancelled(cancel_flag)) {
+        if (algo_cancelled(call)) {
             return ALGO_INTERRUPTED;
         }
         if (clock_gettime(CLOCK_MONOTONIC, &now) != 0) {
             return ALGO_EIO;
+        }
+    }
+    return ALGO_OK;
+}
+
+int algo_hello_stage(const struct algo_stage *call) {
+    const struct algo_hello_input *in;
+    int rc = algo_check(call, sizeof *in, 0);
+    char message[128];
+
+    if (rc != ALGO_OK) {
+        return rc;
+    }
+    in = call->input;
+    if (in->fail_mode > ALGO_HELLO_FAIL_CRASH) {
+        return ALGO_EINVAL;
+    }
+    rc = sleep_stage(call, in->stage_ms);
+    if (rc != ALGO_OK) {
+        return rc;
+    }
+
+    if (in->fail_mode != ALGO_HELLO_FAIL_NONE && in->fail_at_stage == call->stage + 1u &&
+        call->attempt <= in->fail_attempts) {
+        switch (in->fail_mode) {
+        case ALGO_HELLO_FAIL_ERROR:
+            snprintf(message, sizeof message, "hello: injected error at stage %u in attempt %u",
+                     (unsigned)(call->stage + 1u), (unsigned)call->attempt);
+            return algo_fail(call, ALGO_RETRYABLE, message);
+        case ALGO_HELLO_FAIL_FATAL:
+            snprintf(message, sizeof message,
+                     "hello: injected fatal error at stage %u in attempt %u",
+                     (unsigned)(call->stage + 1u), (unsigned)call->attempt);
+            return algo_fail(call, ALGO_FATAL, message);
+        default: /* ALGO_HELLO_FAIL_CRASH */
+            if ((call->flags & ALGO_FLAG_ALLOW_CRASH) == 0) {
+                return algo_fail(call, ALGO_FATAL, "crash_disabled");
+            }
+            abort();
         }
     }
 

@@ -1,0 +1,52 @@
+/* stage.c - helpers shared by every algorithm; see stage.h. */
+#include "stage.h"
+
+#include <string.h>
+
+int algo_cancelled(const struct algo_stage *call) {
+    return __atomic_load_n(call->cancel, __ATOMIC_ACQUIRE) != 0;
+}
+
+void algo_progress(const struct algo_stage *call, uint64_t done, uint64_t total) {
+    int permille = 1000;
+    if (call->progress == NULL) {
+        return;
+    }
+    if (total > 0 && done < total) {
+        /* done < total <= 2^64 - 1: split to avoid overflowing done * 1000. */
+        permille = total > UINT64_MAX / 1000u ? (int)(done / (total / 1000u))
+                                               : (int)(done * 1000u / total);
+        if (permille > 1000) {
+            permille = 1000;
+        }
+    }
+    __atomic_store_n(call->progress, permille, __ATOMIC_RELAXED);
+}
+
+int algo_check(const struct algo_stage *call, size_t input_size, size_t output_size) {
+    if (call == NULL || call->cancel == NULL) {
+        return ALGO_EINVAL;
+    }
+    if (call->stages == 0 || call->stage >= call->stages || call->attempt == 0) {
+        return ALGO_EINVAL;
+    }
+    if (call->input_size != input_size || (input_size > 0 && call->input == NULL)) {
+        return ALGO_EINVAL;
+    }
+    if (call->output_size != output_size || (output_size > 0 && call->output == NULL)) {
+        return ALGO_EINVAL;
+    }
+    return ALGO_OK;
+}
+
+int algo_fail(const struct algo_stage *call, int code, const char *message) {
+    if (call->error != NULL && call->error_size > 0) {
+        size_t len = strlen(message);
+        if (len > call->error_size - 1) {
+            len = call->error_size - 1;
+        }
+        memcpy(call->error, message, len);
+        call->error[len] = '\0';
+    }
+    return code;
+}
