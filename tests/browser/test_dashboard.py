@@ -263,13 +263,15 @@ class Dashboard(unittest.TestCase):
         """More running tasks than live streams all reach COMPLETED."""
         # The page keeps at most four streams open (HTTP/1.1 allows six
         # connections per host); the others wait for a slot and then replay
-        # what they missed.
+        # what they missed. Each task runs 4 s, so the first ones are still
+        # live when the fourth is submitted, however slow a busy machine
+        # makes the form.
         self.streams["max"] = self.streams["open"]
         ids = [
             self.submit(
                 {
                     "Stages": 2,
-                    "Stage length (ms)": 700,
+                    "Stage length (ms)": 2000,
                     "Timeout (s)": 30,
                     "Priority": 5,
                     "Input (JSON, optional)": "",
@@ -278,7 +280,7 @@ class Dashboard(unittest.TestCase):
             for _ in range(7)
         ]
         for task_id in ids:
-            self.wait_for_status(task_id, "COMPLETED")
+            self.wait_for_status(task_id, "COMPLETED", 90_000)
         for task_id in ids:
             self.assertEqual(
                 self.row(task_id).get_by_role("progressbar").get_attribute("aria-valuenow"), "100", task_id
