@@ -51,7 +51,13 @@ finish() {
     local status=$?
     set +e
     if [ -n "$ns_pid" ] && kill -0 "$ns_pid" 2>/dev/null; then
-        log "stopping the namespace (unshare pid $ns_pid)"
+        # unshare --fork ignores SIGINT and SIGTERM while its child runs; the
+        # child is the namespace's PID 1, and when it dies the kernel kills
+        # every process of the namespace (the daemons too).
+        local init
+        init="$(cat "/proc/$ns_pid/task/$ns_pid/children" 2>/dev/null)"
+        log "stopping the namespace (unshare pid $ns_pid, its init ${init:-gone})"
+        [ -z "$init" ] || kill -KILL $init 2>/dev/null
         kill -TERM "$ns_pid" 2>/dev/null
         wait "$ns_pid" 2>/dev/null
     fi
