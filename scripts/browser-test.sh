@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
 # The dashboard in a real browser: headless Chromium (Debian's /usr/bin/chromium,
-# driven by playwright-core from tests/browser) against a real api and two real
-# workers on real Redis and RabbitMQ.
+# driven by Python's playwright from PyPI, tests/browser/test_dashboard.py)
+# against a real api and two real workers on real Redis and RabbitMQ.
+#
+# playwright's wheel brings its own driver, so no Node.js is needed; the
+# packages (tests/browser/requirements.txt, pinned) go into a virtualenv in
+# run/browser-venv, made again only when requirements.txt changes. pip's own
+# environment (PIP_INDEX_URL, PIP_NO_INDEX, PIP_FIND_LINKS) is honoured.
 #
 #   bash scripts/browser-test.sh                      # screenshot → run/browser-test/dashboard.png
 #   UPDATE_SCREENSHOT=1 bash scripts/browser-test.sh  # also refresh docs/dashboard.png
@@ -15,7 +20,8 @@
 # Environment: BROWSER_TEST_API_PORT (18181), BROWSER_TEST_METRICS_PORT (19191;
 # the second worker takes the next free port), REDIS_URL
 # (redis://127.0.0.1:6379/0), RABBITMQ_MGMT_URL (http://127.0.0.1:15672),
-# RABBITMQ_MGMT_CREDS (guest:guest), CHROMIUM_PATH (/usr/bin/chromium).
+# RABBITMQ_MGMT_CREDS (guest:guest), CHROMIUM_PATH (/usr/bin/chromium),
+# BROWSER_VENV (run/browser-venv).
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -25,6 +31,8 @@ REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379/0}"
 MGMT_URL="${RABBITMQ_MGMT_URL:-http://127.0.0.1:15672}"
 MGMT_CREDS="${RABBITMQ_MGMT_CREDS:-guest:guest}"
 CHROMIUM_PATH="${CHROMIUM_PATH:-/usr/bin/chromium}"
+VENV="${BROWSER_VENV:-$RUN_DIR/browser-venv}"
+REQUIREMENTS="$REPO_ROOT/tests/browser/requirements.txt"
 OUT_DIR="$RUN_DIR/browser-test"
 SUFFIX="$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')"
 VHOST="browser-test-$SUFFIX"
@@ -87,16 +95,23 @@ if [ ! -x "$CHROMIUM_PATH" ]; then
     apt_install chromium chromium-driver
 fi
 [ -x "$CHROMIUM_PATH" ] || die "no Chromium at $CHROMIUM_PATH"
-ensure_tool node nodejs
-ensure_tool npm npm
+ensure_python_venv
 ensure_tool curl
 ensure_tool redis-cli redis-tools
 if ! { tcp_open 127.0.0.1 6379 && tcp_open 127.0.0.1 5672 && http_ok "$MGMT_URL/api/overview" -u "$MGMT_CREDS"; }; then
     die "Redis, RabbitMQ or its management API is not up: run scripts/infra.sh first"
 fi
 
-log "npm ci (tests/browser)"
-(cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
+# The virtualenv, made again when requirements.txt changed (or a run broke off).
+stamp="$(sha256sum "$REQUIREMENTS" | cut -d' ' -f1)"
+if [ "$(cat "$VENV/.taskforge-requirements" 2>/dev/null)" != "$stamp" ]; then
+    log "making the virtualenv $VENV (tests/browser/requirements.txt)"
+    rm -rf "$VENV"
+    python3 -m venv "$VENV" || die "python3 -m venv $VENV failed"
+    "$VENV/bin/python" -m pip install --disable-pip-version-check --no-input -q -r "$REQUIREMENTS" ||
+        die "pip install -r tests/browser/requirements.txt failed (PyPI reachable? PIP_INDEX_URL set right?)"
+    echo "$stamp" >"$VENV/.taskforge-requirements"
+fi
 
 log "building api-service and algo-service"
 cargo build --quiet -p api-service -p algo-service --bins
@@ -161,11 +176,11 @@ log "api and workers ready"
 
 # --- the browser test -----------------------------------------------------------
 screenshot="$OUT_DIR/dashboard.png"
-log "running the browser test (node --test)"
+log "running the browser test (python -m unittest, playwright $("$VENV/bin/python" -c 'from importlib.metadata import version; print(version("playwright"))'))"
 (
     cd tests/browser
     DASHBOARD_URL="$API/" DASHBOARD_API_KEY="$API_KEY" CHROMIUM_PATH="$CHROMIUM_PATH" SCREENSHOT_PATH="$screenshot" \
-        npm test --silent -- --test-reporter=spec
+        PYTHONDONTWRITEBYTECODE=1 "$VENV/bin/python" -m unittest -v test_dashboard
 )
 if [ -n "${UPDATE_SCREENSHOT:-}" ]; then
     mkdir -p docs

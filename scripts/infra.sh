@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Makes sure Redis and RabbitMQ run on loopback and are set up for Taskforge:
 #
-#   * Redis answers PING on 127.0.0.1:$REDIS_PORT (reused if it runs; else
-#     installed from Debian's packages if missing and started, keeping nothing
-#     on disk).
+#   * Redis answers PING on 127.0.0.1:$REDIS_PORT. A running one is reused as
+#     it is (never reconfigured; its persistence is reported). Otherwise it is
+#     installed from Debian's packages if missing and started with AOF
+#     (appendonly yes, appendfsync everysec); a server the package itself
+#     started during this run (systemd) is switched to AOF the same way.
 #   * RabbitMQ answers on 127.0.0.1:5672 (reused, or installed and started).
 #   * The management plugin runs and http://127.0.0.1:15672/api answers to
 #     guest/guest (the tests create a vhost per test through it).
@@ -53,9 +55,47 @@ redis_ping() {
     fi
 }
 
+# redis_cli ARGS...: redis-cli against 127.0.0.1:$REDIS_PORT, bounded.
+redis_cli() { timeout 10 redis-cli -h 127.0.0.1 -p "$REDIS_PORT" "$@"; }
+
+# Says what a reused server keeps on disk (read only: CONFIG GET), so nobody
+# mistakes it for the AOF a server started by this script has.
+report_redis_persistence() {
+    local aof save
+    if ! have redis-cli; then
+        log "redis: (no redis-cli to read its persistence settings)"
+        return 0
+    fi
+    aof="$(redis_cli config get appendonly 2>/dev/null | sed -n 2p)" || aof=""
+    save="$(redis_cli config get save 2>/dev/null | sed -n 2p)" || save=""
+    if [ -z "$aof" ]; then
+        log "redis: could not read its persistence settings (CONFIG GET refused); left as it is"
+    elif [ "$aof" = "yes" ]; then
+        log "redis: it runs with AOF (appendonly yes); left as it is"
+    else
+        warn "redis: this server runs without AOF (appendonly $aof, RDB save '${save}'); infra.sh does not reconfigure a Redis it did not start, so tasks may be lost when it restarts. For AOF: redis-cli config set appendonly yes && redis-cli config set appendfsync everysec && redis-cli config rewrite"
+    fi
+}
+
+# A server the Debian package started during this run (systemd does that at
+# install): the scripts installed it, so it gets the same AOF settings as one
+# they start, at run time and in its config file (CONFIG REWRITE).
+configure_package_redis() {
+    log "redis: the package started a server on 127.0.0.1:$REDIS_PORT; switching it to AOF (appendfsync everysec)"
+    redis_cli config set appendonly yes >/dev/null &&
+        redis_cli config set appendfsync everysec >/dev/null ||
+        die "redis: could not switch the package's server to AOF (redis-cli config set appendonly yes)"
+    if redis_cli config rewrite >/dev/null 2>&1; then
+        log "redis: AOF on; saved into its config file (CONFIG REWRITE), so it stays on after a restart"
+    else
+        warn "redis: AOF is on, but CONFIG REWRITE failed: set 'appendonly yes' and 'appendfsync everysec' in /etc/redis/redis.conf so it stays on after a restart"
+    fi
+}
+
 ensure_redis() {
     if redis_ping; then
         log "redis: already running on 127.0.0.1:$REDIS_PORT (reusing it)"
+        report_redis_persistence
         return 0
     fi
     if tcp_open 127.0.0.1 "$REDIS_PORT"; then
@@ -63,12 +103,13 @@ ensure_redis() {
     fi
     if ! have redis-server; then
         apt_install redis-server
-        # The package may have started a server of its own.
+        # On a systemd machine the package starts a server of its own.
         if redis_ping; then
-            log "redis: the package started a server on 127.0.0.1:$REDIS_PORT (reusing it)"
+            configure_package_redis
             return 0
         fi
     fi
+    ensure_tool redis-cli redis-tools
 
     local dir logfile
     if is_root; then
@@ -79,9 +120,11 @@ ensure_redis() {
         logfile="$RUN_DIR/redis.log"
     fi
     mkdir -p "$dir" "$(dirname "$logfile")"
-    log "redis: starting redis-server on 127.0.0.1:$REDIS_PORT (no persistence; log $logfile)"
+    # Redis is the system of record: AOF, fsync once a second, no RDB snapshots.
+    log "redis: starting redis-server on 127.0.0.1:$REDIS_PORT (AOF, appendfsync everysec, in $dir; log $logfile)"
     redis-server --daemonize yes --bind 127.0.0.1 -::1 --port "$REDIS_PORT" \
-        --save "" --appendonly no --dir "$dir" --logfile "$logfile" ||
+        --appendonly yes --appendfsync everysec --save "" \
+        --dir "$dir" --logfile "$logfile" ||
         die "redis: redis-server failed to start; see $logfile"
     wait_until "$INFRA_TIMEOUT" "redis on 127.0.0.1:$REDIS_PORT" redis_ping ||
         die "redis: no PONG from 127.0.0.1:$REDIS_PORT after ${INFRA_TIMEOUT}s; see $logfile"
@@ -140,36 +183,9 @@ install_rabbitmq_conf() {
         warn "rabbitmq: not root, leaving $RABBITMQ_CONF alone; consumer_timeout will reset on restart"
         return 0
     fi
-    local src="$REPO_ROOT/rabbitmq/rabbitmq.conf" action
-    action="$(python3 - "$RABBITMQ_CONF" "$src" "$BLOCK_BEGIN" "$BLOCK_END" <<'PY'
-import os, shutil, sys
-target, src, begin, end = sys.argv[1:5]
-block = begin + "\n" + open(src).read().rstrip("\n") + "\n" + end + "\n"
-if not os.path.exists(target):
-    os.makedirs(os.path.dirname(target), exist_ok=True)
-    new, action = block, "created"
-else:
-    old = open(target).read()
-    if begin in old and end in old:
-        head, rest = old.split(begin, 1)
-        tail = rest.split(end, 1)[1].lstrip("\n")
-        new = head + block + tail
-        action = "kept our block (unchanged) in" if new == old else "updated our block in"
-    else:
-        backup = target + ".taskforge.bak"
-        if not os.path.exists(backup):
-            shutil.copy2(target, backup)
-        sep = "" if old.endswith("\n") or not old else "\n"
-        new, action = old + sep + "\n" + block, "appended our block to"
-if action != "unchanged":
-    tmp = target + ".taskforge.tmp"
-    with open(tmp, "w") as f:
-        f.write(new)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, target)
-print(action)
-PY
-)" || die "rabbitmq: could not write $RABBITMQ_CONF"
+    local action
+    action="$(python3 "$REPO_ROOT/scripts/infra_helper.py" install-conf \
+        "$RABBITMQ_CONF" "$REPO_ROOT/rabbitmq/rabbitmq.conf" "$BLOCK_BEGIN" "$BLOCK_END")" || die "rabbitmq: could not write $RABBITMQ_CONF"
     log "rabbitmq: $action $RABBITMQ_CONF (read when the broker boots)"
     conf_installed=1
 }
@@ -219,16 +235,7 @@ verify_queue_arguments() {
     local defs="$REPO_ROOT/rabbitmq/definitions.json" live problems
     live="$(mgmt GET '/queues/%2F?columns=name,arguments' -f)" ||
         die "rabbitmq: could not list the queues of vhost /"
-    problems="$(python3 -c '
-import json, sys
-want = {q["name"]: q.get("arguments", {}) for q in json.load(open(sys.argv[1]))["queues"]}
-have = {q["name"]: q.get("arguments", {}) for q in json.loads(sys.argv[2])}
-for name, args in want.items():
-    if name not in have:
-        print(f"{name} is missing")
-    elif have[name] != args:
-        print(f"{name} has arguments {json.dumps(have[name])}, expected {json.dumps(args)}")
-' "$defs" "$live")" || die "rabbitmq: could not compare queue arguments"
+    problems="$(python3 "$REPO_ROOT/scripts/infra_helper.py" check-queues "$defs" "$live" | paste -sd ';' -)" || die "rabbitmq: could not compare queue arguments"
     if [ -n "$problems" ]; then
         die "rabbitmq: vhost / does not match rabbitmq/definitions.json: $problems. Delete the queue (rabbitmqctl delete_queue NAME; its messages are lost) and rerun"
     fi

@@ -71,7 +71,9 @@ apt_install() {
     export DEBIAN_FRONTEND=noninteractive
     if [ -z "$_apt_updated" ]; then
         log "apt-get update"
-        apt-get update -qq || die "apt-get update failed"
+        # Offline (or a mirror down), the lists already here may still do.
+        apt-get update -qq ||
+            warn "apt-get update failed (no network to the Debian mirror?); trying with the package lists this machine has"
         _apt_updated=1
     fi
     log "apt-get install $*"
@@ -84,6 +86,88 @@ ensure_tool() {
     local cmd="$1" pkg="${2:-$1}"
     have "$cmd" || apt_install "$pkg"
     have "$cmd" || die "$cmd still missing after installing $pkg"
+}
+
+# ensure_c_toolchain: a C compiler that can link a program. `gcc` alone is
+# not enough: it only recommends libc6-dev (crt1.o, libc.so), which
+# --no-install-recommends leaves out, and then every Rust link fails.
+_c_links() {
+    local dir ok=1
+    dir="$(mktemp -d)"
+    printf 'int main(void) { return 0; }\n' >"$dir/t.c"
+    cc -o "$dir/t" "$dir/t.c" >/dev/null 2>&1 && ok=0
+    rm -rf "$dir"
+    return "$ok"
+}
+ensure_c_toolchain() {
+    if have cc && _c_links; then
+        return 0
+    fi
+    apt_install gcc libc6-dev
+    have cc && _c_links ||
+        die "cc still cannot link a C program after installing gcc and libc6-dev; try apt-get install build-essential"
+}
+
+# ensure_procps: the kill, ps and pgrep programs (bash's kill builtin is not
+# enough for the tests, which run /usr/bin/kill); minbase Debian and
+# container images come without them.
+ensure_procps() {
+    if type -P kill >/dev/null && type -P ps >/dev/null && type -P pgrep >/dev/null; then
+        return 0
+    fi
+    apt_install procps
+}
+
+# version_ge A B: true when dotted version A >= B (missing parts count as 0).
+version_ge() {
+    local i a b
+    IFS=. read -ra a <<<"$1"
+    IFS=. read -ra b <<<"$2"
+    for ((i = 0; i < ${#a[@]} || i < ${#b[@]}; i++)); do
+        if ((10#${a[i]:-0} > 10#${b[i]:-0})); then return 0; fi
+        if ((10#${a[i]:-0} < 10#${b[i]:-0})); then return 1; fi
+    done
+    return 0
+}
+
+# workspace_rust_version: the rust-version of the workspace's Cargo.toml.
+workspace_rust_version() {
+    sed -n 's/^rust-version *= *"\([0-9.]*\)".*/\1/p' "$REPO_ROOT/Cargo.toml" | head -n 1
+}
+
+# ensure_rust [rustfmt] [clippy]: cargo and a rustc at least the workspace's
+# rust-version, plus the named components; otherwise stops with the fix.
+# Rust is not installed from Debian: bookworm's rustc (1.63) is too old.
+RUSTUP_HINT="install Rust with rustup (https://rustup.rs; on a fresh Debian first: apt-get install curl ca-certificates), with the components: rustup component add rustfmt clippy; then open a new shell or run: . \"\$HOME/.cargo/env\""
+ensure_rust() {
+    local need have_version rustc_path component
+    need="$(workspace_rust_version)"
+    have cargo && have rustc || die "cargo or rustc not found: $RUSTUP_HINT"
+    rustc_path="$(command -v rustc)"
+    have_version="$(rustc --version 2>/dev/null | sed -n 's/^rustc \([0-9][0-9.]*\).*/\1/p')"
+    [ -n "$have_version" ] || die "could not run '$rustc_path --version': $RUSTUP_HINT"
+    if [ -n "$need" ] && ! version_ge "$have_version" "$need"; then
+        case "$rustc_path" in
+            /usr/bin/*) die "rustc $have_version ($rustc_path, from Debian) is older than the workspace's rust-version $need: $RUSTUP_HINT; rustup's cargo must come first in PATH" ;;
+            *) die "rustc $have_version ($rustc_path) is older than the workspace's rust-version $need: run 'rustup update stable' (or 'rustup default stable')" ;;
+        esac
+    fi
+    for component in "$@"; do
+        cargo "${component#rust}" --version >/dev/null 2>&1 ||
+            die "cargo $component is missing: rustup component add $component"
+    done
+    log "rust: rustc $have_version (workspace needs >= ${need:-any})"
+}
+
+# ensure_python_venv: python3 with venv and ensurepip (Debian splits them
+# into python3-venv).
+ensure_python_venv() {
+    if have python3 && python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+        return 0
+    fi
+    apt_install python3 python3-venv
+    python3 -c 'import ensurepip, venv' >/dev/null 2>&1 ||
+        die "python3 still lacks venv/ensurepip after installing python3-venv"
 }
 
 # json_get KEY < JSON: prints a top-level field of a JSON object read from

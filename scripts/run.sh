@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Takes this machine to a running Taskforge: Redis and RabbitMQ (infra.sh),
+# Takes this machine to a running Taskforge: a Rust toolchain checked (rustup,
+# at least the workspace's rust-version) and a C toolchain installed from
+# Debian if missing (gcc, libc6-dev), Redis and RabbitMQ (infra.sh),
 # a release build, the api and two workers in the background, then a demo
 # task followed to its end. Rerunning restarts the api and workers with a
 # fresh build; scripts/stop.sh stops them.
@@ -22,6 +24,10 @@ WORKER_BINDS=(127.0.0.1:9091 127.0.0.1:9092)
 WAIT_SECS="${RUN_WAIT_SECS:-60}"
 DEMO_SECS="${RUN_DEMO_SECS:-120}"
 
+# What the build needs, checked first so a missing piece stops us early.
+ensure_rust
+ensure_c_toolchain # the native crate compiles C through the cc crate
+
 bash scripts/infra.sh
 
 mkdir -p "$RUN_DIR"
@@ -41,8 +47,6 @@ if [ -z "${CALLBACK_TOKEN:-}" ]; then
 fi
 export CALLBACK_TOKEN
 
-have cargo || die "cargo not found: install Rust with rustup (https://rustup.rs), then rerun"
-ensure_tool cc gcc # the native crate compiles C through the cc crate
 log "cargo build --release --workspace"
 cargo build --release --workspace
 

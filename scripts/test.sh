@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The whole check, as CI runs it (.ci/run): Redis and RabbitMQ up (infra.sh),
-# formatting, clippy with warnings as errors, a build of every target, then
-# every test of the workspace against the real Redis and RabbitMQ.
+# The whole check, as CI runs it (.ci/run): the toolchains checked (Rust) or
+# installed from Debian (C, procps), Redis and RabbitMQ up (infra.sh), the
+# scripts' own unit tests, formatting, clippy with warnings as errors, a build
+# of every target, every test of the workspace against the real Redis and
+# RabbitMQ, then the dashboard in headless Chromium (browser-test.sh).
 #
 # The tests isolate themselves (a RabbitMQ vhost and a Redis key prefix of
 # their own per test), so they share the brokers with anything else running.
@@ -11,6 +13,13 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$REPO_ROOT"
 
 step() { log "==> $*"; }
+
+step "prerequisites"
+# Rust through rustup with rustfmt and clippy; from Debian, if missing, a C
+# toolchain (the native crate) and procps (the tests run kill and ps).
+ensure_rust rustfmt clippy
+ensure_c_toolchain
+ensure_procps
 
 step "infrastructure"
 bash scripts/infra.sh
@@ -22,8 +31,8 @@ if [ -z "${CALLBACK_TOKEN:-}" ]; then
 fi
 export CALLBACK_TOKEN
 
-have cargo || die "cargo not found: install Rust with rustup (https://rustup.rs)"
-ensure_tool cc gcc # the native crate compiles C through the cc crate
+step "scripts' own tests (python3 -m unittest, scripts/test_*.py)"
+PYTHONDONTWRITEBYTECODE=1 python3 -m unittest discover -s scripts -p 'test_*.py'
 
 step "cargo fmt --all -- --check"
 cargo fmt --all -- --check
@@ -37,12 +46,6 @@ cargo build --workspace --all-targets
 step "cargo test --workspace"
 # --no-fail-fast: one failing test binary should not hide the others' results.
 cargo test --workspace --no-fail-fast -- --test-threads=4
-
-# ---------------------------------------------------------------------------
-# Browser / npm tests go here (they need the Rust binaries built above), e.g.
-#   step "browser tests"
-#   (cd tests/browser && npm ci && npm test)
-# ---------------------------------------------------------------------------
 
 step "browser test (dashboard in headless Chromium, real api and workers)"
 bash scripts/browser-test.sh
