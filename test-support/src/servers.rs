@@ -16,7 +16,11 @@
 //!   queues and persistent messages survive, as on a real broker restart.
 //!   Booting takes about 7 s on a 2-core machine.
 //!
-//! Both are killed, and the node's directory removed, when dropped.
+//! - [`PrivateRedisCluster`]: a Redis Cluster (e.g. 3 primaries, 1 replica
+//!   each) of `redis-server` processes; kill the primary of a slot, watch the
+//!   replica take over, restart the old primary as a replica.
+//!
+//! All are killed, and their directories removed, when dropped.
 //! Signals go through `kill(1)`, so this needs no `unsafe`.
 
 use std::{
@@ -27,6 +31,9 @@ use std::{
 
 use anyhow::{bail, Context};
 use tokio::process::{Child, Command};
+
+mod redis_cluster;
+pub use redis_cluster::{ClusterNodeInfo, PrivateRedisCluster};
 
 /// A loopback port nobody listens on right now.
 pub fn free_port() -> u16 {
