@@ -16,7 +16,13 @@
 //!   queues and persistent messages survive, as on a real broker restart.
 //!   Booting takes about 7 s on a 2-core machine.
 //!
-//! Both are killed, and the node's directory removed, when dropped.
+//! - [`PrivateRedisCluster`]: a Redis Cluster (e.g. 3 primaries, 1 replica
+//!   each) of `redis-server` processes; kill the primary of a slot, watch the
+//!   replica take over, restart the old primary as a replica.
+//! - [`PrivateRabbitCluster`]: [`PrivateRabbit`] nodes sharing one Erlang
+//!   cookie, joined with `rabbitmqctl join_cluster`; kill and restart a node.
+//!
+//! All are killed, and their directories removed, when dropped.
 //! Signals go through `kill(1)`, so this needs no `unsafe`.
 
 use std::{
@@ -27,6 +33,11 @@ use std::{
 
 use anyhow::{bail, Context};
 use tokio::process::{Child, Command};
+
+mod rabbit_cluster;
+mod redis_cluster;
+pub use rabbit_cluster::PrivateRabbitCluster;
+pub use redis_cluster::{ClusterNodeInfo, PrivateRedisCluster};
 
 /// A loopback port nobody listens on right now.
 pub fn free_port() -> u16 {
@@ -201,6 +212,13 @@ impl PrivateRabbit {
     /// # Errors
     /// `rabbitmq-server` is missing or the node does not come up.
     pub async fn start(options: RabbitOptions) -> anyhow::Result<Self> {
+        let mut rabbit = Self::prepare(&options)?;
+        rabbit.start_again().await?;
+        Ok(rabbit)
+    }
+
+    /// Writes the node's files into a fresh directory without booting it.
+    fn prepare(options: &RabbitOptions) -> anyhow::Result<Self> {
         let id = short_id();
         let port = free_port();
         let mut dist_port = free_port();
@@ -223,16 +241,14 @@ impl PrivateRabbit {
             None => "[].\n".to_owned(),
         };
         std::fs::write(dir.join("advanced.config"), advanced)?;
-        let mut rabbit = Self {
+        Ok(Self {
             node: format!("tf-{id}@localhost"),
             port,
             dist_port,
             dir,
             child: None,
             boots: 0,
-        };
-        rabbit.start_again().await?;
-        Ok(rabbit)
+        })
     }
 
     /// AMQP URL of its default vhost.
