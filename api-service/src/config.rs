@@ -93,6 +93,19 @@ pub struct Settings {
     /// HTTP worker threads (default: one per core).
     #[arg(long, env = "API_WORKERS")]
     pub workers: Option<usize>,
+
+    /// Without a command: serve the api.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// One-off operator commands; they use the same settings and exit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Subcommand)]
+pub enum Command {
+    /// Relist every stored task missing from the `GET /tasks` index (SCANs
+    /// the task hashes under REDIS_PREFIX), print what it did, and exit.
+    /// Safe while apis serve, and to run again.
+    RepairIndex,
 }
 
 impl std::fmt::Debug for Settings {
