@@ -1,7 +1,7 @@
 //! What operators need of the store beyond serving requests: rebuilding the
-//! list index from the task hashes.
+//! list index from the task hashes, and the Redis eviction policy.
 
-use deadpool_redis::redis;
+use deadpool_redis::redis::{self, ErrorKind, ServerErrorKind};
 use task_model::TaskId;
 
 use super::{listing, Store, StoreError};
@@ -19,6 +19,18 @@ pub struct IndexRepair {
     /// Tasks left to the outbox sweep (their create has not finished), or
     /// without a readable creation time (logged).
     pub skipped: usize,
+}
+
+/// The `maxmemory-policy` a Redis reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EvictionPolicy {
+    /// `noeviction`: a full Redis refuses writes, which the api answers with 503.
+    NoEviction,
+    /// Any other policy: a full Redis deletes keys (tasks, idempotency keys) silently.
+    Evicting(String),
+    /// Redis refused `CONFIG GET` (a managed Redis, or an ACL without `CONFIG`);
+    /// carries Redis's answer.
+    Unknown(String),
 }
 
 impl Store {
@@ -107,6 +119,39 @@ impl Store {
         let added: usize = add.query_async(conn).await?;
         Ok((added, skipped))
     }
+
+    /// Redis's `maxmemory-policy` (`CONFIG GET`), or
+    /// [`EvictionPolicy::Unknown`] when Redis refuses the command.
+    ///
+    /// # Errors
+    /// Redis is unavailable.
+    pub async fn eviction_policy(&self) -> Result<EvictionPolicy, StoreError> {
+        let mut conn = self.conn().await?;
+        let answer: Result<std::collections::HashMap<String, String>, _> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("maxmemory-policy")
+            .query_async(&mut conn)
+            .await;
+        let config = match answer {
+            Ok(config) => config,
+            Err(e) if is_refusal(&e) => return Ok(EvictionPolicy::Unknown(e.to_string())),
+            Err(e) => return Err(e.into()),
+        };
+        Ok(match config.get("maxmemory-policy").map(String::as_str) {
+            Some("noeviction") => EvictionPolicy::NoEviction,
+            Some(other) => EvictionPolicy::Evicting(other.to_owned()),
+            None => EvictionPolicy::Unknown("CONFIG GET maxmemory-policy answered nothing".into()),
+        })
+    }
+}
+
+/// Redis answered, and the answer is no (unknown or renamed command, ACL).
+fn is_refusal(e: &redis::RedisError) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::Server(ServerErrorKind::ResponseError | ServerErrorKind::NoPerm)
+            | ErrorKind::Extension
+    )
 }
 
 /// `s` with the `SCAN MATCH` glob characters escaped.

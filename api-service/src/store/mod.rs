@@ -24,7 +24,7 @@ use task_model::{NewTask, TaskId, TaskStatus};
 pub use hub::{EventHub, Watch};
 pub use idempotency::{reservation_secs, IdemReservation, IdempotencyKey, RESERVATION_SECS};
 pub use listing::{Cursor, Page};
-pub use maintenance::IndexRepair;
+pub use maintenance::{EvictionPolicy, IndexRepair};
 use record::{parse_event, parse_task};
 pub use record::{TaskRecord, WebhookState};
 

@@ -1,5 +1,6 @@
 //! Redis at its limits, each on a private Redis (never the shared one's
-//! config): full under `noeviction`; and the list index rebuilt from the tasks.
+//! config): full under `noeviction`, an evicting policy, a Redis that
+//! refuses `CONFIG`; and the list index rebuilt from the tasks.
 
 use std::{
     collections::HashSet,
@@ -215,5 +216,76 @@ async fn repair_index_relists_tasks_missing_from_the_index() {
         "every task is listed again"
     );
     repair("0 added").await;
+    app.stop().await;
+}
+
+fn redis_check(body: &serde_json::Value) -> (bool, String) {
+    let check = &body["checks"]["redis"];
+    (
+        check["ok"].as_bool().expect("the redis check has ok"),
+        check["error"].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
+/// An evicting Redis (`allkeys-lru`) is not ready, with why and how to fix
+/// it; with `--redis-allow-eviction` it is; and the check follows a fix.
+#[tokio::test]
+async fn an_evicting_redis_is_not_ready_unless_allowed() {
+    let redis = PrivateRedis::start().await.expect("a private redis");
+    let mut conn = admin(&redis).await;
+    config_set(&mut conn, "maxmemory-policy", "allkeys-lru").await;
+
+    let app = Stack::start_on_redis(redis.url(), &[]).await;
+    let (status, body) = app.readiness().await;
+    assert_eq!(status, 503, "{body}");
+    let (ok, error) = redis_check(&body);
+    assert!(!ok, "{body}");
+    for needle in [
+        "maxmemory-policy is allkeys-lru",
+        "must be noeviction",
+        "CONFIG SET maxmemory-policy noeviction",
+        "REDIS_ALLOW_EVICTION",
+    ] {
+        assert!(error.contains(needle), "{error:?} lacks {needle:?}");
+    }
+    config_set(&mut conn, "maxmemory-policy", "noeviction").await;
+    let (status, body) = app.readiness().await;
+    assert_eq!(status, 200, "fixed: {body}");
+    app.stop().await;
+
+    config_set(&mut conn, "maxmemory-policy", "allkeys-lru").await;
+    let app = Stack::start_on_redis(redis.url(), &["--redis-allow-eviction"]).await;
+    let (status, body) = app.readiness().await;
+    assert_eq!(status, 200, "eviction allowed: {body}");
+    assert_eq!(redis_check(&body), (true, String::new()));
+    app.stop().await;
+}
+
+/// A Redis that refuses `CONFIG GET` (here an ACL user without `CONFIG`, as
+/// on managed services) does not fail readiness: the policy is unknown.
+#[tokio::test]
+async fn a_redis_refusing_config_is_ready() {
+    let redis = PrivateRedis::start().await.expect("a private redis");
+    let mut conn = admin(&redis).await;
+    config_set(&mut conn, "maxmemory-policy", "allkeys-lru").await;
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("api")
+        .arg("on")
+        .arg(">api-password")
+        .arg("~*")
+        .arg("&*")
+        .arg("+@all")
+        .arg("-config")
+        .query_async(&mut conn)
+        .await
+        .expect("ACL SETUSER");
+    let url = format!("redis://api:api-password@127.0.0.1:{}/0", redis.port);
+    let app = Stack::start_on_redis(url, &[]).await;
+    let (status, body) = app.readiness().await;
+    assert_eq!(status, 200, "policy unknown is not a failure: {body}");
+    // The api works as that user.
+    let id = app.create(json!({"stages": 1, "stage_ms": 0})).await;
+    assert_eq!(app.get_task(&id).await.status(), 200);
     app.stop().await;
 }
