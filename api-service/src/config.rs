@@ -90,9 +90,29 @@ pub struct Settings {
     #[arg(long, env = "REDIS_POOL_SIZE", default_value_t = 64)]
     pub redis_pool_size: usize,
 
+    /// Accept a Redis whose maxmemory-policy evicts keys. Without it, any
+    /// policy but noeviction makes /readyz fail: an evicting Redis that fills
+    /// up deletes tasks and idempotency keys silently. The variable takes
+    /// 1/0, true/false, yes/no, on/off.
+    #[arg(long, env = "REDIS_ALLOW_EVICTION", value_parser = clap::builder::BoolishValueParser::new())]
+    pub redis_allow_eviction: bool,
+
     /// HTTP worker threads (default: one per core).
     #[arg(long, env = "API_WORKERS")]
     pub workers: Option<usize>,
+
+    /// Without a command: serve the api.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// One-off operator commands; they use the same settings and exit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Subcommand)]
+pub enum Command {
+    /// Relist every stored task missing from the `GET /tasks` index (SCANs
+    /// the task hashes under REDIS_PREFIX), print what it did, and exit.
+    /// Safe while apis serve, and to run again.
+    RepairIndex,
 }
 
 impl std::fmt::Debug for Settings {

@@ -26,7 +26,7 @@ use crate::{
     routes::{self, health::OpenApiJson},
     service::{republish, webhooks},
     state::Backends,
-    store::{EventHub, Store},
+    store::{EventHub, EvictionPolicy, Store},
 };
 
 /// Kept so code naming `startup::AppState` compiles; it lives in [`crate::state`].
@@ -156,7 +156,8 @@ fn connect(
     ));
     let metrics = Metrics::new();
     let health = HealthChecker::new(Duration::from_secs(5), Duration::from_secs(2));
-    add_health_checks(&health, &store, &publisher, &metrics);
+    add_health_checks(&health, &publisher, &metrics);
+    add_redis_check(&health, &store, settings.redis_allow_eviction);
     background.spawn(health.clone().run(stop.clone()));
     Ok(Backends {
         store,
@@ -167,22 +168,75 @@ fn connect(
     })
 }
 
-fn add_health_checks(
-    health: &HealthChecker,
-    store: &Store,
-    publisher: &Publisher,
-    metrics: &Metrics,
-) {
-    let store = store.clone();
-    health.add_check("redis", move || {
-        let store = store.clone();
-        async move { store.ping().await.map_err(|e| error_chain(&e)) }
-    });
+fn add_health_checks(health: &HealthChecker, publisher: &Publisher, metrics: &Metrics) {
     let publisher = publisher.clone();
     let gauges = metrics.queue_depth.clone();
     health.add_check("rabbitmq", move || {
         check_rabbitmq(publisher.clone(), gauges.clone())
     });
+}
+
+/// The `redis` check: a PING, then the eviction policy (see [`check_redis`]).
+fn add_redis_check(health: &HealthChecker, store: &Store, allow_eviction: bool) {
+    let store = store.clone();
+    let logged = Arc::new(std::sync::atomic::AtomicU8::new(POLICY_NOT_SEEN));
+    health.add_check("redis", move || {
+        check_redis(store.clone(), allow_eviction, Arc::clone(&logged))
+    });
+}
+
+/// What [`check_redis`] last logged about the policy, so each finding is
+/// logged once (again only after it changed).
+const POLICY_NOT_SEEN: u8 = 0;
+const POLICY_OK: u8 = 1;
+const POLICY_EVICTING: u8 = 2;
+const POLICY_EVICTING_ALLOWED: u8 = 3;
+const POLICY_UNKNOWN: u8 = 4;
+
+/// Redis answers PING, and its `maxmemory-policy` is `noeviction`: under any
+/// other a full Redis deletes tasks and idempotency keys without an error,
+/// so the api is not ready unless `allow_eviction` (`REDIS_ALLOW_EVICTION`).
+/// A Redis that refuses `CONFIG GET` (managed services, ACLs) passes with a
+/// warning: the policy is unknown, not wrong.
+async fn check_redis(
+    store: Store,
+    allow_eviction: bool,
+    logged: Arc<std::sync::atomic::AtomicU8>,
+) -> Result<(), String> {
+    use std::sync::atomic::Ordering;
+    store.ping().await.map_err(|e| error_chain(&e))?;
+    let policy = store.eviction_policy().await.map_err(|e| error_chain(&e))?;
+    let (seen, verdict) = match &policy {
+        EvictionPolicy::NoEviction => (POLICY_OK, Ok(())),
+        EvictionPolicy::Evicting(_) if allow_eviction => (POLICY_EVICTING_ALLOWED, Ok(())),
+        EvictionPolicy::Evicting(p) => (
+            POLICY_EVICTING,
+            Err(format!(
+                "redis maxmemory-policy is {p}, must be noeviction: a full redis would evict \
+                 tasks and idempotency keys silently; fix it with `CONFIG SET maxmemory-policy \
+                 noeviction` and `maxmemory-policy noeviction` in redis.conf, or accept the risk \
+                 with REDIS_ALLOW_EVICTION=1 (--redis-allow-eviction)"
+            )),
+        ),
+        EvictionPolicy::Unknown(_) => (POLICY_UNKNOWN, Ok(())),
+    };
+    if logged.swap(seen, Ordering::Relaxed) != seen {
+        match (&policy, &verdict) {
+            (EvictionPolicy::Evicting(_), Err(e)) => {
+                tracing::error!(error = %e, "redis would lose tasks")
+            }
+            (EvictionPolicy::Evicting(p), Ok(())) => tracing::warn!(
+                policy = %p,
+                "redis maxmemory-policy evicts keys and REDIS_ALLOW_EVICTION is set: a full redis will drop tasks and idempotency keys silently"
+            ),
+            (EvictionPolicy::Unknown(why), _) => tracing::warn!(
+                error = %why,
+                "redis refused CONFIG GET maxmemory-policy: the eviction policy is unknown; make sure it is noeviction"
+            ),
+            _ => {}
+        }
+    }
+    verdict
 }
 
 /// A passive declare of each queue: a real round trip, and a sample of the

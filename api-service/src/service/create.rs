@@ -161,8 +161,10 @@ async fn store_and_publish(
         return Err(ApiError::Unavailable(e.into()));
     }
     if let Err(e) = state.store.mark_published(&id, created_ms).await {
-        // The task is whole; the outbox sweep publishes a harmless duplicate later.
-        tracing::warn!(task_id = %id, error = %e, "could not take a published task out of the outbox");
+        // The task is whole and its message out, but not listed yet (e.g. a
+        // full Redis refused the index write): it stays in the outbox, whose
+        // sweep lists it (after a harmless duplicate message) once Redis takes writes.
+        tracing::warn!(task_id = %id, error = %e, "a published task is not listed yet; the outbox sweep lists it");
     }
     Ok(())
 }

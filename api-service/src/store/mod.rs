@@ -3,8 +3,8 @@
 //! One hash per task and its event stream beside it, both under the task's
 //! hash tag (`…{<id>}`), so every transition — one call of
 //! `transition.lua` — touches one slot and is atomic. Cross-task data (the
-//! list index, idempotency keys) lives outside that step: it is rebuildable,
-//! and a listed task that expired is skipped.
+//! list index, idempotency keys) lives outside that step: it is rebuildable
+//! ([`Store::repair_index`]), and a listed task that expired is skipped.
 //!
 //! Timestamps are stored as epoch milliseconds (from the Redis clock inside
 //! the script) and formatted as RFC 3339 only when read.
@@ -12,6 +12,7 @@
 mod hub;
 mod idempotency;
 mod listing;
+mod maintenance;
 mod record;
 
 use std::time::Duration;
@@ -23,6 +24,7 @@ use task_model::{NewTask, TaskId, TaskStatus};
 pub use hub::{EventHub, Watch};
 pub use idempotency::{reservation_secs, IdemReservation, IdempotencyKey, RESERVATION_SECS};
 pub use listing::{Cursor, Page};
+pub use maintenance::{EvictionPolicy, IndexRepair};
 use record::{parse_event, parse_task};
 pub use record::{TaskRecord, WebhookState};
 
@@ -258,14 +260,28 @@ impl Store {
     }
 
     /// Its message is confirmed: the task joins the list index (as created
-    /// at `created_ms`) and leaves the outbox, in one round trip.
+    /// at `created_ms`), then leaves the outbox.
+    ///
+    /// Two commands in that order, the second only once the first succeeded,
+    /// so an id never leaves the outbox unlisted: a Redis out of memory
+    /// (`noeviction`) refuses the `ZADD` (`OOM command not allowed`) but
+    /// would still take a `ZREM`, and a pipeline of both then lost the task
+    /// from the list for good. When the `ZADD` fails the id stays in the
+    /// outbox and [`crate::service::republish`] lists it later; when the
+    /// `ZREM` fails the sweep repeats both (the `ZADD` is idempotent). The two
+    /// keys are not in one slot, so this is not one script: it stays correct
+    /// on Redis Cluster.
     pub async fn mark_published(&self, id: &TaskId, created_ms: i64) -> Result<(), StoreError> {
         let mut conn = self.conn().await?;
-        let _: () = redis::pipe()
-            .zadd(self.index_key(), listing::index_member(created_ms, id), 0)
-            .ignore()
-            .zrem(self.unpublished_key(), id.to_string())
-            .ignore()
+        let _: i64 = redis::cmd("ZADD")
+            .arg(self.index_key())
+            .arg(0)
+            .arg(listing::index_member(created_ms, id))
+            .query_async(&mut conn)
+            .await?;
+        let _: i64 = redis::cmd("ZREM")
+            .arg(self.unpublished_key())
+            .arg(id.to_string())
             .query_async(&mut conn)
             .await?;
         Ok(())

@@ -11,6 +11,7 @@ mod helpers;
 mod hostile;
 mod listing;
 mod openapi;
+mod redis_limits;
 mod state_machine;
 mod tasks;
 mod webhooks;

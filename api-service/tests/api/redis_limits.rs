@@ -1,0 +1,291 @@
+//! Redis at its limits, each on a private Redis (never the shared one's
+//! config): full under `noeviction`, an evicting policy, a Redis that
+//! refuses `CONFIG`; and the list index rebuilt from the tasks.
+
+use std::{
+    collections::HashSet,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Mutex,
+    },
+    time::Duration,
+};
+
+use redis::aio::MultiplexedConnection;
+use serde_json::json;
+use test_support::{eventually, servers::PrivateRedis, Stack};
+
+async fn admin(redis: &PrivateRedis) -> MultiplexedConnection {
+    redis::Client::open(redis.url())
+        .expect("a redis url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("the private redis answers")
+}
+
+async fn config_set(conn: &mut MultiplexedConnection, name: &str, value: &str) {
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg(name)
+        .arg(value)
+        .query_async(conn)
+        .await
+        .unwrap_or_else(|e| panic!("CONFIG SET {name} {value}: {e}"));
+}
+
+async fn used_memory(conn: &mut MultiplexedConnection) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("memory")
+        .query_async(conn)
+        .await
+        .expect("INFO memory");
+    info.lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("INFO memory has used_memory")
+}
+
+/// Every task id `GET /tasks` lists, following the cursor to the end.
+async fn all_listed(app: &Stack) -> HashSet<String> {
+    let mut ids = HashSet::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut path = "/tasks?limit=1000".to_owned();
+        if let Some(c) = &cursor {
+            path.push_str(&format!("&cursor={c}"));
+        }
+        let page = app.get_json(&path).await;
+        let tasks = page["tasks"].as_array();
+        for t in tasks.unwrap_or_else(|| panic!("GET {path}: {page}")) {
+            ids.insert(t["task_id"].as_str().expect("a task id").to_owned());
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => return ids,
+        }
+    }
+}
+
+/// Creates tasks, `CONCURRENCY` at a time, until Redis is full: answers
+/// the ids that got 202 once twenty creates in a row got 503.
+async fn fill(app: &Stack) -> Vec<String> {
+    const CONCURRENCY: usize = 16;
+    let input = "x".repeat(2_000);
+    let accepted = Mutex::new(Vec::new());
+    let refused_in_a_row = AtomicUsize::new(0);
+    let posted = AtomicUsize::new(0);
+    let client = || async {
+        while refused_in_a_row.load(Ordering::SeqCst) < 20 {
+            assert!(
+                posted.fetch_add(1, Ordering::SeqCst) < 20_000,
+                "redis never filled up"
+            );
+            let res = app
+                .post_task(json!({"stages": 1, "stage_ms": 0, "input": input}))
+                .await;
+            match res.status().as_u16() {
+                202 => {
+                    refused_in_a_row.store(0, Ordering::SeqCst);
+                    let body: serde_json::Value = res.json().await.expect("a JSON 202");
+                    let id = body["task_id"].as_str().expect("a task id").to_owned();
+                    accepted.lock().unwrap().push(id);
+                }
+                503 => {
+                    refused_in_a_row.fetch_add(1, Ordering::SeqCst);
+                }
+                other => panic!("a create on a full redis answered {other}"),
+            }
+        }
+    };
+    futures_util::future::join_all((0..CONCURRENCY).map(|_| client())).await;
+    accepted.into_inner().unwrap()
+}
+
+/// Redis full under `noeviction`: creates answer 503, and every task that got
+/// 202 is listed (once there is room again), none lost between the index and
+/// the outbox. Three rounds of filling, 16 creates at a time: those between
+/// their store and their index write when Redis crosses its limit get the
+/// index write refused (`OOM command not allowed`).
+#[tokio::test]
+async fn a_full_redis_keeps_every_accepted_task_listable() {
+    let redis = PrivateRedis::start().await.expect("a private redis");
+    let mut conn = admin(&redis).await;
+    config_set(&mut conn, "maxmemory-policy", "noeviction").await;
+    let app = Stack::start_on_redis(redis.url(), &["--republish-after-secs", "1"]).await;
+    let mut accepted = Vec::new();
+    for _ in 0..3 {
+        let limit = used_memory(&mut conn).await + 1_000_000;
+        config_set(&mut conn, "maxmemory", &limit.to_string()).await;
+        let round = fill(&app).await;
+        assert!(!round.is_empty(), "some creates fit before redis filled");
+        accepted.extend(round);
+    }
+    // The operator makes room; the outbox sweep lists what it could not.
+    config_set(&mut conn, "maxmemory", "0").await;
+    let accepted: HashSet<String> = accepted.into_iter().collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let listed = all_listed(&app).await;
+        let missing: Vec<&String> = accepted.difference(&listed).collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} of {} accepted tasks never listed: {missing:?}",
+            missing.len(),
+            accepted.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for id in &accepted {
+        assert_eq!(app.get_task(id).await.status(), 200, "task {id} exists");
+    }
+    // Creates refused half-way leave their ids there; the sweep drops them.
+    let outbox = format!("{}tasks:unpublished", app.env.redis_prefix);
+    eventually(
+        "the sweep empties the outbox",
+        Duration::from_secs(30),
+        || {
+            let mut conn = conn.clone();
+            let outbox = outbox.clone();
+            async move {
+                let n: u64 = redis::cmd("ZCARD")
+                    .arg(&outbox)
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                (n == 0).then_some(())
+            }
+        },
+    )
+    .await;
+    app.stop().await;
+}
+
+/// The list index is rebuildable: `api-service repair-index` relists tasks
+/// whose index entries are gone, and a second run adds nothing.
+#[tokio::test]
+async fn repair_index_relists_tasks_missing_from_the_index() {
+    let app = Stack::start(&[]).await;
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(app.create(json!({"stages": 1, "stage_ms": 0})).await);
+    }
+    let index = format!("{}tasks:index", app.env.redis_prefix);
+    let mut conn = app.env.redis().await.expect("the shared redis");
+    let members: Vec<String> = redis::cmd("ZRANGE")
+        .arg(&index)
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(members.len(), 5);
+    let _: i64 = redis::cmd("ZREM")
+        .arg(&index)
+        .arg(&members[..3])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(all_listed(&app).await.len(), 2, "three entries deleted");
+
+    let repair = |expect: &'static str| {
+        let app = &app;
+        async move {
+            let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_api-service"))
+                .args(["--redis-url", &app.env.redis_url])
+                .args(["--redis-prefix", &app.env.redis_prefix])
+                .arg("repair-index")
+                .env_remove("CALLBACK_TOKEN")
+                .output()
+                .await
+                .expect("api-service runs");
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(out.status.success(), "repair-index failed: {stdout}");
+            assert!(
+                stdout.contains(expect),
+                "repair-index said {stdout:?}, expected {expect:?}"
+            );
+        }
+    };
+    repair("5 task(s)").await;
+    assert_eq!(
+        all_listed(&app).await,
+        ids.iter().cloned().collect::<HashSet<_>>(),
+        "every task is listed again"
+    );
+    repair("0 added").await;
+    app.stop().await;
+}
+
+fn redis_check(body: &serde_json::Value) -> (bool, String) {
+    let check = &body["checks"]["redis"];
+    (
+        check["ok"].as_bool().expect("the redis check has ok"),
+        check["error"].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
+/// An evicting Redis (`allkeys-lru`) is not ready, with why and how to fix
+/// it; with `--redis-allow-eviction` it is; and the check follows a fix.
+#[tokio::test]
+async fn an_evicting_redis_is_not_ready_unless_allowed() {
+    let redis = PrivateRedis::start().await.expect("a private redis");
+    let mut conn = admin(&redis).await;
+    config_set(&mut conn, "maxmemory-policy", "allkeys-lru").await;
+
+    let app = Stack::start_on_redis(redis.url(), &[]).await;
+    let (status, body) = app.readiness().await;
+    assert_eq!(status, 503, "{body}");
+    let (ok, error) = redis_check(&body);
+    assert!(!ok, "{body}");
+    for needle in [
+        "maxmemory-policy is allkeys-lru",
+        "must be noeviction",
+        "CONFIG SET maxmemory-policy noeviction",
+        "REDIS_ALLOW_EVICTION",
+    ] {
+        assert!(error.contains(needle), "{error:?} lacks {needle:?}");
+    }
+    config_set(&mut conn, "maxmemory-policy", "noeviction").await;
+    let (status, body) = app.readiness().await;
+    assert_eq!(status, 200, "fixed: {body}");
+    app.stop().await;
+
+    config_set(&mut conn, "maxmemory-policy", "allkeys-lru").await;
+    let app = Stack::start_on_redis(redis.url(), &["--redis-allow-eviction"]).await;
+    let (status, body) = app.readiness().await;
+    assert_eq!(status, 200, "eviction allowed: {body}");
+    assert_eq!(redis_check(&body), (true, String::new()));
+    app.stop().await;
+}
+
+/// A Redis that refuses `CONFIG GET` (here an ACL user without `CONFIG`, as
+/// on managed services) does not fail readiness: the policy is unknown.
+#[tokio::test]
+async fn a_redis_refusing_config_is_ready() {
+    let redis = PrivateRedis::start().await.expect("a private redis");
+    let mut conn = admin(&redis).await;
+    config_set(&mut conn, "maxmemory-policy", "allkeys-lru").await;
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("api")
+        .arg("on")
+        .arg(">api-password")
+        .arg("~*")
+        .arg("&*")
+        .arg("+@all")
+        .arg("-config")
+        .query_async(&mut conn)
+        .await
+        .expect("ACL SETUSER");
+    let url = format!("redis://api:api-password@127.0.0.1:{}/0", redis.port);
+    let app = Stack::start_on_redis(url, &[]).await;
+    let (status, body) = app.readiness().await;
+    assert_eq!(status, 200, "policy unknown is not a failure: {body}");
+    // The api works as that user.
+    let id = app.create(json!({"stages": 1, "stage_ms": 0})).await;
+    assert_eq!(app.get_task(&id).await.status(), 200);
+    app.stop().await;
+}
