@@ -273,13 +273,35 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
+/// The `method` label: the standard methods by name, anything else `OTHER`,
+/// so invented methods cannot grow `/metrics` (as unmatched paths are
+/// `unmatched` and statuses are three digits).
+pub fn method_label(method: &actix_web::http::Method) -> &'static str {
+    use actix_web::http::Method;
+    const KNOWN: [(Method, &str); 9] = [
+        (Method::GET, "GET"),
+        (Method::HEAD, "HEAD"),
+        (Method::POST, "POST"),
+        (Method::PUT, "PUT"),
+        (Method::DELETE, "DELETE"),
+        (Method::PATCH, "PATCH"),
+        (Method::OPTIONS, "OPTIONS"),
+        (Method::CONNECT, "CONNECT"),
+        (Method::TRACE, "TRACE"),
+    ];
+    KNOWN
+        .iter()
+        .find(|(m, _)| m == method)
+        .map_or("OTHER", |(_, name)| name)
+}
+
 /// Records each request's latency by route pattern, method and status.
 async fn record_request(
     req: actix_web::dev::ServiceRequest,
     next: Next<impl actix_web::body::MessageBody>,
 ) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
     let started = std::time::Instant::now();
-    let method = req.method().to_string();
+    let method = method_label(req.method());
     let metrics = req
         .app_data::<web::Data<AppState>>()
         .map(|s| s.metrics.clone());
@@ -291,7 +313,7 @@ async fn record_request(
             .unwrap_or_else(|| "unmatched".to_owned());
         metrics
             .http_requests
-            .with_label_values(&[route.as_str(), method.as_str(), res.status().as_str()])
+            .with_label_values(&[route.as_str(), method, res.status().as_str()])
             .observe(started.elapsed().as_secs_f64());
     }
     Ok(res)
