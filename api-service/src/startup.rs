@@ -243,7 +243,9 @@ fn serve(settings: &Settings, state: &Arc<AppState>) -> anyhow::Result<(u16, Ser
     })
     .on_connect(no_delay)
     .shutdown_timeout(10)
-    .listen(listener)?;
+    // HTTP/1.1, and HTTP/2 over cleartext for clients with prior knowledge
+    // (h2c: a connection opening with the HTTP/2 preface).
+    .listen_auto_h2c(listener)?;
     if let Some(workers) = settings.workers {
         server = server.workers(workers);
     }
