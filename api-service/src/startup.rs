@@ -15,13 +15,12 @@ use task_model::{topology, TaskId};
 use tokio::sync::mpsc;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing_actix_web::TracingLogger;
-use utoipa::OpenApi;
 
 use crate::{
     config::Settings,
     error::{error_body, json_error_body},
     metrics::Metrics,
-    openapi::ApiDoc,
+    openapi,
     publisher::Publisher,
     routes::{self, health::OpenApiJson},
     service::{republish, webhooks},
@@ -224,7 +223,7 @@ fn serve(settings: &Settings, state: &Arc<AppState>) -> anyhow::Result<(u16, Ser
         TcpListener::bind(settings.bind).with_context(|| format!("binding {}", settings.bind))?;
     let port = listener.local_addr()?.port();
     let data = web::Data::from(Arc::clone(state));
-    let doc = ApiDoc::openapi()
+    let doc = openapi::document(!settings.webhook_hosts().is_empty())
         .to_json()
         .context("serializing the OpenAPI document")?;
     let doc = web::Data::new(OpenApiJson(doc));
