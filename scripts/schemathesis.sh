@@ -21,16 +21,36 @@ cd "$REPO_ROOT"
 SCHEMATHESIS_VERSION="4.32.5"
 VENV="$RUN_DIR/venv-schemathesis"
 
+# A Python for the virtualenv: the first 3.12+ found (on PATH, then under
+# pyenv), else any 3.10+ (3.11 up to 3.11.7 may fail a run with the ast bug).
+is_312() { "$1" -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null; }
+candidates=(python3.13 python3.12)
+if have pyenv; then
+    for v in "$(pyenv root)"/versions/3.1[2-9]*/bin/python3; do
+        [ -x "$v" ] && candidates+=("$v")
+    done
+fi
+candidates+=(python3)
 python=""
-for candidate in python3.13 python3.12 python3; do
-    if have "$candidate" && "$candidate" -c 'import sys, venv; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
+fallback=""
+for candidate in "${candidates[@]}"; do
+    "$candidate" -c 'import venv' 2>/dev/null || continue
+    if is_312 "$candidate"; then
         python="$candidate"
         break
     fi
+    if [ -z "$fallback" ] && "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
+        fallback="$candidate"
+    fi
 done
+python="${python:-$fallback}"
 [ -n "$python" ] || die "no Python 3.10 or later with venv found (Debian: apt-get install python3-venv)"
 
-if ! "$VENV/bin/schemathesis" --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; then
+# Rebuilt when the version differs, or when a 3.12+ replaces an older Python.
+rebuild=""
+"$VENV/bin/schemathesis" --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION" || rebuild=1
+if ! is_312 "$VENV/bin/python" && is_312 "$python"; then rebuild=1; fi
+if [ -n "$rebuild" ]; then
     log "creating $VENV with $("$python" --version) and schemathesis $SCHEMATHESIS_VERSION"
     rm -rf "$VENV"
     "$python" -m venv "$VENV"
