@@ -329,3 +329,71 @@ async fn the_openapi_document_states_the_constraints() {
     );
     app.stop().await;
 }
+
+/// The api binary as an operator runs it (default log filter, logs on
+/// stdout): requests the parser refuses leave no ERROR line.
+#[tokio::test]
+async fn parser_refusals_leave_no_error_in_the_log_of_the_binary() {
+    let env = test_support::TestEnv::new()
+        .await
+        .expect("test environment");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let bind = format!("127.0.0.1:{port}");
+    let api = tokio::process::Command::new(env!("CARGO_BIN_EXE_api-service"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .args(["--bind", &bind, "--redis-prefix", &env.redis_prefix])
+        .args(["--redis-url", &env.redis_url, "--amqp-url", &env.amqp_url])
+        .args(["--callback-token", crate::helpers::TOKEN, "--workers", "1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the api binary starts");
+    let base = format!("http://{bind}");
+    test_support::eventually(
+        "the api binary to serve",
+        Duration::from_secs(20),
+        || async {
+            let res = reqwest::get(format!("{base}/healthz")).await;
+            res.is_ok_and(|r| r.status() == 200).then_some(())
+        },
+    )
+    .await;
+    let too_long = format!(
+        "GET /tasks?x={} HTTP/1.1\r\nHost: x\r\n\r\n",
+        "a".repeat(70_000)
+    );
+    let headers: String = (0..200).map(|i| format!("x-h{i}: v\r\n")).collect();
+    let too_many = format!("GET /healthz HTTP/1.1\r\nHost: x\r\n{headers}\r\n");
+    for raw in [too_long.as_str(), too_many.as_str(), "PRI * HTTP/9\r\n\r\n"] {
+        let mut conn = tokio::net::TcpStream::connect(&bind).await.unwrap();
+        let _ = conn.write_all(raw.as_bytes()).await;
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut answer)).await;
+        assert!(
+            answer.starts_with(b"HTTP/1.1 4"),
+            "{}",
+            String::from_utf8_lossy(&answer)
+        );
+    }
+    // A request after them: once it is answered, their lines were written.
+    let res = reqwest::get(format!("{base}/healthz")).await.unwrap();
+    assert_eq!(res.status(), 200);
+    test_support::servers::send_signal(api.id().expect("the api runs"), "TERM", false)
+        .expect("SIGTERM sent");
+    let out = tokio::time::timeout(Duration::from_secs(20), api.wait_with_output())
+        .await
+        .expect("the api stops on SIGTERM")
+        .unwrap();
+    env.cleanup().await;
+    let log =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("api listening"), "the log was captured: {log}");
+    let errors: Vec<&str> = log.lines().filter(|l| l.contains("ERROR")).collect();
+    assert!(errors.is_empty(), "ERROR lines: {errors:#?}");
+}
