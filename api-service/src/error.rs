@@ -20,6 +20,10 @@ pub enum ApiError {
     /// 400 with a code such as `validation`, `invalid_id`, `invalid_json`.
     #[error("{message}")]
     BadRequest { code: &'static str, message: String },
+    /// 400 `validation` about one field, named in the body's `field`
+    /// (dotted for nested input).
+    #[error("{message}")]
+    Invalid { field: String, message: String },
     /// 401, with `WWW-Authenticate: Bearer`.
     #[error("{0}")]
     Unauthorized(&'static str),
@@ -65,6 +69,14 @@ impl ApiError {
         }
     }
 
+    /// 400 `validation` naming the offending `field`.
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        ApiError::Invalid {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
         ApiError::BadRequest {
             code,
@@ -84,6 +96,7 @@ impl ApiError {
     fn code(&self) -> &'static str {
         match self {
             ApiError::BadRequest { code, .. } | ApiError::Conflict { code, .. } => code,
+            ApiError::Invalid { .. } => "validation",
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::NotFound(_) => "not_found",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
@@ -120,6 +133,10 @@ pub struct ErrorBody {
     /// With `already_finished`: the task's current status.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<TaskStatus>,
+    /// With a validation error about one field: its name (dotted for nested
+    /// input, e.g. `input.samples`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
 }
 
 /// An error body without a status.
@@ -128,13 +145,14 @@ pub fn error_body(code: &str, message: &str) -> ErrorBody {
         error: code.to_owned(),
         message: message.to_owned(),
         status: None,
+        field: None,
     }
 }
 
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
-            ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::BadRequest { .. } | ApiError::Invalid { .. } => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
@@ -151,8 +169,10 @@ impl ResponseError for ApiError {
             tracing::error!(error = ?self, "request failed: {self}");
         }
         let mut body = error_body(self.code(), &self.public_message());
-        if let ApiError::Conflict { status, .. } = self {
-            body.status = *status;
+        match self {
+            ApiError::Conflict { status, .. } => body.status = *status,
+            ApiError::Invalid { field, .. } => body.field = Some(field.clone()),
+            _ => {}
         }
         let mut res = HttpResponse::build(self.status_code());
         match self {

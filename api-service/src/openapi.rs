@@ -35,6 +35,41 @@ impl Modify for Security {
     }
 }
 
+/// Every `{id}` in a path is a task id: `format: uuid`, whichever module
+/// declared the operation.
+#[derive(Debug)]
+struct UuidIds;
+
+impl Modify for UuidIds {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{
+            path::ParameterIn, schema::SchemaFormat, KnownFormat, Object, RefOr, Schema, Type,
+        };
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.options,
+                &mut item.head,
+                &mut item.patch,
+                &mut item.trace,
+            ];
+            for operation in operations.into_iter().flatten() {
+                for param in operation.parameters.iter_mut().flatten() {
+                    if param.name == "id" && param.parameter_in == ParameterIn::Path {
+                        let schema = Object::builder()
+                            .schema_type(Type::String)
+                            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Uuid)));
+                        param.schema = Some(RefOr::T(Schema::Object(schema.build())));
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[derive(Debug, OpenApi)]
 #[openapi(
     info(
@@ -59,7 +94,7 @@ impl Modify for Security {
         CreateTaskRequest, TaskView, EventView, WebhookView, TaskStatus, TaskId, StatusReport, ProgressReport,
         CallbackAnswer, ErrorBody, TaskRef, TaskPage, Readiness, CheckView, Liveness
     )),
-    modifiers(&Security),
+    modifiers(&Security, &UuidIds),
     tags(
         (name = "tasks", description = "The public task API"),
         (name = "callbacks", description = "Worker → api; bearer CALLBACK_TOKEN"),
@@ -67,3 +102,23 @@ impl Modify for Security {
     )
 )]
 pub struct ApiDoc;
+
+/// The document as this api serves it. With webhooks off
+/// (`WEBHOOK_ALLOWED_HOSTS` empty) every `webhook_url` is refused, so the
+/// create body has no such property (it is then an unknown field, as the
+/// api answers).
+pub fn document(webhooks_on: bool) -> utoipa::openapi::OpenApi {
+    use utoipa::openapi::{RefOr, Schema};
+    let mut doc = ApiDoc::openapi();
+    if !webhooks_on {
+        let create = doc
+            .components
+            .as_mut()
+            .and_then(|c| c.schemas.get_mut("CreateTaskRequest"));
+        if let Some(RefOr::T(Schema::Object(create))) = create {
+            create.properties.remove("webhook_url");
+            create.required.retain(|f| f != "webhook_url");
+        }
+    }
+    doc
+}

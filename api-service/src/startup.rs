@@ -15,13 +15,12 @@ use task_model::{topology, TaskId};
 use tokio::sync::mpsc;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing_actix_web::TracingLogger;
-use utoipa::OpenApi;
 
 use crate::{
     config::Settings,
     error::{error_body, json_error_body},
     metrics::Metrics,
-    openapi::ApiDoc,
+    openapi,
     publisher::Publisher,
     routes::{self, health::OpenApiJson},
     service::{republish, webhooks},
@@ -278,7 +277,7 @@ fn serve(settings: &Settings, state: &Arc<AppState>) -> anyhow::Result<(u16, Ser
         TcpListener::bind(settings.bind).with_context(|| format!("binding {}", settings.bind))?;
     let port = listener.local_addr()?.port();
     let data = web::Data::from(Arc::clone(state));
-    let doc = ApiDoc::openapi()
+    let doc = openapi::document(!settings.webhook_hosts().is_empty())
         .to_json()
         .context("serializing the OpenAPI document")?;
     let doc = web::Data::new(OpenApiJson(doc));
@@ -297,7 +296,9 @@ fn serve(settings: &Settings, state: &Arc<AppState>) -> anyhow::Result<(u16, Ser
     })
     .on_connect(no_delay)
     .shutdown_timeout(10)
-    .listen(listener)?;
+    // HTTP/1.1, and HTTP/2 over cleartext for clients with prior knowledge
+    // (h2c: a connection opening with the HTTP/2 preface).
+    .listen_auto_h2c(listener)?;
     if let Some(workers) = settings.workers {
         server = server.workers(workers);
     }
@@ -327,13 +328,35 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
+/// The `method` label: the standard methods by name, anything else `OTHER`,
+/// so invented methods cannot grow `/metrics` (as unmatched paths are
+/// `unmatched` and statuses are three digits).
+pub fn method_label(method: &actix_web::http::Method) -> &'static str {
+    use actix_web::http::Method;
+    const KNOWN: [(Method, &str); 9] = [
+        (Method::GET, "GET"),
+        (Method::HEAD, "HEAD"),
+        (Method::POST, "POST"),
+        (Method::PUT, "PUT"),
+        (Method::DELETE, "DELETE"),
+        (Method::PATCH, "PATCH"),
+        (Method::OPTIONS, "OPTIONS"),
+        (Method::CONNECT, "CONNECT"),
+        (Method::TRACE, "TRACE"),
+    ];
+    KNOWN
+        .iter()
+        .find(|(m, _)| m == method)
+        .map_or("OTHER", |(_, name)| name)
+}
+
 /// Records each request's latency by route pattern, method and status.
 async fn record_request(
     req: actix_web::dev::ServiceRequest,
     next: Next<impl actix_web::body::MessageBody>,
 ) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
     let started = std::time::Instant::now();
-    let method = req.method().to_string();
+    let method = method_label(req.method());
     let metrics = req
         .app_data::<web::Data<AppState>>()
         .map(|s| s.metrics.clone());
@@ -345,7 +368,7 @@ async fn record_request(
             .unwrap_or_else(|| "unmatched".to_owned());
         metrics
             .http_requests
-            .with_label_values(&[route.as_str(), method.as_str(), res.status().as_str()])
+            .with_label_values(&[route.as_str(), method, res.status().as_str()])
             .observe(started.elapsed().as_secs_f64());
     }
     Ok(res)

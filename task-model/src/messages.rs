@@ -80,6 +80,7 @@ pub struct StatusReport {
     /// `PROCESSING` (the claim) or a terminal status.
     pub status: TaskStatus,
     /// The reporting worker's name.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 200))]
     pub worker: String,
     /// The routine's result, with `COMPLETED`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -95,12 +96,14 @@ pub struct StatusReport {
 #[serde(deny_unknown_fields)]
 pub struct ProgressReport {
     /// 0..=100; the api recomputes it from `stage` and `stages`.
+    #[cfg_attr(feature = "openapi", schema(maximum = 100))]
     pub progress: u8,
     /// Stages completed.
     pub stage: u32,
     /// Stages in all; must match the task's.
     pub stages: u32,
     /// The reporting worker's name.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 200))]
     pub worker: String,
 }
 

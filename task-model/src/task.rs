@@ -13,6 +13,9 @@ pub const ALGORITHMS: &[&str] = &["hello"];
 pub const MAX_INPUT_BYTES: usize = 16 * 1024;
 
 /// Body of `POST /tasks`, as sent. Every field is optional and `null` means absent.
+///
+/// The api reads it with [`CreateTaskRequest::from_json`], whose errors name
+/// the offending field; the ranges below are also in the OpenAPI schema.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -20,17 +23,100 @@ pub struct CreateTaskRequest {
     /// Which routine to run; `hello` by default.
     pub algorithm: Option<String>,
     /// Number of stages, 1..=1000.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1000))]
     pub stages: Option<i64>,
     /// Length of one stage in milliseconds, 0..=600000.
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 600000))]
     pub stage_ms: Option<i64>,
     /// Deadline after the first claim, 1..=86400 seconds.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 86400))]
     pub timeout_secs: Option<i64>,
     /// 0..=9, higher runs first.
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 9))]
     pub priority: Option<i64>,
     /// Opaque input for the routine, at most 16 KiB serialized.
     pub input: Option<serde_json::Value>,
     /// Where to POST the finished task (checked by the api against its allow-list).
+    #[cfg_attr(feature = "openapi", schema(format = "uri"))]
     pub webhook_url: Option<String>,
+}
+
+/// The fields of a [`CreateTaskRequest`], as spelled in JSON.
+pub const CREATE_FIELDS: &[&str] = &[
+    "algorithm",
+    "stages",
+    "stage_ms",
+    "timeout_secs",
+    "priority",
+    "input",
+    "webhook_url",
+];
+
+impl CreateTaskRequest {
+    /// Reads a create body (a JSON object) field by field, so that every
+    /// error names its field: an unknown field, a string where a number
+    /// belongs, or a number that is not an integer (`1.0` included: the
+    /// contract's numbers are integers, written without a fraction).
+    /// Ranges are checked later, by [`NewTask::parse`].
+    ///
+    /// # Errors
+    /// The first field that is not of its type; `field` is empty when
+    /// `value` is not an object at all.
+    pub fn from_json(value: &serde_json::Value) -> Result<Self, ValidationError> {
+        use serde_json::Value;
+        let Value::Object(fields) = value else {
+            return Err(ValidationError::new("", "the body must be a JSON object"));
+        };
+        let mut req = Self::default();
+        for (name, v) in fields {
+            let name = name.as_str();
+            let integer = |v: &Value| match v {
+                Value::Null => Ok(None),
+                Value::Number(n) => n.as_i64().map(Some).ok_or_else(|| {
+                    ValidationError::new(name, format!("must be an integer, got {n}"))
+                }),
+                other => Err(ValidationError::new(
+                    name,
+                    format!("must be an integer, got {}", json_type(other)),
+                )),
+            };
+            let string = |v: &Value| match v {
+                Value::Null => Ok(None),
+                Value::String(s) => Ok(Some(s.clone())),
+                other => Err(ValidationError::new(
+                    name,
+                    format!("must be a string, got {}", json_type(other)),
+                )),
+            };
+            match name {
+                "algorithm" => req.algorithm = string(v)?,
+                "stages" => req.stages = integer(v)?,
+                "stage_ms" => req.stage_ms = integer(v)?,
+                "timeout_secs" => req.timeout_secs = integer(v)?,
+                "priority" => req.priority = integer(v)?,
+                "input" => req.input = (!v.is_null()).then(|| v.clone()),
+                "webhook_url" => req.webhook_url = string(v)?,
+                _ => {
+                    return Err(ValidationError::new(
+                        name,
+                        format!("unknown field; known: {}", CREATE_FIELDS.join(", ")),
+                    ))
+                }
+            }
+        }
+        Ok(req)
+    }
+}
+
+fn json_type(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
 }
 
 /// Defaults for fields a create request leaves out.
@@ -77,17 +163,17 @@ pub struct NewTask {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {message}")]
 pub struct ValidationError {
-    /// The offending field.
-    pub field: &'static str,
+    /// The offending field, as spelled in JSON (dotted for nested input).
+    pub field: String,
     /// What is wrong with it.
     pub message: String,
 }
 
 impl ValidationError {
     /// A validation error on `field`.
-    pub fn new(field: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
-            field,
+            field: field.into(),
             message: message.into(),
         }
     }
@@ -315,6 +401,26 @@ mod tests {
         ] {
             assert!(parse(bad).is_err(), "{bad} must be rejected");
         }
+    }
+
+    #[test]
+    fn every_type_error_names_its_field() {
+        for (bad, field) in [
+            (r#"{"stages":1.0}"#, "stages"),
+            (r#"{"stage_ms":2.5}"#, "stage_ms"),
+            (r#"{"priority":"high"}"#, "priority"),
+            (r#"{"timeout_secs":[1]}"#, "timeout_secs"),
+            (r#"{"algorithm":7}"#, "algorithm"),
+            (r#"{"webhook_url":{}}"#, "webhook_url"),
+            (r#"{"colour":"red"}"#, "colour"),
+        ] {
+            let value: serde_json::Value = serde_json::from_str(bad).unwrap();
+            let err = CreateTaskRequest::from_json(&value).unwrap_err();
+            assert_eq!(err.field, field, "{bad}: {err}");
+        }
+        let value = serde_json::json!({"stages": 3, "input": {"a": 1}, "algorithm": null});
+        let req = CreateTaskRequest::from_json(&value).unwrap();
+        assert_eq!(req, serde_json::from_value(value).unwrap());
     }
 
     #[test]

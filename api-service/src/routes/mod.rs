@@ -28,7 +28,9 @@ pub(crate) fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
     }))
 }
 
-/// Registers every route.
+/// Registers every route. Every GET route also answers HEAD: the same
+/// handler, whose body the server drops (the headers, `Content-Length`
+/// included, stay those of the GET).
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         resource("/", "GET, HEAD")
@@ -46,17 +48,23 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::head().to(dashboard::script)),
     )
     .service(
-        resource("/tasks", "GET, POST")
+        resource("/tasks", "GET, HEAD, POST")
             .route(web::post().to(tasks::create_task))
-            .route(web::get().to(tasks::list_tasks)),
+            .route(web::get().to(tasks::list_tasks))
+            .route(web::head().to(tasks::list_tasks)),
     )
     .service(
-        resource("/tasks/{id}", "GET, DELETE")
+        resource("/tasks/{id}", "GET, HEAD, DELETE")
             .route(web::get().to(tasks::get_task))
+            .route(web::head().to(tasks::get_task))
             .route(web::delete().to(tasks::cancel_task)),
     )
     .service(resource("/tasks/{id}/cancel", "POST").route(web::post().to(tasks::cancel_task_post)))
-    .service(resource("/tasks/{id}/events", "GET").route(web::get().to(tasks::task_events)))
+    .service(
+        resource("/tasks/{id}/events", "GET, HEAD")
+            .route(web::get().to(tasks::task_events))
+            .route(web::head().to(tasks::task_events)),
+    )
     .service(
         resource("/internal/tasks/{id}/status", "POST")
             .route(web::post().to(callbacks::report_status)),
@@ -65,8 +73,24 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         resource("/internal/tasks/{id}/progress", "POST")
             .route(web::post().to(callbacks::report_progress)),
     )
-    .service(resource("/healthz", "GET").route(web::get().to(health::healthz)))
-    .service(resource("/readyz", "GET").route(web::get().to(health::readyz)))
-    .service(resource("/metrics", "GET").route(web::get().to(health::metrics)))
-    .service(resource("/openapi.json", "GET").route(web::get().to(health::openapi_json)));
+    .service(
+        resource("/healthz", "GET, HEAD")
+            .route(web::get().to(health::healthz))
+            .route(web::head().to(health::healthz)),
+    )
+    .service(
+        resource("/readyz", "GET, HEAD")
+            .route(web::get().to(health::readyz))
+            .route(web::head().to(health::readyz)),
+    )
+    .service(
+        resource("/metrics", "GET, HEAD")
+            .route(web::get().to(health::metrics))
+            .route(web::head().to(health::metrics)),
+    )
+    .service(
+        resource("/openapi.json", "GET, HEAD")
+            .route(web::get().to(health::openapi_json))
+            .route(web::head().to(health::openapi_json)),
+    );
 }

@@ -24,15 +24,25 @@ fn frame(e: &EventView) -> Bytes {
     ))
 }
 
+fn stream_headers() -> actix_web::HttpResponseBuilder {
+    let mut res = HttpResponse::Ok();
+    res.content_type("text/event-stream")
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .insert_header(("x-accel-buffering", "no"));
+    res
+}
+
 /// The SSE answer for `feed`, streamed by a task in `span`.
 pub fn event_stream(feed: Feed, span: tracing::Span) -> HttpResponse {
     let (tx, rx) = mpsc::channel(64);
     tokio::spawn(tracing::Instrument::instrument(pump(feed, tx), span));
-    HttpResponse::Ok()
-        .content_type("text/event-stream")
-        .insert_header((header::CACHE_CONTROL, "no-cache"))
-        .insert_header(("x-accel-buffering", "no"))
-        .streaming(tokio_stream::wrappers::ReceiverStream::new(rx))
+    stream_headers().streaming(tokio_stream::wrappers::ReceiverStream::new(rx))
+}
+
+/// The answer to `HEAD` with `Accept: text/event-stream`: the stream's
+/// headers, no body.
+pub fn event_stream_head() -> HttpResponse {
+    stream_headers().finish()
 }
 
 /// Sends the feed's events until it ends or the client leaves.

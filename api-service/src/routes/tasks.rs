@@ -2,7 +2,6 @@
 //! handler extracts its arguments, calls [`crate::service`], maps the answer.
 
 use actix_web::{http::header, web, HttpRequest, HttpResponse};
-use serde::Deserialize;
 use task_model::{CreateTaskRequest, EventView, TaskId, TaskPage, TaskRef, TaskStatus, TaskView};
 
 use crate::{
@@ -53,7 +52,8 @@ fn create_request(req: &HttpRequest, body: &[u8]) -> Result<CreateTaskRequest, A
     if !value.is_object() {
         return Err(ApiError::validation("the body must be a JSON object"));
     }
-    serde_json::from_value(value).map_err(|e| ApiError::validation(e.to_string()))
+    CreateTaskRequest::from_json(&value)
+        .map_err(|e| ApiError::invalid(e.field.clone(), e.to_string()))
 }
 
 /// The `Idempotency-Key` header, if sent; 400 when malformed.
@@ -75,7 +75,7 @@ fn idempotency_key(req: &HttpRequest) -> Result<Option<&str>, ApiError> {
 
 /// `POST /tasks`.
 #[utoipa::path(post, path = "/tasks", tag = "tasks", security(("api_key" = [])),
-    request_body(content = Option<CreateTaskRequest>, description = "Every field optional; empty body = {}"),
+    request_body(content = CreateTaskRequest, description = "A JSON object, every field optional; an empty body means {} (`null` is refused)"),
     params(("Idempotency-Key" = Option<String>, Header, description = "1 to 200 visible ASCII characters")),
     responses(
         (status = 202, description = "Stored and published", body = TaskRef, headers(("Location" = String))),
@@ -110,7 +110,7 @@ pub async fn create_task(
 
 /// `GET /tasks/{id}`.
 #[utoipa::path(get, path = "/tasks/{id}", tag = "tasks", security(("api_key" = [])),
-    params(("id" = String, Path, description = "Task id (UUID)")),
+    params(("id" = String, Path, format = Uuid, description = "Task id (UUID)")),
     responses((status = 200, body = TaskView), (status = 404, description = "Unknown or expired", body = ErrorBody), (status = 400, description = "Malformed id", body = ErrorBody), (status = 401, description = "API key missing or wrong", body = ErrorBody), (status = 503, description = "Redis unreachable", body = ErrorBody)))]
 #[tracing::instrument(name = "get_task", skip_all, fields(task_id = %path))]
 pub async fn get_task(
@@ -150,7 +150,7 @@ pub enum CancelAnswers {
 
 /// `DELETE /tasks/{id}` (and, through [`cancel_task_post`], `POST /tasks/{id}/cancel`).
 #[utoipa::path(delete, path = "/tasks/{id}", tag = "tasks", security(("api_key" = [])),
-    params(("id" = String, Path, description = "Task id (UUID)")),
+    params(("id" = String, Path, format = Uuid, description = "Task id (UUID)")),
     responses(CancelAnswers))]
 #[tracing::instrument(name = "cancel_task", skip_all, fields(task_id = %path))]
 pub async fn cancel_task(
@@ -169,7 +169,7 @@ pub async fn cancel_task(
 
 /// `POST /tasks/{id}/cancel`: the same as `DELETE /tasks/{id}`.
 #[utoipa::path(post, path = "/tasks/{id}/cancel", tag = "tasks", security(("api_key" = [])),
-    params(("id" = String, Path, description = "Task id (UUID)")),
+    params(("id" = String, Path, format = Uuid, description = "Task id (UUID)")),
     responses(CancelAnswers))]
 pub async fn cancel_task_post(
     path: web::Path<String>,
@@ -179,42 +179,76 @@ pub async fn cancel_task_post(
     cancel_task(path, state, caller).await
 }
 
-/// Query of `GET /tasks`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ListQuery {
-    status: Option<String>,
-    limit: Option<String>,
-    cursor: Option<String>,
+/// The query of `GET /tasks`: `status`, `limit` and `cursor`, each at most
+/// once; other parameters (cache-busters such as `_=123`) are ignored.
+fn list_request(pairs: &[(String, String)]) -> Result<ListRequest<'_>, ApiError> {
+    let mut request = ListRequest::default();
+    for (name, value) in pairs {
+        let slot = match name.as_str() {
+            "status" => &mut request.status,
+            "limit" => &mut request.limit,
+            "cursor" => &mut request.cursor,
+            _ => continue,
+        };
+        if slot.replace(value.as_str()).is_some() {
+            return Err(ApiError::invalid(
+                name.clone(),
+                format!("{name} is given more than once"),
+            ));
+        }
+    }
+    Ok(request)
 }
 
 /// `GET /tasks`.
 #[utoipa::path(get, path = "/tasks", tag = "tasks", security(("api_key" = [])),
     params(
         ("status" = Option<TaskStatus>, Query, description = "Only tasks in this state"),
-        ("limit" = Option<u32>, Query, description = "1..=1000, default 50"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "1..=1000, default 50"),
         ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
     ),
-    responses((status = 200, body = TaskPage), (status = 400, description = "Bad status, limit or cursor", body = ErrorBody),
+    responses((status = 200, body = TaskPage), (status = 400, description = "Bad status, limit or cursor; `field` names it", body = ErrorBody),
         (status = 401, description = "API key missing or wrong", body = ErrorBody), (status = 503, description = "Redis unreachable", body = ErrorBody)))]
 #[tracing::instrument(name = "list_tasks", skip_all)]
 pub async fn list_tasks(
-    query: Result<web::Query<ListQuery>, actix_web::Error>,
+    query: Result<web::Query<Vec<(String, String)>>, actix_web::Error>,
     state: web::Data<AppState>,
     _: Caller,
 ) -> Result<HttpResponse, ApiError> {
-    let query = query.map_err(|e| ApiError::validation(format!("bad query: {e}")))?;
-    let request = ListRequest {
-        status: query.status.as_deref(),
-        limit: query.limit.as_deref(),
-        cursor: query.cursor.as_deref(),
-    };
+    // A query string that is not `name=value&…` at all.
+    let query = query.map_err(|_| ApiError::validation("the query string is malformed"))?;
+    let request = list_request(&query)?;
     Ok(HttpResponse::Ok().json(service::query::list(&state, request).await?))
+}
+
+/// Whether an `Accept` header asks for the SSE stream: `text/event-stream`,
+/// named explicitly (any case), with a q-value above 0 and at least as high
+/// as JSON's (`application/json`, `application/*` or `*/*`). On a tie the
+/// stream wins: naming it is the opt-in. A missing or unparsable header
+/// means JSON.
+pub fn wants_event_stream(req: &HttpRequest) -> bool {
+    use actix_web::http::header::{Accept, Header, Quality};
+    let Ok(accept) = Accept::parse(req) else {
+        return false;
+    };
+    let mut sse = Quality::ZERO;
+    let mut json = Quality::ZERO;
+    for item in accept.iter() {
+        let q = item.quality;
+        let (ty, sub) = (item.item.type_(), item.item.subtype());
+        if ty == "text" && sub == "event-stream" {
+            sse = sse.max(q);
+        }
+        if (ty == "application" && (sub == "json" || sub == "*")) || (ty == "*" && sub == "*") {
+            json = json.max(q);
+        }
+    }
+    sse > Quality::ZERO && sse >= json
 }
 
 /// `GET /tasks/{id}/events`: JSON history, or a live SSE stream.
 #[utoipa::path(get, path = "/tasks/{id}/events", tag = "tasks", security(("api_key" = [])),
-    params(("id" = String, Path, description = "Task id (UUID)"),
+    params(("id" = String, Path, format = Uuid, description = "Task id (UUID)"),
         ("Last-Event-ID" = Option<u64>, Header, description = "SSE: resume after this seq")),
     responses(
         (status = 200, description = "Oldest first; with `Accept: text/event-stream`, Server-Sent Events (`id: <seq>`, `event: <type>`, `data: <event JSON>`) closing after the terminal event",
@@ -230,9 +264,13 @@ pub async fn task_events(
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&path)?;
     let header = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
-    let wants_stream = header(header::ACCEPT).is_some_and(|v| v.contains("text/event-stream"));
-    if !wants_stream {
+    if !wants_event_stream(&req) {
         return Ok(HttpResponse::Ok().json(service::query::history(&state, id).await?));
+    }
+    if req.method() == actix_web::http::Method::HEAD {
+        // The stream's headers, without opening a feed nobody reads.
+        service::query::task(&state, id).await?;
+        return Ok(super::stream::event_stream_head());
     }
     let last_seen = header(header::HeaderName::from_static("last-event-id"))
         .and_then(|v| v.trim().parse::<u64>().ok())

@@ -80,8 +80,8 @@ pub async fn create(
 }
 
 fn validate(state: &AppState, request: CreateTaskRequest) -> Result<NewTask, ApiError> {
-    let task =
-        NewTask::parse(request, state.defaults).map_err(|e| ApiError::validation(e.to_string()))?;
+    let task = NewTask::parse(request, state.defaults)
+        .map_err(|e| ApiError::invalid(e.field.clone(), e.to_string()))?;
     if let Some(url) = &task.webhook_url {
         webhooks::check_url(url, &state.webhook_hosts)?;
     }

@@ -38,7 +38,7 @@ pub async fn list(state: &AppState, request: ListRequest<'_>) -> Result<TaskPage
         None => None,
         Some(s) => Some(
             s.parse::<TaskStatus>()
-                .map_err(|e| ApiError::validation(e.to_string()))?,
+                .map_err(|e| ApiError::invalid("status", e.to_string()))?,
         ),
     };
     let limit = match request.limit {
@@ -47,7 +47,7 @@ pub async fn list(state: &AppState, request: ListRequest<'_>) -> Result<TaskPage
             .parse::<usize>()
             .ok()
             .filter(|l| (1..=1000).contains(l))
-            .ok_or_else(|| ApiError::validation("limit must be an integer from 1 to 1000"))?,
+            .ok_or_else(|| ApiError::invalid("limit", "limit must be an integer from 1 to 1000"))?,
     };
     let after = match request.cursor.filter(|c| !c.is_empty()) {
         None => None,

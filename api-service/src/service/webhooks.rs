@@ -27,9 +27,12 @@ pub fn check_url(raw: &str, allowed: &[String]) -> Result<(), ApiError> {
         ));
     }
     let url = reqwest::Url::parse(raw)
-        .map_err(|e| ApiError::validation(format!("webhook_url is not a URL: {e}")))?;
+        .map_err(|e| ApiError::invalid("webhook_url", format!("webhook_url is not a URL: {e}")))?;
     if !matches!(url.scheme(), "http" | "https") {
-        return Err(ApiError::validation("webhook_url must be http or https"));
+        return Err(ApiError::invalid(
+            "webhook_url",
+            "webhook_url must be http or https",
+        ));
     }
     let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
     if !allowed.contains(&host) {

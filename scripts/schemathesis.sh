@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Schemathesis (from PyPI) against a live api: the Rust test
+# api-service/tests/api/schemathesis.rs starts the api in-process (its own
+# RabbitMQ vhost and Redis key prefix, removed afterwards, as every api test)
+# and runs the tool on its /openapi.json with every check, a bounded number of
+# examples (SCHEMATHESIS_MAX_EXAMPLES, default 15: about 40 s) and a fixed
+# seed; settings and the documented exceptions are in
+# api-service/tests/schemathesis.toml.
+#
+# The tool lives in a virtualenv this script creates, run/venv-schemathesis
+# (pinned version below; delete the folder to rebuild it). Python 3.12 or
+# later is preferred: 3.11.7's ast module trips over hypothesis
+# ("AST constructor recursion depth mismatch").
+#
+# Redis and RabbitMQ must be up (scripts/infra.sh); CALLBACK_TOKEN need not be set.
+set -euo pipefail
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$REPO_ROOT"
+
+SCHEMATHESIS_VERSION="4.32.5"
+VENV="$RUN_DIR/venv-schemathesis"
+
+# A Python for the virtualenv: the first 3.12+ found (on PATH, then under
+# pyenv), else any 3.10+ (3.11 up to 3.11.7 may fail a run with the ast bug).
+is_312() { "$1" -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null; }
+candidates=(python3.13 python3.12)
+if have pyenv; then
+    for v in "$(pyenv root)"/versions/3.1[2-9]*/bin/python3; do
+        [ -x "$v" ] && candidates+=("$v")
+    done
+fi
+candidates+=(python3)
+python=""
+fallback=""
+for candidate in "${candidates[@]}"; do
+    "$candidate" -c 'import venv' 2>/dev/null || continue
+    if is_312 "$candidate"; then
+        python="$candidate"
+        break
+    fi
+    if [ -z "$fallback" ] && "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
+        fallback="$candidate"
+    fi
+done
+python="${python:-$fallback}"
+[ -n "$python" ] || die "no Python 3.10 or later with venv found (Debian: apt-get install python3-venv)"
+
+# Rebuilt when the version differs, or when a 3.12+ replaces an older Python.
+rebuild=""
+"$VENV/bin/schemathesis" --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION" || rebuild=1
+if ! is_312 "$VENV/bin/python" && is_312 "$python"; then rebuild=1; fi
+if [ -n "$rebuild" ]; then
+    log "creating $VENV with $("$python" --version) and schemathesis $SCHEMATHESIS_VERSION"
+    rm -rf "$VENV"
+    "$python" -m venv "$VENV"
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
+fi
+
+export SCHEMATHESIS="$VENV/bin/schemathesis"
+export SCHEMATHESIS_CONFIG="$REPO_ROOT/api-service/tests/schemathesis.toml"
+export CALLBACK_TOKEN="${CALLBACK_TOKEN:-$(gen_token)}"
+cargo test -p api-service --test api -- --ignored --exact \
+    schemathesis::schemathesis_finds_nothing_against_the_openapi_document
