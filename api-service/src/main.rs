@@ -1,4 +1,4 @@
-//! `api-service`: settings → telemetry → [`Application`] → serve.
+//! `api-service`: settings → telemetry → [`Application`] → serve → flush traces.
 
 use std::process::ExitCode;
 
@@ -10,7 +10,22 @@ async fn main() -> ExitCode {
         Ok(s) => s,
         Err(e) => e.exit(),
     };
-    telemetry::init(&settings.log_format, std::io::stdout);
+    let telemetry = match telemetry::init_with_traces(&settings.log_format, std::io::stdout) {
+        Ok(telemetry) => telemetry,
+        Err(e) => {
+            eprintln!("api-service: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let code = serve(settings).await;
+    // The last spans go out from a blocking thread, off the runtime's.
+    if let Err(e) = tokio::task::spawn_blocking(move || telemetry.shutdown()).await {
+        eprintln!("api-service: flushing the traces: {e}");
+    }
+    code
+}
+
+async fn serve(settings: Settings) -> ExitCode {
     let app = match Application::build(settings).await {
         Ok(app) => app,
         Err(e) => {
