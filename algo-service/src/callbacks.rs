@@ -9,7 +9,9 @@
 //! loudly, because an operator can fix it without losing the task.
 //!
 //! Every request carries `Authorization: Bearer <CALLBACK_TOKEN>` (never
-//! logged) and `X-Task-Id` for log correlation with the api.
+//! logged) and `X-Task-Id` for log correlation with the api. Each call,
+//! retries included, is a `callback` span; while traces are on, its requests
+//! carry its `traceparent`, so the api's handling joins the task's trace.
 
 use std::time::Duration;
 
@@ -18,6 +20,7 @@ use reqwest::StatusCode;
 use serde::Serialize;
 use task_model::{CallbackAnswer, ProgressReport, StatusReport, TaskId, TaskStatus};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 pub use crate::backoff::jittered;
 use crate::metrics::Metrics;
@@ -234,12 +237,17 @@ impl ApiClient {
                 let attempt = 1 + failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 log_retry(endpoint, attempt, err, delay);
             });
-        tokio::select! {
-            biased;
-            () = stop.cancelled() => Err(Abandoned),
-            // The schedule never ends, so the retry only returns with an answer.
-            res = retried => res.map_err(|_| Abandoned),
+        let span = tracing::info_span!("callback", endpoint);
+        async {
+            tokio::select! {
+                biased;
+                () = stop.cancelled() => Err(Abandoned),
+                // The schedule never ends, so the retry only returns with an answer.
+                res = retried => res.map_err(|_| Abandoned),
+            }
         }
+        .instrument(span)
+        .await
     }
 
     /// One attempt, classified.
@@ -255,11 +263,15 @@ impl ApiClient {
         let url = format!("{}/internal/tasks/{task_id}/{endpoint}", self.base);
         // The semaphore is never closed, so acquiring cannot fail.
         let _permit = self.in_flight.acquire().await.ok();
-        let response = self
+        let mut request = self
             .http
             .post(url)
             .header(reqwest::header::AUTHORIZATION, &self.auth)
-            .header("X-Task-Id", task_id.to_string())
+            .header("X-Task-Id", task_id.to_string());
+        for (name, value) in crate::telemetry::trace_headers(&tracing::Span::current()) {
+            request = request.header(name, value);
+        }
+        let response = request
             .json(body)
             .send()
             .await

@@ -28,7 +28,7 @@ use tracing::{field, Instrument};
 pub use crate::context::{Disposition, HandlerContext};
 use crate::{
     callbacks::{Answer, Conflict},
-    task_run,
+    task_run, telemetry,
 };
 
 /// Longest wait between two claims of a task whose lease another worker holds.
@@ -83,6 +83,10 @@ pub async fn process_one(ctx: Arc<HandlerContext>, delivery: Delivery) {
         message_id = message_id.as_deref().unwrap_or(""),
         redelivered = delivery.redelivered,
     );
+    // A child of the api's publish span (a republished message may have none).
+    telemetry::continue_trace(&span, |name| {
+        telemetry::amqp_header(&delivery.properties, name)
+    });
     async {
         ctx.metrics.tasks_in_flight.inc();
         let disposition = handle(&ctx, message_id.as_deref(), &delivery.data).await;

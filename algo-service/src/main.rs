@@ -1,4 +1,4 @@
-//! `algo-service`: config → telemetry → run. See the library for the parts.
+//! `algo-service`: config → telemetry → run → flush traces. See the library for the parts.
 
 use std::{process::ExitCode, time::Duration};
 
@@ -8,10 +8,17 @@ use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
     let settings = Settings::from_env().unwrap_or_else(|e| e.exit());
-    if let Err(e) = telemetry::init(settings.log_format, &settings.log_filter, std::io::stderr) {
-        eprintln!("algo-service: {e}");
-        return ExitCode::FAILURE;
-    }
+    let telemetry = match telemetry::init_with_traces(
+        settings.log_format,
+        &settings.log_filter,
+        std::io::stderr,
+    ) {
+        Ok(telemetry) => telemetry,
+        Err(e) => {
+            eprintln!("algo-service: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let runtime = match runtime(&settings) {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -26,6 +33,8 @@ fn main() -> ExitCode {
     });
     // Interrupted stages return within milliseconds; do not hang on a stuck one.
     runtime.shutdown_timeout(Duration::from_secs(1));
+    // After the runtime: the last spans, the drain's included.
+    telemetry.shutdown();
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

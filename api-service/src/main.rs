@@ -1,5 +1,5 @@
-//! `api-service`: settings → telemetry → [`Application`] → serve; or, with
-//! a command (`repair-index`), that command.
+//! `api-service`: settings → telemetry → [`Application`] → serve → flush
+//! traces; or, with a command (`repair-index`), that command.
 
 use std::process::ExitCode;
 
@@ -11,10 +11,26 @@ async fn main() -> ExitCode {
         Ok(s) => s,
         Err(e) => e.exit(),
     };
-    telemetry::init(&settings.log_format, std::io::stdout);
-    if let Some(Command::RepairIndex) = settings.command {
-        return repair_index(&settings).await;
+    let telemetry = match telemetry::init_with_traces(&settings.log_format, std::io::stdout) {
+        Ok(telemetry) => telemetry,
+        Err(e) => {
+            eprintln!("api-service: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let code = if matches!(settings.command, Some(Command::RepairIndex)) {
+        repair_index(&settings).await
+    } else {
+        serve(settings).await
+    };
+    // The last spans go out from a blocking thread, off the runtime's.
+    if let Err(e) = tokio::task::spawn_blocking(move || telemetry.shutdown()).await {
+        eprintln!("api-service: flushing the traces: {e}");
     }
+    code
+}
+
+async fn serve(settings: Settings) -> ExitCode {
     let app = match Application::build(settings).await {
         Ok(app) => app,
         Err(e) => {

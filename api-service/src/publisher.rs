@@ -223,14 +223,18 @@ impl Publisher {
     }
 
     /// Publishes a task to `tasks.algo`: persistent, with its priority and
-    /// `message_id`, confirmed by the broker before this returns.
+    /// `message_id`, confirmed by the broker before this returns. When traces
+    /// are on, the headers carry the current span's `traceparent`.
     pub async fn publish_task(&self, message: &TaskMessage) -> Result<(), PublishError> {
         let body = serde_json::to_vec(message).expect("a TaskMessage always serializes");
-        let properties = BasicProperties::default()
+        let mut properties = BasicProperties::default()
             .with_delivery_mode(2)
             .with_priority(message.priority)
             .with_message_id(ShortString::from(message.task_id.to_string()))
             .with_content_type("application/json".into());
+        if let Some(headers) = crate::telemetry::amqp_trace_headers() {
+            properties = properties.with_headers(headers);
+        }
         self.publish(
             topology::TASKS_EXCHANGE,
             topology::TASKS_ROUTING_KEY,

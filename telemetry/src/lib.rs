@@ -7,13 +7,18 @@
 //! formats show it (JSON under `span`, the event's own fields at the top
 //! level). Records of crates that log through `log` are forwarded too.
 //!
-//! OpenTelemetry: an OTLP export layer belongs in [`get_subscriber`], as one
-//! more `.with(..)` on the registry next to the fmt layer; both services then
-//! export without further changes.
+//! Traces: with `OTEL_EXPORTER_OTLP_ENDPOINT` set, [`init_with_traces`] also
+//! exports the spans over OTLP ([`traces`]); the services carry the trace
+//! context between them with [`trace_headers`] and [`continue_trace`].
+
+pub mod traces;
 
 use std::{fmt, str::FromStr};
 
+use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing::Subscriber;
+
+pub use traces::{continue_trace, trace_headers, Telemetry, TraceExport};
 /// What a sink must be (`std::io::stderr`, a file, a test buffer).
 pub use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::{
@@ -63,9 +68,10 @@ impl FromStr for LogFormat {
     }
 }
 
-/// A process-wide subscriber is already installed.
+/// A process-wide subscriber is already installed, or the trace exporter
+/// cannot be built from its configuration.
 #[derive(Debug, thiserror::Error)]
-#[error("installing the log subscriber: {0}")]
+#[error("{0}")]
 pub struct InitError(String);
 
 /// A subscriber writing to `sink` in `format`, filtered by `filter`
@@ -78,15 +84,29 @@ pub fn get_subscriber<W>(
 where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
+    subscriber(format, filter, sink, None)
+}
+
+/// [`get_subscriber`], plus the OpenTelemetry layer over `traces` if given.
+/// `filter` applies to the log lines only; the trace layer takes every span
+/// at `info` and above.
+fn subscriber<W>(
+    format: LogFormat,
+    filter: &str,
+    sink: W,
+    traces: Option<&SdkTracerProvider>,
+) -> Box<dyn Subscriber + Send + Sync + 'static>
+where
+    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
     let filter = match filter.trim() {
         "" => EnvFilter::new(DEFAULT_FILTER),
         given => EnvFilter::try_new(given).unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER)),
     };
-    // An OTLP export layer (tracing-opentelemetry) would be added here.
     Box::new(
         Registry::default()
-            .with(filter)
-            .with(fmt_layer(format, sink)),
+            .with(fmt_layer(format, sink).with_filter(filter))
+            .with(traces.map(traces::layer)),
     )
 }
 
@@ -117,7 +137,9 @@ where
 pub fn init_subscriber(
     subscriber: Box<dyn Subscriber + Send + Sync + 'static>,
 ) -> Result<(), InitError> {
-    subscriber.try_init().map_err(|e| InitError(e.to_string()))
+    subscriber
+        .try_init()
+        .map_err(|e| InitError(format!("installing the log subscriber: {e}")))
 }
 
 /// [`get_subscriber`] then [`init_subscriber`].
@@ -129,6 +151,27 @@ where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
     init_subscriber(get_subscriber(format, filter, sink))
+}
+
+/// [`init`], and traces exported to `export` when given (see
+/// [`TraceExport::from_env`]). Keep the returned [`Telemetry`] until the
+/// process exits, then [`Telemetry::shutdown`] it to send the last spans.
+///
+/// # Errors
+/// When a global subscriber is already installed, or the exporter cannot be
+/// built (e.g. the endpoint is not a URL).
+pub fn init_with_traces<W>(
+    format: LogFormat,
+    filter: &str,
+    sink: W,
+    export: Option<&TraceExport>,
+) -> Result<Telemetry, InitError>
+where
+    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
+    let provider = export.map(TraceExport::provider).transpose()?;
+    init_subscriber(subscriber(format, filter, sink, provider.as_ref()))?;
+    Ok(Telemetry::exporting(provider))
 }
 
 #[cfg(test)]

@@ -133,7 +133,10 @@ async fn run_stages(
             break;
         }
         let started = Instant::now();
-        let outcome = ffi::run_stage(msg.stage_ms, flag, deadline).await;
+        let span = tracing::info_span!("stage", stage = stage + 1, stages = msg.stages);
+        let outcome = ffi::run_stage(msg.stage_ms, flag, deadline)
+            .instrument(span)
+            .await;
         let label = match &outcome {
             Ok(StageOutcome::Completed) => "completed",
             Ok(StageOutcome::Interrupted) => "interrupted",

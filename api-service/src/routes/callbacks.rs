@@ -1,16 +1,17 @@
 //! The callback API: how workers claim tasks, report progress and finish them.
 //! Every answer, 200 or 409, carries the task's current state.
 
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::Value;
 use task_model::{CallbackAnswer, ProgressReport, StatusReport};
 
 use crate::{
     auth::Worker,
     error::{ApiError, ErrorBody},
-    routes::tasks::parse_id,
+    routes::tasks::{header_str, parse_id},
     service::{self, Reply},
     state::AppState,
+    telemetry::continue_trace,
 };
 
 /// The error answers every callback may get.
@@ -54,11 +55,14 @@ fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError
         CallbackErrors))]
 #[tracing::instrument(name = "report_status", skip_all, fields(task_id = %path, worker = tracing::field::Empty, status = tracing::field::Empty))]
 pub async fn report_status(
+    req: HttpRequest,
     path: web::Path<String>,
     body: web::Bytes,
     state: web::Data<AppState>,
     _: Worker,
 ) -> Result<HttpResponse, ApiError> {
+    // The worker's callback span is the parent: the task's one trace.
+    continue_trace(&tracing::Span::current(), |name| header_str(&req, name));
     let id = parse_id(&path)?;
     let report: StatusReport = parse_body(&body)?;
     let span = tracing::Span::current();
@@ -76,11 +80,14 @@ pub async fn report_status(
         CallbackErrors))]
 #[tracing::instrument(name = "report_progress", skip_all, fields(task_id = %path, worker = tracing::field::Empty))]
 pub async fn report_progress(
+    req: HttpRequest,
     path: web::Path<String>,
     body: web::Bytes,
     state: web::Data<AppState>,
     _: Worker,
 ) -> Result<HttpResponse, ApiError> {
+    // The worker's callback span is the parent: the task's one trace.
+    continue_trace(&tracing::Span::current(), |name| header_str(&req, name));
     let id = parse_id(&path)?;
     let report: ProgressReport = parse_body(&body)?;
     tracing::Span::current().record("worker", report.worker.as_str());

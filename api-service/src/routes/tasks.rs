@@ -13,6 +13,7 @@ use crate::{
         query::{Feed, ListRequest},
     },
     state::AppState,
+    telemetry::continue_trace,
 };
 
 /// Parses an id in a path, or 400.
@@ -34,6 +35,11 @@ fn is_json_content_type(req: &HttpRequest) -> bool {
         .to_ascii_lowercase();
     essence == "application/json"
         || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// A header's value, if it is text.
+pub fn header_str<'r>(req: &'r HttpRequest, name: &str) -> Option<&'r str> {
+    req.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
 /// The create request in a body: JSON, an object; blank means `{}`.
@@ -94,6 +100,7 @@ pub async fn create_task(
     state: web::Data<AppState>,
     caller: Caller,
 ) -> Result<HttpResponse, ApiError> {
+    continue_trace(&tracing::Span::current(), |name| header_str(&req, name));
     let request = create_request(&req, &body)?;
     let idempotency = idempotency_key(&req)?.map(|key| Idempotency {
         scope: &caller.scope,

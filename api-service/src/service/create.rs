@@ -5,7 +5,8 @@
 
 use std::time::Duration;
 
-use task_model::{CreateTaskRequest, NewTask, TaskId, TaskMessage, TaskRef, TaskStatus};
+use task_model::{topology, CreateTaskRequest, NewTask, TaskId, TaskMessage, TaskRef, TaskStatus};
+use tracing::Instrument;
 
 use crate::{
     error::ApiError,
@@ -151,9 +152,13 @@ async fn store_and_publish(
             return Err(e.into());
         }
     }
+    // The message carries this span's trace context to the worker.
+    let publish =
+        tracing::info_span!("publish", task_id = %id, exchange = topology::TASKS_EXCHANGE);
     if let Err(e) = state
         .publisher
         .publish_task(&TaskMessage::new(id, task))
+        .instrument(publish)
         .await
     {
         tracing::error!(task_id = %id, error = %e, "publish failed; discarding the task");
