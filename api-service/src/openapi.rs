@@ -6,7 +6,7 @@
 
 use task_model::{
     CallbackAnswer, CreateTaskRequest, EventView, ProgressReport, StatusReport, TaskId, TaskPage,
-    TaskRef, TaskStatus, TaskView, WebhookView,
+    TaskRef, TaskSpec, TaskStatus, TaskView, WebhookView,
 };
 use utoipa::{
     openapi::security::{Http, HttpAuthScheme, SecurityScheme},
@@ -57,7 +57,7 @@ impl Modify for Security {
     ),
     components(schemas(
         CreateTaskRequest, TaskView, EventView, WebhookView, TaskStatus, TaskId, StatusReport, ProgressReport,
-        CallbackAnswer, ErrorBody, TaskRef, TaskPage, Readiness, CheckView, Liveness
+        CallbackAnswer, TaskSpec, ErrorBody, TaskRef, TaskPage, Readiness, CheckView, Liveness
     )),
     modifiers(&Security),
     tags(

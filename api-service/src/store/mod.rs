@@ -68,6 +68,8 @@ pub enum Code {
     NotHolder,
     /// `stages` does not match the task, or `stage` is beyond it.
     BadStages,
+    /// `COMPLETED` before every stage's progress was recorded.
+    StagesIncomplete,
 }
 
 /// The task's state right after a transition, as Redis saw it.
@@ -460,6 +462,7 @@ fn parse_outcome(raw: &[String]) -> Result<Outcome, StoreError> {
         "already_finished" => Code::AlreadyFinished,
         "not_holder" => Code::NotHolder,
         "bad_stages" => Code::BadStages,
+        "stages_incomplete" => Code::StagesIncomplete,
         other => {
             return Err(StoreError::Corrupt(format!(
                 "unknown transition code {other:?}"
