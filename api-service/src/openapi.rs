@@ -15,7 +15,7 @@ use utoipa::{
 
 use crate::{
     error::ErrorBody,
-    routes::health::{CheckView, Liveness, Readiness},
+    routes::health::{CheckView, Liveness, QueueView, Readiness},
 };
 
 #[derive(Debug)]
@@ -57,7 +57,7 @@ impl Modify for Security {
     ),
     components(schemas(
         CreateTaskRequest, TaskView, EventView, WebhookView, TaskStatus, TaskId, StatusReport, ProgressReport,
-        CallbackAnswer, TaskSpec, ErrorBody, TaskRef, TaskPage, Readiness, CheckView, Liveness
+        CallbackAnswer, TaskSpec, ErrorBody, TaskRef, TaskPage, Readiness, CheckView, QueueView, Liveness
     )),
     modifiers(&Security),
     tags(

@@ -19,7 +19,7 @@ pub async fn claim(state: &AppState, id: TaskId, worker: &str) -> Result<Reply, 
     let mut run = None;
     if outcome.code == Code::Ok {
         // What it runs is read after the claim: those fields never change.
-        let Some(task) = state.store.load(&id).await? else {
+        let Some(task) = state.store.claimed(&id).await? else {
             tracing::warn!(task_id = %id, worker, "the task vanished right after its claim");
             return Err(ApiError::NotFound(id.to_string()));
         };

@@ -10,7 +10,10 @@
 //! - [`query`]: a task, a page of tasks, a task's history and live events.
 //! - [`webhooks`]: signed notifications of finished tasks, in the background.
 //! - [`republish`]: the outbox sweep for creates cut short.
+//! - [`backlog`]: the age of the oldest QUEUED task, sampled for `/metrics`
+//!   and `/readyz`.
 
+pub mod backlog;
 pub mod cancel;
 pub mod claim;
 pub mod create;

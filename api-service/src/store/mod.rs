@@ -12,6 +12,7 @@
 mod hub;
 mod idempotency;
 mod listing;
+mod queued;
 mod record;
 
 use std::time::Duration;
@@ -23,6 +24,7 @@ use task_model::{NewTask, TaskId, TaskStatus};
 pub use hub::{EventHub, Watch};
 pub use idempotency::{reservation_secs, IdemReservation, IdempotencyKey, RESERVATION_SECS};
 pub use listing::{Cursor, Page};
+pub use queued::OldestQueued;
 use record::{parse_event, parse_task};
 pub use record::{TaskRecord, WebhookState};
 
@@ -211,7 +213,8 @@ impl Store {
     /// it leaves once its message is confirmed ([`Store::mark_published`]) or
     /// the task is discarded: an api that dies between storing a task and
     /// publishing it leaves the id there, and [`crate::service::republish`] publishes
-    /// the task instead of leaving it QUEUED forever.
+    /// the task instead of leaving it QUEUED forever. It also joins the
+    /// QUEUED set ([`Store::oldest_queued`]) until a worker claims it.
     pub async fn create(&self, id: &TaskId, task: &NewTask) -> Result<Outcome, StoreError> {
         // One pooled connection for the whole create.
         let mut conn = self.conn().await?;
@@ -221,6 +224,7 @@ impl Store {
             .arg(id.to_string())
             .query_async(&mut conn)
             .await?;
+        self.note_queued(&mut conn, id).await?;
         let mut args = vec![
             "algorithm".into(),
             task.algorithm.clone(),
