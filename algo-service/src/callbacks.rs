@@ -49,6 +49,8 @@ pub enum Conflict {
     AlreadyFinished,
     /// The task is held by another worker (a takeover happened).
     NotHolder,
+    /// `COMPLETED` refused: not every stage's progress is recorded.
+    StagesIncomplete,
     /// A reason this worker does not know.
     Other(String),
 }
@@ -59,6 +61,7 @@ impl Conflict {
             Some("lease_held") => Self::LeaseHeld,
             Some("already_finished") => Self::AlreadyFinished,
             Some("not_holder") => Self::NotHolder,
+            Some("stages_incomplete") => Self::StagesIncomplete,
             other => Self::Other(other.unwrap_or_default().to_owned()),
         }
     }
@@ -368,6 +371,7 @@ mod tests {
             ("lease_held", Conflict::LeaseHeld),
             ("already_finished", Conflict::AlreadyFinished),
             ("not_holder", Conflict::NotHolder),
+            ("stages_incomplete", Conflict::StagesIncomplete),
             ("something_new", Conflict::Other("something_new".into())),
         ] {
             let got = classify(

@@ -1,18 +1,23 @@
 //! One delivery from `tasks.algo`, from parse to ack: [`process_one`].
 //!
 //! ```text
-//! parse ──bad──> reject (dead-letters to tasks.dead)
+//! name the task (body task_id, else message_id) ──none──> reject (dead-letters to tasks.dead)
 //!   │
 //! acquire (wait while the same task runs in this process)
 //!   │
 //! claim (PROCESSING) ──409 lease_held──> hold the delivery, retry after the lease
 //!   │                ──409 already_finished──> ack, run nothing
 //!   │                ──404 / 400──> reject
+//! check the claim's `run` (the stored task) ──unusable──> report FAILED with why ──> ack
+//!   │
 //! run stages ([`crate::task_run`]) ──> terminal report ──> ack
 //! ```
-//! Every path ends in exactly one [`Disposition`], applied to the delivery
-//! once. The only way to drop a task is an ack after its terminal state was
-//! recorded (or found recorded), or a reject for a message nobody can run.
+//! The message only names the task: what runs (algorithm, stages, stage
+//! length, input, deadline) is the stored task, from the claim's answer, so
+//! a forged or outdated message cannot change it. Every path ends in exactly
+//! one [`Disposition`], applied to the delivery once. The only way to drop a
+//! task is an ack after its terminal state was recorded (or found recorded),
+//! or a reject for a message that names no task the api knows.
 
 use std::{sync::Arc, time::Duration};
 
@@ -20,50 +25,82 @@ use lapin::{
     message::Delivery,
     options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions},
 };
-use task_model::{
-    topology::TASKS_QUEUE, CallbackAnswer, TaskId, TaskMessage, TaskStatus, ALGORITHMS,
-};
+use serde::Deserialize;
+use task_model::{topology::TASKS_QUEUE, CallbackAnswer, TaskId, TaskStatus, ALGORITHMS};
 use tracing::{field, Instrument};
 
 pub use crate::context::{Disposition, HandlerContext};
 use crate::{
     callbacks::{Answer, Conflict},
-    task_run, telemetry,
+    task_run::{self, finish::fail_unrunnable, Job},
+    telemetry,
 };
 
 /// Longest wait between two claims of a task whose lease another worker holds.
 pub const MAX_CLAIM_WAIT: Duration = Duration::from_secs(3);
 
-/// Why a message is rejected without being run.
+/// Why a message is rejected without being run: it names no task.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InvalidMessage {
-    /// The body is not a `TaskMessage`.
-    #[error("the body is not a task message: {0}")]
-    NotATask(String),
-    /// The algorithm is not one this worker runs.
-    #[error("unknown algorithm {0:?}")]
+    /// Neither the body's `task_id` nor the AMQP `message_id` is a task id.
+    #[error("the message names no task (body: {0}; no task id as message_id either)")]
+    NoTask(String),
+}
+
+/// Why a claimed task cannot run here; it is reported `FAILED` with this.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unrunnable {
+    /// The claim's answer does not say what to run (an api older than this worker).
+    #[error("the api's claim answer does not say what to run (is the api older than the worker?)")]
+    NoSpec,
+    /// The stored algorithm is not one this worker runs.
+    #[error("this worker does not run algorithm {0:?} (it runs: {list})", list = ALGORITHMS.join(", "))]
     UnknownAlgorithm(String),
     /// A task with no stages cannot be run.
-    #[error("a task needs at least one stage")]
+    #[error("the stored task has no stages")]
     NoStages,
 }
 
-/// Parses a delivery body. Every error is permanent: the same bytes will
-/// never parse on another worker, so the message is dead-lettered.
+/// The part of a message body a worker reads; every other field (old
+/// messages carry the whole task) is ignored.
+#[derive(Debug, Deserialize)]
+struct Named {
+    task_id: TaskId,
+}
+
+/// The task a delivery names: the body's `task_id`, or else (a body that is
+/// not a task message) the AMQP `message_id`, which the api sets to the task
+/// id. Every error is permanent: the message is dead-lettered.
 ///
 /// # Errors
-/// [`InvalidMessage`] for bodies that are not JSON `TaskMessage`s, or name an
-/// unknown algorithm, or no stages.
-pub fn parse_message(body: &[u8]) -> Result<TaskMessage, InvalidMessage> {
-    let msg: TaskMessage =
-        serde_json::from_slice(body).map_err(|e| InvalidMessage::NotATask(e.to_string()))?;
-    if !ALGORITHMS.contains(&msg.algorithm.as_str()) {
-        return Err(InvalidMessage::UnknownAlgorithm(msg.algorithm));
+/// [`InvalidMessage`] when neither names a task.
+pub fn parse_message(body: &[u8], message_id: Option<&str>) -> Result<TaskId, InvalidMessage> {
+    match serde_json::from_slice::<Named>(body) {
+        Ok(named) => Ok(named.task_id),
+        Err(e) => match message_id.and_then(|m| TaskId::parse(m).ok()) {
+            Some(id) => {
+                tracing::warn!(task_id = %id, error = %e, "the body is not a task message; going by its message_id");
+                Ok(id)
+            }
+            None => Err(InvalidMessage::NoTask(e.to_string())),
+        },
     }
-    if msg.stages == 0 {
-        return Err(InvalidMessage::NoStages);
+}
+
+/// What a successful claim's answer says to run, if this worker can.
+///
+/// # Errors
+/// [`Unrunnable`] for an answer without a spec, an algorithm this worker
+/// lacks, or no stages.
+pub fn job_from_claim(task_id: TaskId, claim: &CallbackAnswer) -> Result<Job, Unrunnable> {
+    let spec = claim.run.clone().ok_or(Unrunnable::NoSpec)?;
+    if !ALGORITHMS.contains(&spec.algorithm.as_str()) {
+        return Err(Unrunnable::UnknownAlgorithm(spec.algorithm));
     }
-    Ok(msg)
+    if spec.stages == 0 {
+        return Err(Unrunnable::NoStages);
+    }
+    Ok(Job { task_id, spec })
 }
 
 /// Handles one delivery to the end and settles it (ack, reject or requeue).
@@ -99,16 +136,16 @@ pub async fn process_one(ctx: Arc<HandlerContext>, delivery: Delivery) {
 
 /// Everything between receiving a delivery and settling it.
 pub async fn handle(ctx: &HandlerContext, message_id: Option<&str>, body: &[u8]) -> Disposition {
-    let msg = match parse_message(body) {
-        Ok(msg) => msg,
+    let task_id = match parse_message(body, message_id) {
+        Ok(id) => id,
         Err(e) => {
             tracing::warn!(error = %e, "rejecting an unusable message; it dead-letters to tasks.dead");
             return Disposition::Reject;
         }
     };
-    tracing::Span::current().record("task_id", field::display(msg.task_id));
+    tracing::Span::current().record("task_id", field::display(task_id));
     if let Some(mid) = message_id {
-        if TaskId::parse(mid).ok() != Some(msg.task_id) {
+        if TaskId::parse(mid).ok() != Some(task_id) {
             tracing::warn!(
                 message_id = mid,
                 "the message_id is not the body's task id; going by the body"
@@ -116,21 +153,25 @@ pub async fn handle(ctx: &HandlerContext, message_id: Option<&str>, body: &[u8])
         }
     }
 
-    let Some(guard) = ctx.registry.acquire(msg.task_id, &ctx.shutdown).await else {
+    let Some(guard) = ctx.registry.acquire(task_id, &ctx.shutdown).await else {
         tracing::info!("shutting down; requeueing a held delivery");
         return Disposition::Requeue;
     };
-    let answer = match claim(ctx, msg.task_id).await {
-        Claim::Run(answer) => answer,
+    let answer = match claim(ctx, task_id).await {
+        Claim::Run(answer) => *answer,
         Claim::Settle(disposition) => return disposition,
     };
-    let disposition = task_run::run(ctx, &msg, answer, guard.flag()).await;
+    let job = match job_from_claim(task_id, &answer) {
+        Ok(job) => job,
+        Err(why) => return fail_unrunnable(ctx, task_id, why.to_string()).await,
+    };
+    let disposition = task_run::run(ctx, &job, answer, guard.flag()).await;
     drop(guard);
     disposition
 }
 
 enum Claim {
-    Run(CallbackAnswer),
+    Run(Box<CallbackAnswer>),
     Settle(Disposition),
 }
 
@@ -167,7 +208,7 @@ async fn claim(ctx: &HandlerContext, task_id: TaskId) -> Claim {
 /// because another worker's lease is live.
 fn on_claim_answer(answer: Answer) -> Result<Claim, Duration> {
     match answer {
-        Answer::Accepted(a) => Ok(Claim::Run(a)),
+        Answer::Accepted(a) => Ok(Claim::Run(Box::new(a))),
         Answer::Conflict(conflict, a)
             if conflict == Conflict::AlreadyFinished || a.status.is_terminal() =>
         {
@@ -267,13 +308,30 @@ mod tests {
     }
 
     #[test]
-    fn a_task_message_parses() {
-        let msg = parse_message(&body(task("hello", 2))).unwrap();
-        assert_eq!((msg.stages, msg.stage_ms, msg.priority), (2, 10, 3));
+    fn a_message_only_names_its_task_whatever_else_it_carries() {
+        let id = TaskId::new();
+        let named = |mut v: serde_json::Value| {
+            v["task_id"] = json!(id.to_string());
+            parse_message(&body(v), None)
+        };
+        for (case, v) in [
+            ("a message of today", json!({"priority": 3})),
+            ("an old message, the whole task", task("hello", 2)),
+            ("a forged stage count", task("hello", 4_294_967_295)),
+            ("zero stages", task("hello", 0)),
+            ("an unknown algorithm", task("sort", 1)),
+            (
+                "fields that do not parse",
+                json!({"stages": "many", "priority": -1}),
+            ),
+        ] {
+            assert_eq!(named(v), Ok(id), "{case}");
+        }
     }
 
     #[test]
-    fn unusable_messages_are_permanent_errors() {
+    fn a_body_that_names_no_task_falls_back_to_the_message_id_or_is_rejected() {
+        let id = TaskId::new();
         let cases: Vec<(&str, Vec<u8>)> = vec![
             ("not json", b"hello".to_vec()),
             ("empty", Vec::new()),
@@ -283,21 +341,51 @@ mod tests {
                 t["task_id"] = json!("42");
                 body(t)
             }),
-            ("unknown algorithm", body(task("sort", 1))),
-            ("no stages", body(task("hello", 0))),
-            ("negative stages", {
-                let mut t = task("hello", 1);
-                t["stages"] = json!(-1);
-                body(t)
-            }),
         ];
         for (case, bytes) in cases {
-            assert!(parse_message(&bytes).is_err(), "{case} must be rejected");
+            assert!(
+                matches!(parse_message(&bytes, None), Err(InvalidMessage::NoTask(_))),
+                "{case} must be rejected"
+            );
+            assert!(
+                parse_message(&bytes, Some("poison-1")).is_err(),
+                "{case}: a message_id that is no task id does not help"
+            );
+            assert_eq!(
+                parse_message(&bytes, Some(&id.to_string())),
+                Ok(id),
+                "{case}: the message_id names the task"
+            );
         }
-        assert!(matches!(
-            parse_message(&body(task("sort", 1))),
-            Err(InvalidMessage::UnknownAlgorithm(a)) if a == "sort"
-        ));
+    }
+
+    #[test]
+    fn the_claim_answer_decides_what_runs() {
+        let id = TaskId::new();
+        let mut claim: CallbackAnswer = serde_json::from_value(json!({
+            "status": "PROCESSING", "stage": 0, "cancel_requested": false,
+            "run": {"algorithm": "hello", "stages": 3, "stage_ms": 10, "timeout_secs": 5, "input": {"x": 1}}
+        }))
+        .unwrap();
+        let job = job_from_claim(id, &claim).unwrap();
+        assert_eq!(
+            (job.task_id, job.spec.stages, job.spec.stage_ms),
+            (id, 3, 10)
+        );
+
+        let spec = claim.run.clone().unwrap();
+        claim.run = Some(task_model::TaskSpec {
+            algorithm: "sort".into(),
+            ..spec.clone()
+        });
+        assert_eq!(
+            job_from_claim(id, &claim),
+            Err(Unrunnable::UnknownAlgorithm("sort".into()))
+        );
+        claim.run = Some(task_model::TaskSpec { stages: 0, ..spec });
+        assert_eq!(job_from_claim(id, &claim), Err(Unrunnable::NoStages));
+        claim.run = None;
+        assert_eq!(job_from_claim(id, &claim), Err(Unrunnable::NoSpec));
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! Prometheus metrics of the api, served at `/metrics`.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramTimer, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec,
-    Opts, Registry, TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramTimer, HistogramVec, IntCounter, IntCounterVec,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Every metric the api exports; one registry per app (so tests in one
@@ -16,6 +16,7 @@ pub struct Metrics {
     pub callbacks: HistogramVec,
     pub http_requests: HistogramVec,
     pub queue_depth: IntGaugeVec,
+    pub oldest_queued_age: GaugeVec,
     pub webhook_deliveries: IntCounterVec,
 }
 
@@ -70,6 +71,14 @@ impl Metrics {
             &["queue"],
         )
         .unwrap();
+        let oldest_queued_age = GaugeVec::new(
+            Opts::new(
+                "taskforge_oldest_queued_age_seconds",
+                "Age of the oldest task still QUEUED (not yet claimed by a worker), by queue; 0 when none",
+            ),
+            &["queue"],
+        )
+        .unwrap();
         let webhook_deliveries = IntCounterVec::new(
             Opts::new(
                 "taskforge_webhook_deliveries_total",
@@ -85,6 +94,7 @@ impl Metrics {
             Box::new(callbacks.clone()),
             Box::new(http_requests.clone()),
             Box::new(queue_depth.clone()),
+            Box::new(oldest_queued_age.clone()),
             Box::new(webhook_deliveries.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
@@ -97,6 +107,7 @@ impl Metrics {
             callbacks,
             http_requests,
             queue_depth,
+            oldest_queued_age,
             webhook_deliveries,
         }
     }

@@ -6,7 +6,7 @@
 
 use task_model::{
     CallbackAnswer, CreateTaskRequest, EventView, ProgressReport, StatusReport, TaskId, TaskPage,
-    TaskRef, TaskStatus, TaskView, WebhookView,
+    TaskRef, TaskSpec, TaskStatus, TaskView, WebhookView,
 };
 use utoipa::{
     openapi::security::{Http, HttpAuthScheme, SecurityScheme},
@@ -15,7 +15,7 @@ use utoipa::{
 
 use crate::{
     error::ErrorBody,
-    routes::health::{CheckView, Liveness, Readiness},
+    routes::health::{CheckView, Liveness, QueueView, Readiness},
 };
 
 #[derive(Debug)]
@@ -92,7 +92,7 @@ impl Modify for UuidIds {
     ),
     components(schemas(
         CreateTaskRequest, TaskView, EventView, WebhookView, TaskStatus, TaskId, StatusReport, ProgressReport,
-        CallbackAnswer, ErrorBody, TaskRef, TaskPage, Readiness, CheckView, Liveness
+        CallbackAnswer, TaskSpec, ErrorBody, TaskRef, TaskPage, Readiness, CheckView, QueueView, Liveness
     )),
     modifiers(&Security, &UuidIds),
     tags(

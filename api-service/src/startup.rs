@@ -23,7 +23,7 @@ use crate::{
     openapi,
     publisher::Publisher,
     routes::{self, health::OpenApiJson},
-    service::{republish, webhooks},
+    service::{backlog, republish, webhooks},
     state::Backends,
     store::{EventHub, EvictionPolicy, Store},
 };
@@ -54,7 +54,7 @@ impl std::fmt::Debug for Application {
 impl Application {
     /// Binds the listener and starts the background tasks (RabbitMQ
     /// connection, event subscription, health checks, webhooks, the outbox
-    /// sweep). Redis and RabbitMQ need not be up: the api connects when they come.
+    /// sweep, the QUEUED-age sampler). Redis and RabbitMQ need not be up: the api connects when they come.
     ///
     /// # Errors
     /// A missing `CALLBACK_TOKEN`, a bad URL, or an address that cannot be bound.
@@ -74,6 +74,11 @@ impl Application {
         background.spawn(republish::run(
             Arc::clone(&state),
             Duration::from_secs(settings.republish_after_secs),
+            stop.clone(),
+        ));
+        background.spawn(backlog::run(
+            Arc::clone(&state),
+            backlog::PERIOD,
             stop.clone(),
         ));
         let (port, server) = serve(&settings, &state)?;

@@ -75,12 +75,7 @@ pub(crate) struct Limits {
 fn task_message() -> Vec<u8> {
     serde_json::to_vec(&TaskMessage {
         task_id: TaskId::new(),
-        algorithm: "hello".into(),
-        stages: 1,
-        stage_ms: 0,
-        timeout_secs: 50,
         priority: 0,
-        input: serde_json::Value::Null,
     })
     .expect("a task message serializes")
 }

@@ -11,8 +11,9 @@
 //! - [`status`]: [`TaskStatus`] and the state machine's rules.
 //! - [`task`]: [`TaskView`], the GET representation, the other answers
 //!   ([`TaskRef`], [`TaskPage`]), and [`NewTask`] validation.
-//! - [`messages`]: the queue envelope (built from a [`NewTask`] or a [`TaskView`]),
-//!   cancel broadcasts and callback bodies.
+//! - [`messages`]: the queue envelope (it names a task: built from a
+//!   [`NewTask`] or a [`TaskView`]), cancel broadcasts and callback bodies
+//!   (the claim answer carries the stored [`TaskSpec`]).
 //! - [`topology`]: exchange, queue and routing-key names.
 #![warn(missing_docs)]
 
@@ -23,7 +24,9 @@ pub mod task;
 pub mod topology;
 
 pub use id::{TaskId, TaskIdError};
-pub use messages::{CallbackAnswer, ControlMessage, ProgressReport, StatusReport, TaskMessage};
+pub use messages::{
+    CallbackAnswer, ControlMessage, ProgressReport, StatusReport, TaskMessage, TaskSpec,
+};
 pub use status::{TaskStatus, UnknownStatus};
 pub use task::{
     progress_percent, CreateTaskRequest, EventView, NewTask, TaskDefaults, TaskPage, TaskRef,

@@ -9,26 +9,18 @@ use crate::{NewTask, TaskId, TaskStatus, TaskView};
 /// Body of a message on `tasks.algo` (JSON). The AMQP `message_id` is the task id
 /// and the AMQP priority is [`TaskMessage::priority`].
 ///
-/// It carries what a worker needs to run the task without asking the api
-/// first; the authoritative state (stage, cancel, deadline) comes back in the
-/// answer to the claim.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// The message only names the task: the stored task is the truth, and what a
+/// worker runs (algorithm, stages, stage length, input, deadline) comes back
+/// in the answer to its claim ([`CallbackAnswer::run`]). Anything else a
+/// message carries is ignored, so messages of earlier versions, which carried
+/// the whole task, and forged ones alike run the task as it was created.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskMessage {
     /// The task.
     pub task_id: TaskId,
-    /// The routine to run.
-    pub algorithm: String,
-    /// Stages in all.
-    pub stages: u32,
-    /// Length of one stage.
-    pub stage_ms: u64,
-    /// Deadline after the first claim.
-    pub timeout_secs: u64,
-    /// 0..=9.
-    pub priority: u8,
-    /// The user's input.
+    /// 0..=9, as the AMQP priority; informational in the body.
     #[serde(default)]
-    pub input: serde_json::Value,
+    pub priority: u8,
 }
 
 impl TaskMessage {
@@ -36,12 +28,7 @@ impl TaskMessage {
     pub fn new(task_id: TaskId, task: &NewTask) -> Self {
         Self {
             task_id,
-            algorithm: task.algorithm.clone(),
-            stages: task.stages,
-            stage_ms: task.stage_ms,
-            timeout_secs: task.timeout_secs,
             priority: task.priority,
-            input: task.input.clone(),
         }
     }
 }
@@ -51,11 +38,36 @@ impl From<&TaskView> for TaskMessage {
     fn from(task: &TaskView) -> Self {
         Self {
             task_id: task.task_id,
+            priority: task.priority,
+        }
+    }
+}
+
+/// What a worker runs, as the task was stored at its creation: the answer to
+/// a successful claim carries it ([`CallbackAnswer::run`]).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskSpec {
+    /// The routine to run (one of [`crate::ALGORITHMS`] when the api accepted it).
+    pub algorithm: String,
+    /// Stages in all.
+    pub stages: u32,
+    /// Length of one stage.
+    pub stage_ms: u64,
+    /// Deadline after the first claim (the answer's `deadline_in_ms` counts it down).
+    pub timeout_secs: u64,
+    /// The user's input.
+    #[serde(default)]
+    pub input: serde_json::Value,
+}
+
+impl From<&TaskView> for TaskSpec {
+    fn from(task: &TaskView) -> Self {
+        Self {
             algorithm: task.algorithm.clone(),
             stages: task.stages,
             stage_ms: task.stage_ms,
             timeout_secs: task.timeout_secs,
-            priority: task.priority,
             input: task.input.clone(),
         }
     }
@@ -133,7 +145,12 @@ pub struct CallbackAnswer {
     /// The lease length the api grants (`LEASE_SECS`), so workers renew at a third of it.
     #[serde(default)]
     pub lease_ms: u64,
-    /// On 409: a snake_case reason such as `lease_held` or `already_finished`.
+    /// With a successful claim (200 to `PROCESSING`): what to run, from the
+    /// stored task. Absent from every other answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<TaskSpec>,
+    /// On 409: a snake_case reason such as `lease_held`, `already_finished`
+    /// or `stages_incomplete`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// On 409: the reason for a person.
@@ -179,6 +196,12 @@ mod tests {
         };
         assert_eq!(TaskMessage::from(&view), TaskMessage::new(id, &task));
         assert_eq!(TaskMessage::new(id, &task).priority, 7);
+        assert_eq!(TaskSpec::from(&view).stages, 3);
+        assert_eq!(
+            serde_json::to_value(TaskMessage::new(id, &task)).unwrap(),
+            serde_json::json!({"task_id": id.to_string(), "priority": 7}),
+            "the message only names the task"
+        );
     }
 
     #[test]

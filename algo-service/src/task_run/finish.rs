@@ -1,8 +1,8 @@
 //! How a run ended, and the terminal report that follows.
 
-use task_model::{TaskMessage, TaskStatus};
+use task_model::{TaskId, TaskStatus};
 
-use super::reporter::Verdict;
+use super::{reporter::Verdict, Job};
 use crate::{
     callbacks::{Answer, Conflict},
     context::{Disposition, HandlerContext},
@@ -61,7 +61,7 @@ pub fn ending(
 /// says how to settle the delivery.
 pub(crate) async fn finish(
     ctx: &HandlerContext,
-    msg: &TaskMessage,
+    job: &Job,
     stage: u32,
     end: Ending,
 ) -> Disposition {
@@ -69,16 +69,34 @@ pub(crate) async fn finish(
         Ending::Silent(disposition) => return disposition,
         Ending::Completed => (
             TaskStatus::Completed,
-            Some(serde_json::json!({"stages": msg.stages, "output": "hello world"})),
+            Some(serde_json::json!({"stages": job.spec.stages, "output": "hello world"})),
             None,
         ),
         Ending::Cancelled => (TaskStatus::Cancelled, None, None),
-        Ending::TimedOut => (TaskStatus::TimedOut, None, Some(timed_out(msg, stage))),
+        Ending::TimedOut => (TaskStatus::TimedOut, None, Some(timed_out(job, stage))),
         Ending::Failed(error) => (TaskStatus::Failed, None, Some(error)),
     };
+    report(ctx, job.task_id, status, result, error).await
+}
+
+/// Reports `FAILED` with `reason` for a claimed task this worker cannot run
+/// (its stored spec is unusable here), so it does not stay QUEUED or
+/// PROCESSING for ever; says how to settle the delivery.
+pub async fn fail_unrunnable(ctx: &HandlerContext, task_id: TaskId, reason: String) -> Disposition {
+    tracing::error!(%reason, "cannot run the claimed task; reporting it FAILED");
+    report(ctx, task_id, TaskStatus::Failed, None, Some(reason)).await
+}
+
+async fn report(
+    ctx: &HandlerContext,
+    task_id: TaskId,
+    status: TaskStatus,
+    result: Option<serde_json::Value>,
+    error: Option<String>,
+) -> Disposition {
     let answer = ctx
         .api
-        .report_status(msg.task_id, status, result, error, &ctx.abandon)
+        .report_status(task_id, status, result, error, &ctx.abandon)
         .await;
     match answer {
         Ok(answer) => settle_after_report(ctx, status, answer),
@@ -89,10 +107,10 @@ pub(crate) async fn finish(
     }
 }
 
-fn timed_out(msg: &TaskMessage, stage: u32) -> String {
+fn timed_out(job: &Job, stage: u32) -> String {
     format!(
         "the deadline ({} s after the first claim) passed after {stage} of {} stages",
-        msg.timeout_secs, msg.stages
+        job.spec.timeout_secs, job.spec.stages
     )
 }
 

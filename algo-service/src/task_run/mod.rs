@@ -29,7 +29,7 @@ pub mod reporter;
 use std::time::Duration;
 
 use native::StageOutcome;
-use task_model::{CallbackAnswer, TaskMessage, TaskStatus};
+use task_model::{CallbackAnswer, TaskId, TaskSpec, TaskStatus};
 use tokio::{sync::mpsc, time::Instant};
 use tracing::Instrument;
 
@@ -41,6 +41,16 @@ use crate::{
     context::{Disposition, HandlerContext},
     registry::{StopFlag, StopReason},
 };
+
+/// A claimed task: its id and, from the claim's answer, the stored task's
+/// spec. The message that named it has no say in what runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Job {
+    /// The task.
+    pub task_id: TaskId,
+    /// What to run, as the api stored it.
+    pub spec: TaskSpec,
+}
 
 /// When the task must be over, from the claim's `deadline_in_ms` (which the api
 /// computes from `started_at`, so a takeover does not restart it). Without
@@ -56,17 +66,19 @@ pub fn deadline(now: Instant, deadline_in_ms: Option<i64>, timeout_secs: u64) ->
 /// and says how to settle the delivery.
 pub async fn run(
     ctx: &HandlerContext,
-    msg: &TaskMessage,
+    job: &Job,
     claim: CallbackAnswer,
     flag: &StopFlag,
 ) -> Disposition {
-    let start = claim.stage.min(msg.stages);
-    let deadline = deadline(Instant::now(), claim.deadline_in_ms, msg.timeout_secs);
+    let spec = &job.spec;
+    let start = claim.stage.min(spec.stages);
+    let deadline = deadline(Instant::now(), claim.deadline_in_ms, spec.timeout_secs);
     raise_from_claim(&claim, flag);
     tracing::info!(
         stage = start,
-        stages = msg.stages,
-        stage_ms = msg.stage_ms,
+        stages = spec.stages,
+        stage_ms = spec.stage_ms,
+        algorithm = %spec.algorithm,
         deadline_in_ms = claim.deadline_in_ms,
         lease_ms = claim.lease_ms,
         resumed = claim.stage > 0,
@@ -79,8 +91,8 @@ pub async fn run(
         reporter::reporter(
             reporter::Reporting {
                 api: ctx.api.clone(),
-                task_id: msg.task_id,
-                stages: msg.stages,
+                task_id: job.task_id,
+                stages: spec.stages,
                 flag: flag.clone(),
                 stop: ctx.abandon.clone(),
             },
@@ -90,7 +102,7 @@ pub async fn run(
         )
         .in_current_span(),
     );
-    let (stage, failure) = run_stages(ctx, msg, start, flag, deadline, &progress).await;
+    let (stage, failure) = run_stages(ctx, spec, start, flag, deadline, &progress).await;
     drop(progress);
     let verdict = reporter.await.unwrap_or_else(|e| {
         tracing::error!(error = %e, "the progress reporter crashed");
@@ -98,9 +110,9 @@ pub async fn run(
     });
 
     let reason = flag.reason();
-    let end = ending(stage, msg.stages, reason, failure, verdict);
-    tracing::info!(stage, stages = msg.stages, ?reason, ?verdict, ending = ?end, "run over");
-    finish::finish(ctx, msg, stage, end).await
+    let end = ending(stage, spec.stages, reason, failure, verdict);
+    tracing::info!(stage, stages = spec.stages, ?reason, ?verdict, ending = ?end, "run over");
+    finish::finish(ctx, job, stage, end).await
 }
 
 /// A claim that already asks for a cancel, or whose deadline passed, stops
@@ -119,13 +131,13 @@ fn raise_from_claim(claim: &CallbackAnswer, flag: &StopFlag) {
 /// failure, if any.
 async fn run_stages(
     ctx: &HandlerContext,
-    msg: &TaskMessage,
+    spec: &TaskSpec,
     mut stage: u32,
     flag: &StopFlag,
     deadline: Instant,
     progress: &mpsc::UnboundedSender<u32>,
 ) -> (u32, Option<String>) {
-    while stage < msg.stages {
+    while stage < spec.stages {
         if Instant::now() >= deadline {
             flag.raise(StopReason::Deadline);
         }
@@ -133,8 +145,8 @@ async fn run_stages(
             break;
         }
         let started = Instant::now();
-        let span = tracing::info_span!("stage", stage = stage + 1, stages = msg.stages);
-        let outcome = ffi::run_stage(msg.stage_ms, flag, deadline)
+        let span = tracing::info_span!("stage", stage = stage + 1, stages = spec.stages);
+        let outcome = ffi::run_stage(spec.stage_ms, flag, deadline)
             .instrument(span)
             .await;
         let label = match &outcome {
@@ -149,7 +161,7 @@ async fn run_stages(
                     .stage_duration
                     .observe(started.elapsed().as_secs_f64());
                 stage += 1;
-                tracing::debug!(stage, stages = msg.stages, "stage completed");
+                tracing::debug!(stage, stages = spec.stages, "stage completed");
                 // A closed channel means the reporter stopped (lost task); the flag says so.
                 let _ = progress.send(stage);
             }
@@ -168,7 +180,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_deadline_comes_from_the_claim_not_from_the_message() {
+    fn the_deadline_comes_from_the_claim() {
         let now = Instant::now();
         assert_eq!(
             deadline(now, Some(1_500), 50),

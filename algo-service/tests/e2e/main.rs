@@ -4,4 +4,5 @@
 #![allow(unreachable_pub)]
 
 mod failures;
+mod integrity;
 mod lifecycle;

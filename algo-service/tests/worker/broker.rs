@@ -53,17 +53,14 @@ async fn unusable_messages_are_dead_lettered_without_calling_the_api() {
     publish(&channel, "not-json", b"this is not json")
         .await
         .unwrap();
-    let unknown_algorithm = json!({
-        "task_id": task_model::TaskId::new().to_string(), "algorithm": "sort",
+    // An old-style message whose task id is no task id (nor is its message_id).
+    let no_task = json!({
+        "task_id": "42", "algorithm": "hello",
         "stages": 1, "stage_ms": 0, "timeout_secs": 5, "priority": 0, "input": null
     });
-    publish(
-        &channel,
-        "sort",
-        &serde_json::to_vec(&unknown_algorithm).unwrap(),
-    )
-    .await
-    .unwrap();
+    publish(&channel, "42", &serde_json::to_vec(&no_task).unwrap())
+        .await
+        .unwrap();
 
     // Assert: both land in tasks.dead, in order.
     let mut bodies = Vec::new();
@@ -81,12 +78,12 @@ async fn unusable_messages_are_dead_lettered_without_calling_the_api() {
     assert_eq!(bodies[0], b"this is not json");
     assert_eq!(
         serde_json::from_slice::<serde_json::Value>(&bodies[1]).unwrap(),
-        unknown_algorithm
+        no_task
     );
     assert_eq!(
         worker.metrics.callback_retries.get(),
         0,
-        "no callback for a message nobody can run"
+        "no callback for a message that names no task"
     );
 
     let _ = conn.close(200, "bye".into()).await;

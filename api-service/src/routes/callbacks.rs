@@ -50,8 +50,8 @@ fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError
 #[utoipa::path(post, path = "/internal/tasks/{id}/status", tag = "callbacks", security(("callback_token" = [])),
     params(("id" = String, Path, description = "Task id (UUID)")), request_body = StatusReport,
     responses(
-        (status = 200, description = "Recorded; `stage` is where a claiming worker resumes", body = CallbackAnswer),
-        (status = 409, description = "Illegal transition: `lease_held`, `already_finished` or `not_holder`", body = CallbackAnswer),
+        (status = 200, description = "Recorded; to a claim, `stage` is where the worker resumes and `run` what it runs (the stored task)", body = CallbackAnswer),
+        (status = 409, description = "Illegal transition: `lease_held`, `already_finished`, `not_holder`, or `stages_incomplete` (COMPLETED before every stage's progress)", body = CallbackAnswer),
         CallbackErrors))]
 #[tracing::instrument(name = "report_status", skip_all, fields(task_id = %path, worker = tracing::field::Empty, status = tracing::field::Empty))]
 pub async fn report_status(

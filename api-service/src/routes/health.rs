@@ -32,6 +32,13 @@ impl From<health::CheckResult> for CheckView {
     }
 }
 
+/// One task queue's backlog, as last sampled (every 5 s).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct QueueView {
+    /// Seconds the oldest task still QUEUED has waited; 0 when none is.
+    pub oldest_queued_age_secs: f64,
+}
+
 /// `GET /readyz`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Readiness {
@@ -39,6 +46,9 @@ pub struct Readiness {
     pub status: &'static str,
     /// By dependency: `redis`, `rabbitmq`.
     pub checks: BTreeMap<String, CheckView>,
+    /// By task queue (`tasks.algo`): detail for operators; readiness does not
+    /// depend on it.
+    pub queues: BTreeMap<String, QueueView>,
 }
 
 /// `GET /healthz`: 200 while the process runs, whatever Redis and RabbitMQ do.
@@ -55,12 +65,28 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let body = Readiness {
         status: if ready { "ready" } else { "unavailable" },
         checks: checks.into_iter().map(|(k, c)| (k, c.into())).collect(),
+        queues: queues(&state),
     };
     if ready {
         HttpResponse::Ok().json(body)
     } else {
         HttpResponse::ServiceUnavailable().json(body)
     }
+}
+
+fn queues(state: &AppState) -> BTreeMap<String, QueueView> {
+    let queue = task_model::topology::TASKS_QUEUE;
+    let age = state
+        .metrics
+        .oldest_queued_age
+        .with_label_values(&[queue])
+        .get();
+    BTreeMap::from([(
+        queue.to_owned(),
+        QueueView {
+            oldest_queued_age_secs: age,
+        },
+    )])
 }
 
 /// `GET /metrics`: Prometheus text.

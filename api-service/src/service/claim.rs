@@ -1,7 +1,9 @@
 //! A worker's claim: `QUEUED → PROCESSING`, or a takeover of a task whose
-//! holder's lease ran out. The answer says where to resume (`stage`).
+//! holder's lease ran out. The answer says where to resume (`stage`) and,
+//! from the stored task, what to run (`run`): the message that brought the
+//! worker here only names the task.
 
-use task_model::TaskId;
+use task_model::{TaskId, TaskSpec};
 
 use super::{check_worker, reply, Reply};
 use crate::{error::ApiError, state::AppState, store::Code};
@@ -14,11 +16,22 @@ pub async fn claim(state: &AppState, id: TaskId, worker: &str) -> Result<Reply, 
     check_worker(worker)?;
     let timer = state.metrics.callback_timer("status");
     let outcome = state.store.claim(&id, worker, state.lease).await?;
+    let mut run = None;
+    if outcome.code == Code::Ok {
+        // What it runs is read after the claim: those fields never change.
+        let Some(task) = state.store.claimed(&id).await? else {
+            tracing::warn!(task_id = %id, worker, "the task vanished right after its claim");
+            return Err(ApiError::NotFound(id.to_string()));
+        };
+        run = Some(TaskSpec::from(&task.view));
+    }
     timer.observe_duration();
     if outcome.code == Code::Ok {
         tracing::info!(task_id = %id, worker, stage = outcome.snapshot.stage, "claimed");
     } else {
         tracing::info!(task_id = %id, worker, code = ?outcome.code, current = ?outcome.snapshot.status, "claim refused");
     }
-    reply(state, &id, &outcome)
+    let mut reply = reply(state, &id, &outcome)?;
+    reply.answer.run = run;
+    Ok(reply)
 }

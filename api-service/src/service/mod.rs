@@ -10,7 +10,10 @@
 //! - [`query`]: a task, a page of tasks, a task's history and live events.
 //! - [`webhooks`]: signed notifications of finished tasks, in the background.
 //! - [`republish`]: the outbox sweep for creates cut short.
+//! - [`backlog`]: the age of the oldest QUEUED task, sampled for `/metrics`
+//!   and `/readyz`.
 
+pub mod backlog;
 pub mod cancel;
 pub mod claim;
 pub mod create;
@@ -47,6 +50,13 @@ fn refusal(outcome: &Outcome) -> (Option<String>, Option<String>) {
         ),
         Code::AlreadyFinished => ("already_finished", "the task has already finished".into()),
         Code::NotHolder => ("not_holder", "this worker does not hold the task".into()),
+        Code::StagesIncomplete => (
+            "stages_incomplete",
+            format!(
+                "COMPLETED after {} of {} stages: report each stage's progress first",
+                outcome.snapshot.stage, outcome.snapshot.stages
+            ),
+        ),
         _ => return (None, None),
     };
     (Some(code.to_owned()), Some(message))
@@ -68,6 +78,7 @@ fn answer(state: &AppState, outcome: &Outcome) -> CallbackAnswer {
             .map(|started| started + s.timeout_secs as i64 * 1000 - s.now_ms),
         lease_remaining_ms: (s.lease_until_ms - s.now_ms).max(0) as u64,
         lease_ms: state.lease.as_millis() as u64,
+        run: None,
         error,
         message,
     }
@@ -77,7 +88,7 @@ fn answer(state: &AppState, outcome: &Outcome) -> CallbackAnswer {
 fn reply(state: &AppState, id: &TaskId, outcome: &Outcome) -> Result<Reply, ApiError> {
     let accepted = match outcome.code {
         Code::Ok | Code::Ignored => true,
-        Code::LeaseHeld | Code::AlreadyFinished | Code::NotHolder => false,
+        Code::LeaseHeld | Code::AlreadyFinished | Code::NotHolder | Code::StagesIncomplete => false,
         Code::NotFound => return Err(ApiError::NotFound(id.to_string())),
         Code::BadStages => return Err(ApiError::validation("stage/stages do not match the task")),
         Code::Exists => {

@@ -13,6 +13,7 @@ mod hub;
 mod idempotency;
 mod listing;
 mod maintenance;
+mod queued;
 mod record;
 
 use std::time::Duration;
@@ -25,6 +26,7 @@ pub use hub::{EventHub, Watch};
 pub use idempotency::{reservation_secs, IdemReservation, IdempotencyKey, RESERVATION_SECS};
 pub use listing::{Cursor, Page};
 pub use maintenance::{EvictionPolicy, IndexRepair};
+pub use queued::OldestQueued;
 use record::{parse_event, parse_task};
 pub use record::{TaskRecord, WebhookState};
 
@@ -70,6 +72,8 @@ pub enum Code {
     NotHolder,
     /// `stages` does not match the task, or `stage` is beyond it.
     BadStages,
+    /// `COMPLETED` before every stage's progress was recorded.
+    StagesIncomplete,
 }
 
 /// The task's state right after a transition, as Redis saw it.
@@ -211,7 +215,8 @@ impl Store {
     /// it leaves once its message is confirmed ([`Store::mark_published`]) or
     /// the task is discarded: an api that dies between storing a task and
     /// publishing it leaves the id there, and [`crate::service::republish`] publishes
-    /// the task instead of leaving it QUEUED forever.
+    /// the task instead of leaving it QUEUED forever. It also joins the
+    /// QUEUED set ([`Store::oldest_queued`]) until a worker claims it.
     pub async fn create(&self, id: &TaskId, task: &NewTask) -> Result<Outcome, StoreError> {
         // One pooled connection for the whole create.
         let mut conn = self.conn().await?;
@@ -221,6 +226,7 @@ impl Store {
             .arg(id.to_string())
             .query_async(&mut conn)
             .await?;
+        self.note_queued(&mut conn, id).await?;
         let mut args = vec![
             "algorithm".into(),
             task.algorithm.clone(),
@@ -476,6 +482,7 @@ fn parse_outcome(raw: &[String]) -> Result<Outcome, StoreError> {
         "already_finished" => Code::AlreadyFinished,
         "not_holder" => Code::NotHolder,
         "bad_stages" => Code::BadStages,
+        "stages_incomplete" => Code::StagesIncomplete,
         other => {
             return Err(StoreError::Corrupt(format!(
                 "unknown transition code {other:?}"

@@ -9,7 +9,7 @@
 -- Returns {code, status, stage, stages, cancel_requested, worker,
 --          started_ms, timeout_secs, lease_until_ms, now_ms}
 -- where code is ok | ignored | not_found | exists | lease_held |
--- already_finished | not_holder | bad_stages.
+-- already_finished | not_holder | bad_stages | stages_incomplete.
 -- Times come from the Redis server clock, so every api process agrees on leases.
 
 local task, events = KEYS[1], KEYS[2]
@@ -121,10 +121,12 @@ end
 
 if op == 'finish' then
   local final, ttl, result, err = ARGV[5], ARGV[6], ARGV[7], ARGV[8]
-  touch('status', final)
-  if final == 'COMPLETED' then
-    redis.call('HSET', task, 'stage', redis.call('HGET', task, 'stages'))
+  -- COMPLETED means every stage ran, and each reported its progress first.
+  if final == 'COMPLETED' and
+      tonumber(redis.call('HGET', task, 'stage')) < tonumber(redis.call('HGET', task, 'stages')) then
+    return snapshot('stages_incomplete')
   end
+  touch('status', final)
   if result ~= '' then redis.call('HSET', task, 'result', result) end
   if err ~= '' then redis.call('HSET', task, 'error', err) end
   finished(ttl)

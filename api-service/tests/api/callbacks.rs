@@ -164,6 +164,7 @@ async fn racing_terminal_reports_and_cancels_produce_exactly_one_terminal_state(
     for round in 0..30 {
         let id = app.create(json!({"stages": 1})).await;
         app.claim(&id, "w1").await;
+        app.progress(&id, "w1", 1, 1).await;
         let complete = app.status_callback(
             &id,
             json!({"status": "COMPLETED", "worker": "w1", "result": {"stages": 1}}),
@@ -238,5 +239,82 @@ async fn callbacks_need_the_token_and_reject_statuses_a_worker_may_not_send() {
         .await;
     assert_eq!(status, 409);
     assert_eq!(app.task(&id).await["status"], "QUEUED");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_claim_answer_carries_the_stored_task_and_only_the_claim_does() {
+    let app = spawn_app().await;
+    let id = app
+        .create(json!({"stages": 3, "stage_ms": 40, "timeout_secs": 9, "input": {"n": 1}}))
+        .await;
+    let claim = app.claim(&id, "w1").await;
+    assert_eq!(
+        claim["run"],
+        json!({"algorithm": "hello", "stages": 3, "stage_ms": 40, "timeout_secs": 9, "input": {"n": 1}})
+    );
+    let (status, progress) = app.progress_callback(&id, "w1", 1, 3).await;
+    assert_eq!(status, 200);
+    assert!(progress.get("run").is_none(), "{progress}");
+    let (status, refused) = app
+        .status_callback(&id, json!({"status": "PROCESSING", "worker": "w2"}))
+        .await;
+    assert_eq!(
+        (status, refused["error"].as_str()),
+        (409, Some("lease_held"))
+    );
+    assert!(refused.get("run").is_none(), "{refused}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn completed_before_every_stage_is_refused_and_the_task_stays_with_its_holder() {
+    let app = spawn_app().await;
+    let id = app.create(json!({"stages": 3})).await;
+    app.claim(&id, "w1").await;
+    app.progress(&id, "w1", 1, 3).await;
+    let done = json!({"status": "COMPLETED", "worker": "w1", "result": {"stages": 1}});
+
+    let (status, answer) = app.status_callback(&id, done.clone()).await;
+    assert_eq!(
+        (status, answer["error"].as_str(), answer["status"].as_str()),
+        (409, Some("stages_incomplete"), Some("PROCESSING")),
+        "{answer}"
+    );
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap()
+            .contains("1 of 3 stages"),
+        "{answer}"
+    );
+    let task = app.task(&id).await;
+    assert_eq!(
+        (task["status"].as_str(), task["stage"].as_u64()),
+        (Some("PROCESSING"), Some(1))
+    );
+    assert!(task["result"].is_null());
+
+    // The other terminal states may come at any stage; COMPLETED once all ran.
+    app.progress(&id, "w1", 3, 3).await;
+    let (status, answer) = app
+        .status_callback(
+            &id,
+            json!({"status": "COMPLETED", "worker": "w1", "result": {"stages": 3}}),
+        )
+        .await;
+    assert_eq!(
+        (status, answer["status"].as_str()),
+        (200, Some("COMPLETED"))
+    );
+    let failed = app.create(json!({"stages": 3})).await;
+    app.claim(&failed, "w1").await;
+    let (status, _) = app
+        .status_callback(
+            &failed,
+            json!({"status": "FAILED", "worker": "w1", "error": "boom"}),
+        )
+        .await;
+    assert_eq!(status, 200, "FAILED at stage 0 is fine");
     app.stop().await;
 }

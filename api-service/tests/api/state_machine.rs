@@ -51,7 +51,18 @@ async fn ask(store: &Store, id: &TaskId, ask: Ask) -> Code {
         Ask::Create => store.create(id, &new_task()).await,
         Ask::Claim(worker) => store.claim(id, worker, Duration::ZERO).await,
         Ask::Cancel => store.cancel(id, TTL).await,
-        Ask::Finish(status) => store.finish(id, HOLDER, status, None, None, TTL).await,
+        Ask::Finish(status) => {
+            if status == TaskStatus::Completed {
+                // COMPLETED needs every stage's progress first (refused on a
+                // task the holder does not hold, as the finish is).
+                let stages = new_task().stages;
+                store
+                    .progress(id, HOLDER, stages, stages, TTL)
+                    .await
+                    .expect("redis answers");
+            }
+            store.finish(id, HOLDER, status, None, None, TTL).await
+        }
     };
     outcome.expect("redis answers").code
 }

@@ -1,0 +1,132 @@
+//! The QUEUED set of `tasks.algo`: every task not yet claimed, scored by when
+//! it was created (ms, the api's clock), so the age of the oldest QUEUED task
+//! is one `ZRANGE` away ([`Store::oldest_queued`]).
+//!
+//! Like the list index it lives outside the transition step (another slot),
+//! so it may hold members that are no longer QUEUED: a claim takes its task
+//! out ([`Store::claimed`]); a task cancelled while queued, or one whose
+//! create failed, is dropped by the next reader that meets it. It is never
+//! missing a QUEUED task: the id goes in before the task is stored.
+
+use deadpool_redis::redis;
+use task_model::{TaskId, TaskStatus};
+
+use super::{parse_task, Store, StoreError, TaskRecord};
+
+/// Members read per round trip when looking for the oldest QUEUED task.
+const BATCH: usize = 50;
+/// Most rounds one look takes; stale members past that wait for the next.
+const MAX_ROUNDS: usize = 20;
+
+/// The oldest task still QUEUED.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OldestQueued {
+    pub task_id: TaskId,
+    /// When it was created (ms, the api's clock).
+    pub created_ms: i64,
+}
+
+impl Store {
+    fn queued_key(&self) -> String {
+        format!(
+            "{}tasks:queued:{}",
+            self.prefix,
+            task_model::topology::TASKS_QUEUE
+        )
+    }
+
+    /// Puts a task about to be created into the QUEUED set.
+    pub(super) async fn note_queued(
+        &self,
+        conn: &mut deadpool_redis::Connection,
+        id: &TaskId,
+    ) -> Result<(), StoreError> {
+        let _: i64 = redis::cmd("ZADD")
+            .arg(self.queued_key())
+            .arg(chrono::Utc::now().timestamp_millis())
+            .arg(id.to_string())
+            .query_async(conn)
+            .await?;
+        Ok(())
+    }
+
+    /// After a successful claim: the task as stored (what the worker runs),
+    /// and out of the QUEUED set, in one round trip. `None` when it is gone.
+    pub async fn claimed(&self, id: &TaskId) -> Result<Option<TaskRecord>, StoreError> {
+        let mut conn = self.conn().await?;
+        let (fields, _): (Vec<(String, String)>, i64) = redis::pipe()
+            .hgetall(self.task_key(id))
+            .zrem(self.queued_key(), id.to_string())
+            .query_async(&mut conn)
+            .await?;
+        if fields.is_empty() {
+            return Ok(None);
+        }
+        parse_task(*id, fields).map(Some)
+    }
+
+    /// The oldest task still QUEUED, if any; members of the set that are no
+    /// longer QUEUED (or no task id) are dropped on the way.
+    pub async fn oldest_queued(&self) -> Result<Option<OldestQueued>, StoreError> {
+        let mut conn = self.conn().await?;
+        for _ in 0..MAX_ROUNDS {
+            let members: Vec<(String, f64)> = redis::cmd("ZRANGE")
+                .arg(self.queued_key())
+                .arg(0)
+                .arg(BATCH - 1)
+                .arg("WITHSCORES")
+                .query_async(&mut conn)
+                .await?;
+            if members.is_empty() {
+                return Ok(None);
+            }
+            let ids: Vec<Option<TaskId>> =
+                members.iter().map(|(m, _)| TaskId::parse(m).ok()).collect();
+            let mut pipe = redis::pipe();
+            for id in ids.iter().flatten() {
+                pipe.hget(self.task_key(id), "status");
+            }
+            let statuses: Vec<Option<String>> = if ids.iter().any(Option::is_some) {
+                pipe.query_async(&mut conn).await?
+            } else {
+                Vec::new()
+            };
+            let mut statuses = statuses.into_iter();
+            let mut stale = Vec::new();
+            for ((member, score), id) in members.iter().zip(&ids) {
+                let status = id.and_then(|_| statuses.next().flatten());
+                match (id, status) {
+                    (Some(id), Some(s)) if s == TaskStatus::Queued.as_str() => {
+                        drop_stale(&mut conn, &self.queued_key(), &stale).await?;
+                        return Ok(Some(OldestQueued {
+                            task_id: *id,
+                            created_ms: *score as i64,
+                        }));
+                    }
+                    _ => stale.push(member.clone()),
+                }
+            }
+            drop_stale(&mut conn, &self.queued_key(), &stale).await?;
+        }
+        tracing::warn!(
+            dropped = MAX_ROUNDS * BATCH,
+            "the QUEUED set still starts with tasks no longer queued; the next look goes on"
+        );
+        Ok(None)
+    }
+}
+
+async fn drop_stale(
+    conn: &mut deadpool_redis::Connection,
+    key: &str,
+    stale: &[String],
+) -> Result<(), StoreError> {
+    if !stale.is_empty() {
+        let _: i64 = redis::cmd("ZREM")
+            .arg(key)
+            .arg(stale)
+            .query_async(conn)
+            .await?;
+    }
+    Ok(())
+}
