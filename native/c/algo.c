@@ -93,7 +93,24 @@ static int write_all(int fd, const char *buf, size_t len) {
     return 0;
 }
 
+static uint64_t to_ms(const struct timespec *t) {
+    return (uint64_t)t->tv_sec * 1000u + (uint64_t)(t->tv_nsec / NS_PER_MS);
+}
+
+uint64_t algo_monotonic_ms(void) {
+    struct timespec now;
+    if (clock_gettime(CLOCK_MONOTONIC, &now) != 0) {
+        return 0;
+    }
+    return to_ms(&now);
+}
+
 int algo_run_stage(uint64_t stage_ms, const int *cancel_flag) {
+    return algo_run_stage_until(stage_ms, cancel_flag, NULL);
+}
+
+int algo_run_stage_until(uint64_t stage_ms, const int *cancel_flag,
+                         const uint64_t *valid_until_ms) {
     struct timespec now;
     struct timespec deadline;
 
@@ -118,6 +135,16 @@ int algo_run_stage(uint64_t stage_ms, const int *cancel_flag) {
         }
         if (clock_gettime(CLOCK_MONOTONIC, &now) != 0) {
             return ALGO_EIO;
+        }
+    }
+
+    if (valid_until_ms != NULL) {
+        uint64_t until = __atomic_load_n(valid_until_ms, __ATOMIC_ACQUIRE);
+        if (clock_gettime(CLOCK_MONOTONIC, &now) != 0) {
+            return ALGO_EIO;
+        }
+        if (until != 0 && to_ms(&now) > until) {
+            return ALGO_EXPIRED;
         }
     }
 

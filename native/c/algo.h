@@ -18,6 +18,9 @@ extern "C" {
 #define ALGO_OK 0
 /* The cancel flag was non-zero; nothing was written. */
 #define ALGO_INTERRUPTED 1
+/* The stage slept its time, but past `*valid_until_ms` (algo_run_stage_until):
+ * nothing was written. */
+#define ALGO_EXPIRED 2
 /* `cancel_flag` was NULL; nothing was slept or written. */
 #define ALGO_EINVAL (-1)
 /* Writing the line to stdout failed (or, never seen on Linux, the monotonic
@@ -43,6 +46,26 @@ extern "C" {
  * Returns ALGO_OK, ALGO_INTERRUPTED, ALGO_EINVAL or ALGO_EIO.
  */
 int algo_run_stage(uint64_t stage_ms, const int *cancel_flag);
+
+/*
+ * algo_run_stage, and one more check just before the line is written: if
+ * `valid_until_ms` is not NULL, and the value it points to (read with an
+ * acquire atomic load; 0 means no limit) is below the current
+ * CLOCK_MONOTONIC time in milliseconds (algo_monotonic_ms), the call
+ * returns ALGO_EXPIRED without writing. A caller whose right to run the
+ * stage ends at a known time (a lease) keeps it there, moving it forward as
+ * the right is renewed, so a stage that overran it — the process was
+ * stopped, say — leaves no line behind. Other threads may store into it
+ * atomically at any time.
+ *
+ * Returns ALGO_OK, ALGO_INTERRUPTED, ALGO_EXPIRED, ALGO_EINVAL or ALGO_EIO.
+ */
+int algo_run_stage_until(uint64_t stage_ms, const int *cancel_flag,
+                         const uint64_t *valid_until_ms);
+
+/* CLOCK_MONOTONIC in milliseconds (0 if the clock cannot be read): the clock
+ * of algo_run_stage_until's `valid_until_ms`. */
+uint64_t algo_monotonic_ms(void);
 
 #ifdef __cplusplus
 }

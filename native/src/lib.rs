@@ -22,6 +22,11 @@
 //!   `stage_ms`. On an async runtime run it on a blocking thread (for example
 //!   `tokio::task::spawn_blocking`); dropping that task's `JoinHandle` does not
 //!   stop it, only the flag does.
+//! - **A line can be bound to a time.** [`run_stage_until`] also takes an
+//!   [`AtomicU64`] holding a [`monotonic_ms`] time, read just before the line
+//!   is written: past it, the stage returns [`StageOutcome::Expired`] and
+//!   prints nothing. The worker keeps its lease there, so a stage that
+//!   overran the lease (the process was frozen) leaves no line.
 //! - **Output bypasses Rust's stdout buffer.** C writes to file descriptor 1
 //!   directly, one whole line per completed stage, so lines from concurrent
 //!   stages never interleave, but they are not ordered with respect to text
@@ -44,7 +49,7 @@
 //! ```
 
 use std::ffi::c_int;
-use std::sync::atomic::AtomicI32;
+use std::sync::atomic::{AtomicI32, AtomicU64};
 
 mod ffi;
 
@@ -56,6 +61,9 @@ pub enum StageOutcome {
     /// The cancel flag was non-zero (before the stage or while it slept);
     /// nothing was written.
     Interrupted,
+    /// The stage slept its time but ended past its `valid_until`
+    /// ([`run_stage_until`]); nothing was written.
+    Expired,
 }
 
 /// A stage that failed inside the C routine.
@@ -106,12 +114,48 @@ pub fn run_stage(stage_ms: u64, cancel: &AtomicI32) -> Result<StageOutcome, Nati
     outcome_from_code(code)
 }
 
+/// [`run_stage`] with a time limit on its line: `valid_until` holds a
+/// [`monotonic_ms`] time (0: no limit), read just before the line would be
+/// written; past it the call returns [`StageOutcome::Expired`] and prints
+/// nothing. Another thread may move it forward (or back) at any time, e.g. as
+/// the lease that entitles the caller to run the stage is renewed: a stage
+/// that overran it (the process was stopped, say) leaves no line behind.
+///
+/// # Errors
+///
+/// As [`run_stage`].
+pub fn run_stage_until(
+    stage_ms: u64,
+    cancel: &AtomicI32,
+    valid_until: &AtomicU64,
+) -> Result<StageOutcome, NativeError> {
+    let flag: *const c_int = cancel.as_ptr().cast_const();
+    let until: *const u64 = valid_until.as_ptr().cast_const();
+    #[allow(unsafe_code)]
+    // SAFETY: as in `run_stage` for `flag`; `until` comes from a live
+    // `&AtomicU64` (same layout as a C `uint64_t`, aligned, valid for the
+    // whole call), and C only reads it with `__atomic_load_n`.
+    let code = unsafe { ffi::algo_run_stage_until(stage_ms, flag, until) };
+    outcome_from_code(code)
+}
+
+/// The monotonic clock (CLOCK_MONOTONIC) in milliseconds, the clock of
+/// [`run_stage_until`]'s `valid_until`; 0 if it cannot be read.
+pub fn monotonic_ms() -> u64 {
+    #[allow(unsafe_code)]
+    // SAFETY: no arguments, no preconditions; C only reads the clock.
+    unsafe {
+        ffi::algo_monotonic_ms()
+    }
+}
+
 /// Maps every `ALGO_*` return code; anything else becomes
 /// [`NativeError::Unknown`].
 fn outcome_from_code(code: c_int) -> Result<StageOutcome, NativeError> {
     match code {
         ffi::ALGO_OK => Ok(StageOutcome::Completed),
         ffi::ALGO_INTERRUPTED => Ok(StageOutcome::Interrupted),
+        ffi::ALGO_EXPIRED => Ok(StageOutcome::Expired),
         ffi::ALGO_EINVAL => Err(NativeError::InvalidArgument),
         ffi::ALGO_EIO => Err(NativeError::Io),
         other => Err(NativeError::Unknown(other)),
@@ -131,6 +175,7 @@ mod tests {
     fn every_c_code_is_mapped() {
         assert_eq!(outcome_from_code(0).ok(), Some(StageOutcome::Completed));
         assert_eq!(outcome_from_code(1).ok(), Some(StageOutcome::Interrupted));
+        assert_eq!(outcome_from_code(2).ok(), Some(StageOutcome::Expired));
         assert!(matches!(
             outcome_from_code(-1),
             Err(NativeError::InvalidArgument)
@@ -140,7 +185,7 @@ mod tests {
 
     #[test]
     fn unknown_codes_are_errors_not_panics() {
-        for code in [2, -3, 42, i32::MIN, i32::MAX] {
+        for code in [3, -3, 42, i32::MIN, i32::MAX] {
             match outcome_from_code(code) {
                 Err(NativeError::Unknown(c)) => assert_eq!(c, code),
                 other => panic!("code {code} mapped to {other:?}"),

@@ -10,6 +10,7 @@
 
 mod api;
 mod broker;
+mod frozen;
 mod messages;
 mod redis_down;
 mod shutdown;
