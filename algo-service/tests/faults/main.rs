@@ -8,6 +8,7 @@
 //! a stage in parallel or again (counting the C routine's `hello world` lines).
 #![allow(unreachable_pub)]
 
+mod alarm;
 mod api;
 mod broker;
 mod frozen;
