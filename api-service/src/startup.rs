@@ -24,7 +24,7 @@ use crate::{
     openapi::ApiDoc,
     publisher::Publisher,
     routes::{self, health::OpenApiJson},
-    service::{republish, webhooks},
+    service::{reoffer, republish, webhooks},
     state::Backends,
     store::{EventHub, EvictionPolicy, Store},
 };
@@ -55,7 +55,7 @@ impl std::fmt::Debug for Application {
 impl Application {
     /// Binds the listener and starts the background tasks (RabbitMQ
     /// connection, event subscription, health checks, webhooks, the outbox
-    /// sweep). Redis and RabbitMQ need not be up: the api connects when they come.
+    /// sweep, the lease sweep). Redis and RabbitMQ need not be up: the api connects when they come.
     ///
     /// # Errors
     /// A missing `CALLBACK_TOKEN`, a bad URL, or an address that cannot be bound.
@@ -77,6 +77,7 @@ impl Application {
             Duration::from_secs(settings.republish_after_secs),
             stop.clone(),
         ));
+        background.spawn(reoffer::run(Arc::clone(&state), stop.clone()));
         let (port, server) = serve(&settings, &state)?;
         tracing::info!(port, "api listening");
         Ok(Self {

@@ -10,11 +10,13 @@
 //! - [`query`]: a task, a page of tasks, a task's history and live events.
 //! - [`webhooks`]: signed notifications of finished tasks, in the background.
 //! - [`republish`]: the outbox sweep for creates cut short.
+//! - [`reoffer`]: the lease sweep: re-offers tasks whose holder's lease lapsed.
 
 pub mod cancel;
 pub mod claim;
 pub mod create;
 pub mod query;
+pub mod reoffer;
 pub mod report;
 pub mod republish;
 pub mod webhooks;

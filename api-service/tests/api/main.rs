@@ -9,6 +9,7 @@ mod events;
 mod faults;
 mod helpers;
 mod hostile;
+mod leases;
 mod listing;
 mod openapi;
 mod redis_limits;
