@@ -24,7 +24,7 @@ pub struct Metrics {
     pub tasks_in_flight: IntGauge,
     /// Wall time of each completed stage.
     pub stage_duration: Histogram,
-    /// Calls into the C routine by `outcome`: `completed`, `interrupted`, `error`.
+    /// Calls into the C routine by `outcome`: `completed`, `interrupted`, `expired` (ended past the lease, no line), `error`.
     pub ffi_calls: IntCounterVec,
     /// AMQP (re)connection attempts after the first.
     pub reconnects: IntCounter,

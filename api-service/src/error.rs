@@ -43,6 +43,10 @@ pub enum ApiError {
     /// 503 with `Retry-After: 5`: Redis or RabbitMQ is unreachable.
     #[error("a backing service is unavailable")]
     Unavailable(#[source] anyhow::Error),
+    /// 503 `broker_blocked` with `Retry-After: 5`: RabbitMQ has blocked
+    /// publishing (a memory or disk alarm), so no task can be queued now.
+    #[error("rabbitmq has blocked publishing")]
+    BrokerBlocked,
     /// 500: a bug or corrupt data.
     #[error("internal error")]
     Unexpected(#[source] anyhow::Error),
@@ -101,6 +105,7 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::BrokerBlocked => "broker_blocked",
             ApiError::Unexpected(_) => "internal",
         }
     }
@@ -108,6 +113,10 @@ impl ApiError {
     fn public_message(&self) -> String {
         match self {
             ApiError::Unavailable(_) => "a backing service is unavailable; retry shortly".into(),
+            ApiError::BrokerBlocked => {
+                "the message broker is refusing new messages (a resource alarm); retry shortly"
+                    .into()
+            }
             ApiError::Unexpected(_) => "internal error".into(),
             other => other.to_string(),
         }
@@ -157,7 +166,7 @@ impl ResponseError for ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::BrokerBlocked => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -179,7 +188,7 @@ impl ResponseError for ApiError {
             ApiError::Unauthorized(_) => {
                 res.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
             }
-            ApiError::Unavailable(_) => {
+            ApiError::Unavailable(_) | ApiError::BrokerBlocked => {
                 res.insert_header((header::RETRY_AFTER, "5"));
             }
             _ => {}

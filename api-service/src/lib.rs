@@ -17,11 +17,13 @@
 //!   query.rs       a task, a page, a history, a live Feed
 //!   webhooks.rs    signed notifications of finished tasks (background)
 //!   republish.rs   the outbox sweep for creates cut short (background)
+//!   reoffer.rs     the lease sweep: re-offers tasks whose lease lapsed (background)
 //! store/         Redis: typed tasks (TaskRecord) and events; no field name leaves it
 //!   transition.lua every state transition, one atomic step (the state machine)
 //!   record.rs      hash and stream entry → TaskRecord / EventView
 //!   listing.rs     the newest-first index and its signed cursors
 //!   idempotency.rs Idempotency-Key reservations
+//!   leases.rs      the lease index the lease sweep reads
 //!   hub.rs         the event hub: one pub/sub subscription fanned out to watchers
 //! publisher.rs   RabbitMQ: task messages (task_model::TaskMessage, built from
 //!                a NewTask or a TaskView) and cancel broadcasts, confirmed

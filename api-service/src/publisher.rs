@@ -10,13 +10,23 @@
 //! a publish that is not confirmed within [`PUBLISH_TIMEOUT`] fails, and the
 //! supervisor drops that connection and reconnects, so the requests after it
 //! fail fast instead of each waiting for the timeout.
+//!
+//! A broker under a resource alarm (memory or disk) is not hung: it blocks
+//! every publishing connection and says so (`connection.blocked`, then
+//! `connection.unblocked`). While the connection is blocked, publishes fail
+//! at once with [`PublishError::Blocked`] instead of waiting for a confirm
+//! that cannot come, and the supervisor keeps the connection (a new one would
+//! be blocked just the same). A publish already waiting when the notice comes
+//! fails at once too; its frames may already sit in the broker's buffer, so
+//! that one message can still be routed once the alarm clears (a worker then
+//! finds no task and dead-letters it).
 
 use std::{sync::Arc, time::Duration};
 
 use lapin::{
     options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions},
     types::{FieldTable, ShortString},
-    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties,
+    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ConnectionStatus,
 };
 use task_model::{topology, ControlMessage, TaskMessage};
 use tokio::sync::{Notify, RwLock};
@@ -40,7 +50,15 @@ pub enum PublishError {
     /// No confirm within [`PUBLISH_TIMEOUT`]: the broker hangs.
     #[error("rabbitmq did not confirm within {} s", PUBLISH_TIMEOUT.as_secs())]
     Timeout,
+    /// The broker blocked the connection (`connection.blocked`: a memory or
+    /// disk alarm); nothing is published until it unblocks it.
+    #[error("rabbitmq has blocked publishing (a resource alarm)")]
+    Blocked,
 }
+
+/// How often a publish waiting for its confirm looks whether the broker
+/// blocked the connection meanwhile.
+const BLOCKED_POLL: Duration = Duration::from_millis(20);
 
 struct Link {
     connection: Connection,
@@ -140,6 +158,10 @@ impl Publisher {
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
             let hung = self.hung.swap(false, std::sync::atomic::Ordering::AcqRel);
+            if hung && self.is_blocked().await {
+                // Blocked by an alarm, not hung: a new connection would be blocked too.
+                continue;
+            }
             if hung {
                 tracing::warn!("rabbitmq did not confirm in time; replacing the connection");
             }
@@ -165,10 +187,23 @@ impl Publisher {
             .is_some_and(|l| l.connection.status().connected() && l.channel.status().connected())
     }
 
-    async fn channel(&self) -> Result<Channel, PublishError> {
+    /// Whether the broker has blocked the connection (`connection.blocked`,
+    /// a resource alarm) and not unblocked it yet.
+    pub async fn is_blocked(&self) -> bool {
+        self.link
+            .read()
+            .await
+            .as_ref()
+            .is_some_and(|l| l.connection.status().blocked())
+    }
+
+    async fn channel(&self) -> Result<(Channel, ConnectionStatus), PublishError> {
         let guard = self.link.read().await;
         match guard.as_ref() {
-            Some(l) if l.channel.status().connected() => Ok(l.channel.clone()),
+            Some(l) if l.connection.status().blocked() => Err(PublishError::Blocked),
+            Some(l) if l.channel.status().connected() => {
+                Ok((l.channel.clone(), l.connection.status().clone()))
+            }
             _ => {
                 self.broken.notify_one();
                 Err(PublishError::NotConnected)
@@ -183,7 +218,7 @@ impl Publisher {
         body: &[u8],
         properties: BasicProperties,
     ) -> Result<(), PublishError> {
-        let channel = self.channel().await?;
+        let (channel, status) = self.channel().await?;
         let options = BasicPublishOptions {
             mandatory: true,
             ..Default::default()
@@ -208,9 +243,18 @@ impl Publisher {
                 Confirmation::NotRequested => Err(PublishError::Refused("confirms are off".into())),
             }
         };
-        let result = tokio::time::timeout(PUBLISH_TIMEOUT, publishing)
-            .await
-            .unwrap_or(Err(PublishError::Timeout));
+        // Blocked while waiting: the confirm will not come before the alarm clears.
+        let blocked = async {
+            while !status.blocked() {
+                tokio::time::sleep(BLOCKED_POLL).await;
+            }
+        };
+        let result = tokio::select! {
+            result = tokio::time::timeout(PUBLISH_TIMEOUT, publishing) => {
+                result.unwrap_or(Err(PublishError::Timeout))
+            }
+            () = blocked => Err(PublishError::Blocked),
+        };
         match result {
             Err(PublishError::Timeout) => {
                 self.hung.store(true, std::sync::atomic::Ordering::Release);

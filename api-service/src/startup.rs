@@ -23,7 +23,7 @@ use crate::{
     openapi,
     publisher::Publisher,
     routes::{self, health::OpenApiJson},
-    service::{backlog, republish, webhooks},
+    service::{backlog, reoffer, republish, webhooks},
     state::Backends,
     store::{EventHub, EvictionPolicy, Store},
 };
@@ -54,7 +54,7 @@ impl std::fmt::Debug for Application {
 impl Application {
     /// Binds the listener and starts the background tasks (RabbitMQ
     /// connection, event subscription, health checks, webhooks, the outbox
-    /// sweep, the QUEUED-age sampler). Redis and RabbitMQ need not be up: the api connects when they come.
+    /// sweep, the QUEUED-age sampler, the lease sweep). Redis and RabbitMQ need not be up: the api connects when they come.
     ///
     /// # Errors
     /// A missing `CALLBACK_TOKEN`, a bad URL, or an address that cannot be bound.
@@ -81,6 +81,7 @@ impl Application {
             backlog::PERIOD,
             stop.clone(),
         ));
+        background.spawn(reoffer::run(Arc::clone(&state), stop.clone()));
         let (port, server) = serve(&settings, &state)?;
         tracing::info!(port, "api listening");
         Ok(Self {

@@ -2,7 +2,8 @@
  * hello.c - the `hello` algorithm: each stage sleeps `stage_ms` in slices of
  * at most 5 ms, checking the cancel flag before and between slices, then
  * writes `hello world\n` to fd 1 with one write(2). An interrupted or failed
- * stage writes nothing.
+ * stage writes nothing, and so does one that ends past `*valid_until_ms`
+ * (ALGO_EXPIRED, checked after the sleep; see stage.h).
  *
  * Test input (struct algo_hello_input): stage `fail_at_stage` (1-based) fails
  * in attempts 1..=fail_attempts, after its sleep, with ALGO_RETRYABLE,
@@ -141,6 +142,17 @@ int algo_hello_stage(const struct algo_stage *call) {
     rc = sleep_stage(call, in->stage_ms);
     if (rc != ALGO_OK) {
         return rc;
+    }
+
+    if (in->valid_until_ms != NULL) {
+        uint64_t until = __atomic_load_n(in->valid_until_ms, __ATOMIC_ACQUIRE);
+        uint64_t now = algo_monotonic_ms();
+        if (now == 0) {
+            return ALGO_EIO;
+        }
+        if (until != 0 && now > until) {
+            return ALGO_EXPIRED;
+        }
     }
 
     if (in->fail_mode != ALGO_HELLO_FAIL_NONE && in->fail_at_stage == call->stage + 1u &&

@@ -1,7 +1,12 @@
 /* stage.c - helpers shared by every algorithm; see stage.h. */
+#define _POSIX_C_SOURCE 200809L
+
 #include "stage.h"
 
 #include <string.h>
+#include <time.h>
+
+#define NS_PER_MS 1000000L
 
 int algo_cancelled(const struct algo_stage *call) {
     return __atomic_load_n(call->cancel, __ATOMIC_ACQUIRE) != 0;
@@ -49,4 +54,12 @@ int algo_fail(const struct algo_stage *call, int code, const char *message) {
         call->error[len] = '\0';
     }
     return code;
+}
+
+uint64_t algo_monotonic_ms(void) {
+    struct timespec now;
+    if (clock_gettime(CLOCK_MONOTONIC, &now) != 0) {
+        return 0;
+    }
+    return (uint64_t)now.tv_sec * 1000u + (uint64_t)(now.tv_nsec / NS_PER_MS);
 }

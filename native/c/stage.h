@@ -45,6 +45,9 @@ extern "C" {
 #define ALGO_RETRYABLE 2
 /* The stage failed for good (bad input data, ...). Message in `error`. */
 #define ALGO_FATAL 3
+/* The stage ran its course but ended past `*valid_until_ms` (hello's input);
+ * nothing was written. */
+#define ALGO_EXPIRED 4
 /* An argument was invalid (NULL pointer, wrong struct size, stage >= stages):
  * a mismatch between the Rust and C sides. */
 #define ALGO_EINVAL (-1)
@@ -81,10 +84,22 @@ void algo_progress(const struct algo_stage *call, uint64_t done, uint64_t total)
 int algo_check(const struct algo_stage *call, size_t input_size, size_t output_size);
 /* Writes `message` into the error buffer (truncated) and returns `code`. */
 int algo_fail(const struct algo_stage *call, int code, const char *message);
+/* CLOCK_MONOTONIC in milliseconds (0 if the clock cannot be read): the clock
+ * of hello's `valid_until_ms`. */
+uint64_t algo_monotonic_ms(void);
 
 /* ---- the algorithms ---- */
 
-/* hello.c: sleeps, then prints `hello world`. */
+/* hello.c: sleeps, then prints `hello world`.
+ *
+ * `valid_until_ms` binds the line to a time: if it is not NULL and the value
+ * it points to (read with an acquire atomic load just after the sleep; 0
+ * means no limit) is below algo_monotonic_ms(), the stage returns
+ * ALGO_EXPIRED without writing (and without its injected failure). A caller
+ * whose right to run the stage ends at a known time (a lease) keeps it there,
+ * moving it forward as the right is renewed, so a stage that overran it (the
+ * process was stopped, say) leaves no line behind. Other threads may store
+ * into it atomically at any time. */
 #define ALGO_HELLO_FAIL_NONE 0
 #define ALGO_HELLO_FAIL_ERROR 1
 #define ALGO_HELLO_FAIL_FATAL 2
@@ -95,6 +110,7 @@ struct algo_hello_input {
     uint32_t fail_attempts; /* it fails in attempts 1..=fail_attempts */
     uint32_t fail_mode;     /* ALGO_HELLO_FAIL_* */
     uint32_t reserved;      /* 0 */
+    const uint64_t *valid_until_ms; /* NULL: no limit; see above */
 };
 /* output: none (output_size 0). */
 int algo_hello_stage(const struct algo_stage *call);

@@ -13,6 +13,8 @@ pub(crate) const ALGO_INTERRUPTED: c_int = 1;
 pub(crate) const ALGO_RETRYABLE: c_int = 2;
 /// `ALGO_FATAL`: the stage failed for good.
 pub(crate) const ALGO_FATAL: c_int = 3;
+/// `ALGO_EXPIRED`: the stage ended past `*valid_until_ms`; nothing was written.
+pub(crate) const ALGO_EXPIRED: c_int = 4;
 /// `ALGO_EINVAL`: an argument was invalid (a Rust/C mismatch).
 pub(crate) const ALGO_EINVAL: c_int = -1;
 /// `ALGO_EIO`: writing to stdout (or reading the monotonic clock) failed.
@@ -46,15 +48,39 @@ pub(crate) const HELLO_FAIL_FATAL: u32 = 2;
 pub(crate) const HELLO_FAIL_CRASH: u32 = 3;
 
 /// `struct algo_hello_input`.
+///
+/// `valid_until_ms` is NULL except in the copy `hello::run` builds for one
+/// call, where it points to the caller's live `AtomicU64`.
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct HelloInput {
     pub(crate) stage_ms: u64,
     pub(crate) fail_at_stage: u32,
     pub(crate) fail_attempts: u32,
     pub(crate) fail_mode: u32,
     pub(crate) reserved: u32,
+    pub(crate) valid_until_ms: *const u64,
 }
+
+impl Default for HelloInput {
+    fn default() -> Self {
+        Self {
+            stage_ms: 0,
+            fail_at_stage: 0,
+            fail_attempts: 0,
+            fail_mode: HELLO_FAIL_NONE,
+            reserved: 0,
+            valid_until_ms: std::ptr::null(),
+        }
+    }
+}
+
+#[allow(unsafe_code)]
+// SAFETY: the only pointer, `valid_until_ms`, is NULL in every `HelloInput`
+// that is stored (a job's) and so may move between threads; the one that is
+// not lives on the stack of `hello::run` for one call and points to an
+// `AtomicU64`, which is `Sync`.
+unsafe impl Send for HelloInput {}
 
 /// `struct algo_pi_input`.
 #[repr(C)]
@@ -105,4 +131,6 @@ unsafe extern "C" {
     /// holds `width * height * 3` readable bytes and `output` a writable
     /// buffer of `width * height` bytes.
     pub(crate) fn algo_grayscale_stage(call: *const AlgoStage) -> c_int;
+    /// CLOCK_MONOTONIC in ms, 0 if it cannot be read. No preconditions.
+    pub(crate) fn algo_monotonic_ms() -> u64;
 }

@@ -1,6 +1,8 @@
 //! `hello`: each stage sleeps `stage_ms`, then prints `hello world` (C:
 //! `c/hello.c`).
 
+use std::sync::atomic::AtomicU64;
+
 use serde_json::{json, Value};
 
 use crate::ffi;
@@ -96,7 +98,7 @@ struct HelloJob(ffi::HelloInput);
 
 impl Stages for HelloJob {
     fn run(&mut self, stages: u32, call: &StageCall<'_>) -> Result<StageOutcome, NativeError> {
-        run(&self.0, stages, call)
+        run(&self.0, stages, call, None)
     }
 
     fn finish(&self, stages: u32) -> Result<JobOutput, NativeError> {
@@ -107,21 +109,30 @@ impl Stages for HelloJob {
     }
 }
 
-/// Runs one `hello` stage (`stage` of `stages`).
+/// Runs one `hello` stage (`stage` of `stages`); with `valid_until`, a stage
+/// that ends past that [`crate::monotonic_ms`] time (0: no limit) prints
+/// nothing and returns [`StageOutcome::Expired`].
 pub(crate) fn run(
     input: &ffi::HelloInput,
     stages: u32,
     args: &StageCall<'_>,
+    valid_until: Option<&AtomicU64>,
 ) -> Result<StageOutcome, NativeError> {
+    let input = ffi::HelloInput {
+        valid_until_ms: valid_until.map_or(std::ptr::null(), |v| v.as_ptr().cast_const()),
+        ..*input
+    };
     let mut no_output: [u8; 0] = [];
     #[allow(unsafe_code)]
-    // SAFETY: `algo_hello_stage` takes a `HelloInput` (no inner pointers) and
-    // no output (size 0).
+    // SAFETY: `algo_hello_stage` takes a `HelloInput` and no output (size 0).
+    // Its one pointer, `valid_until_ms`, is NULL or comes from the live
+    // `&AtomicU64` above, which outlives the call, has the layout of a C
+    // `uint64_t`, and which C only reads with an atomic load.
     unsafe {
         call(
             ffi::algo_hello_stage,
             stages,
-            input,
+            &input,
             &mut no_output[..],
             args,
         )
@@ -142,7 +153,8 @@ mod tests {
                 fail_at_stage: 3,
                 fail_attempts: 1,
                 fail_mode: ffi::HELLO_FAIL_CRASH,
-                reserved: 0
+                reserved: 0,
+                valid_until_ms: std::ptr::null(),
             }
         );
         let c = parse(

@@ -85,7 +85,8 @@
 //! stage (0-based) and stage count, attempt (1-based), flags (allow crash),
 //! the cancel flag (`const int *`), the progress per mille (`int *`) and an
 //! error message buffer; it returns `ALGO_OK`, `ALGO_INTERRUPTED`,
-//! `ALGO_RETRYABLE`, `ALGO_FATAL`, or `ALGO_EINVAL`/`ALGO_EIO`, and any other
+//! `ALGO_RETRYABLE`, `ALGO_FATAL`, `ALGO_EXPIRED` (`hello`'s `valid_until_ms`,
+//! see [`run_stage_until`]), or `ALGO_EINVAL`/`ALGO_EIO`, and any other
 //! value maps to [`NativeError::Unknown`]. `build.rs` compiles every file in
 //! `c/` with `cc`.
 //!
@@ -117,6 +118,12 @@
 //! # `hello` in one call
 //!
 //! [`run_stage`] keeps v1's call: one `hello` stage without failure input.
+//! [`run_stage_until`] also binds the line to a time: it takes an
+//! [`AtomicU64`] holding a [`monotonic_ms`] time, read just after the sleep,
+//! before the line is written; past it, the stage returns
+//! [`StageOutcome::Expired`] and prints nothing. The worker keeps its lease
+//! there, so a stage that overran the lease (the process was frozen) leaves
+//! no line.
 //!
 //! ```
 //! use std::sync::atomic::{AtomicI32, Ordering};
@@ -156,7 +163,7 @@
 //! # Ok::<(), native::NativeError>(())
 //! ```
 
-use std::sync::atomic::AtomicI32;
+use std::sync::atomic::{AtomicI32, AtomicU64};
 
 mod ffi;
 mod grayscale;
@@ -189,6 +196,45 @@ pub use stage::{NativeError, StageCall, StageOutcome};
 /// [`NativeError::InvalidArgument`] or [`NativeError::Unknown`] if the C
 /// routine reports an argument error or an unexpected code. Never panics.
 pub fn run_stage(stage_ms: u64, cancel: &AtomicI32) -> Result<StageOutcome, NativeError> {
+    hello_stage(stage_ms, cancel, None)
+}
+
+/// [`run_stage`] with a time limit on its line: `valid_until` holds a
+/// [`monotonic_ms`] time (0: no limit), read just after the sleep, before the
+/// line would be written; past it the call returns [`StageOutcome::Expired`]
+/// and prints nothing. Another thread may move it forward (or back) at any
+/// time, e.g. as the lease that entitles the caller to run the stage is
+/// renewed: a stage that overran it (the process was stopped, say) leaves no
+/// line behind. The cancel flag still wins: a raised flag gives
+/// [`StageOutcome::Interrupted`].
+///
+/// # Errors
+///
+/// As [`run_stage`].
+pub fn run_stage_until(
+    stage_ms: u64,
+    cancel: &AtomicI32,
+    valid_until: &AtomicU64,
+) -> Result<StageOutcome, NativeError> {
+    hello_stage(stage_ms, cancel, Some(valid_until))
+}
+
+/// The monotonic clock (CLOCK_MONOTONIC) in milliseconds, the clock of
+/// [`run_stage_until`]'s `valid_until`; 0 if it cannot be read.
+pub fn monotonic_ms() -> u64 {
+    #[allow(unsafe_code)]
+    // SAFETY: no arguments, no preconditions; C only reads the clock.
+    unsafe {
+        ffi::algo_monotonic_ms()
+    }
+}
+
+/// One `hello` stage without failure input, optionally bound to a time.
+fn hello_stage(
+    stage_ms: u64,
+    cancel: &AtomicI32,
+    valid_until: Option<&AtomicU64>,
+) -> Result<StageOutcome, NativeError> {
     let input = ffi::HelloInput {
         stage_ms,
         ..ffi::HelloInput::default()
@@ -201,7 +247,7 @@ pub fn run_stage(stage_ms: u64, cancel: &AtomicI32) -> Result<StageOutcome, Nati
         progress: &progress,
         allow_crash: false,
     };
-    hello::run(&input, 1, &call)
+    hello::run(&input, 1, &call, valid_until)
 }
 
 // Stages that complete print to the real stdout, which libtest cannot capture;

@@ -42,6 +42,9 @@ pub enum StageOutcome {
     /// The cancel flag was non-zero (before or during the stage); the stage
     /// left no trace (`hello` printed nothing) and may be run again.
     Interrupted,
+    /// The stage ran its course but ended past its `valid_until`
+    /// ([`crate::run_stage_until`]); nothing was written.
+    Expired,
 }
 
 /// A stage (or a job's preparation) that failed.
@@ -86,6 +89,7 @@ pub(crate) fn outcome_from_code(
     match code {
         ffi::ALGO_OK => Ok(StageOutcome::Completed),
         ffi::ALGO_INTERRUPTED => Ok(StageOutcome::Interrupted),
+        ffi::ALGO_EXPIRED => Ok(StageOutcome::Expired),
         ffi::ALGO_RETRYABLE => Err(NativeError::Retryable(message())),
         ffi::ALGO_FATAL => Err(NativeError::Fatal(message())),
         ffi::ALGO_EINVAL => Err(NativeError::InvalidArgument),
@@ -178,6 +182,7 @@ mod tests {
             outcome_from_code(3, || "never".into()),
             Err(NativeError::Fatal("never".into()))
         );
+        assert_eq!(outcome_from_code(4, no_message), Ok(StageOutcome::Expired));
         assert_eq!(
             outcome_from_code(-1, no_message),
             Err(NativeError::InvalidArgument)
@@ -187,7 +192,7 @@ mod tests {
 
     #[test]
     fn unknown_codes_are_errors_not_panics() {
-        for code in [4, -3, 42, i32::MIN, i32::MAX] {
+        for code in [5, -3, 42, i32::MIN, i32::MAX] {
             match outcome_from_code(code, no_message) {
                 Err(NativeError::Unknown(c)) => assert_eq!(c, code),
                 other => panic!("code {code} mapped to {other:?}"),

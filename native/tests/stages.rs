@@ -1,4 +1,5 @@
-//! End-to-end checks of `hello` (`native::run_stage` and `hello` jobs),
+//! End-to-end checks of `hello` (`native::run_stage`, `run_stage_until` and
+//! `hello` jobs),
 //! including what reaches stdout, and of its `crash` test input.
 //!
 //! The C routine writes straight to file descriptor 1, which libtest cannot
@@ -15,12 +16,15 @@
 use std::io::Read;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, Command, ExitCode, Stdio};
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use native::{algorithm, run_stage, Job, JobSpec, NativeError, StageCall, StageOutcome};
+use native::{
+    algorithm, monotonic_ms, run_stage, run_stage_until, Job, JobSpec, NativeError, StageCall,
+    StageOutcome,
+};
 use serde_json::{json, Value};
 
 const CASE_ENV: &str = "NATIVE_STAGES_CASE";
@@ -103,6 +107,12 @@ const CASES: &[Case] = &[
         stdout: Stdout::Lines(7),
         exit: Exit::Success,
         run: interrupting_one_stage_leaves_the_others_alone,
+    },
+    Case {
+        name: "a_stage_past_its_valid_until_prints_nothing",
+        stdout: Stdout::Lines(3),
+        exit: Exit::Success,
+        run: a_stage_past_its_valid_until_prints_nothing,
     },
     Case {
         name: "closed_stdout_is_an_io_error",
@@ -241,6 +251,35 @@ fn interrupting_one_stage_leaves_the_others_alone() {
             StageOutcome::Completed
         );
     }
+}
+
+fn a_stage_past_its_valid_until_prints_nothing() {
+    let cancel = AtomicI32::new(0);
+    let until = |ms: u64| AtomicU64::new(ms);
+    let run = |stage_ms: u64, valid: &AtomicU64| {
+        run_stage_until(stage_ms, &cancel, valid).expect("a stage runs")
+    };
+    let now = monotonic_ms();
+    assert!(now > 0, "the monotonic clock reads");
+    // No limit, and a limit well after the stage: it prints.
+    assert_eq!(run(5, &until(0)), StageOutcome::Completed);
+    assert_eq!(run(5, &until(now + 60_000)), StageOutcome::Completed);
+    // A limit that passes while the stage sleeps: it sleeps, then stays silent.
+    let start = Instant::now();
+    let limit = until(monotonic_ms() + 10);
+    assert_eq!(run(50, &limit), StageOutcome::Expired);
+    assert!(start.elapsed() >= Duration::from_millis(50));
+    // Moved forward by another thread before the end: it prints after all.
+    let limit = Arc::new(until(monotonic_ms() + 10));
+    let mover = {
+        let limit = Arc::clone(&limit);
+        thread::spawn(move || limit.store(monotonic_ms() + 60_000, Ordering::Release))
+    };
+    mover.join().unwrap();
+    assert_eq!(run(50, &limit), StageOutcome::Completed);
+    // The flag still wins over the limit.
+    cancel.store(1, Ordering::Release);
+    assert_eq!(run(5, &until(1)), StageOutcome::Interrupted);
 }
 
 fn closed_stdout_is_an_io_error() {

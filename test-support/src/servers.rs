@@ -361,6 +361,33 @@ impl PrivateRabbit {
         }
     }
 
+    /// Runs `rabbitmqctl -n <node> <args>` against this node (never the
+    /// shared one), e.g. `["set_vm_memory_high_watermark", "0.0000001"]` to
+    /// raise a memory alarm; returns its output.
+    ///
+    /// # Errors
+    /// `rabbitmqctl` is missing or fails.
+    pub async fn ctl(&self, args: &[&str]) -> anyhow::Result<String> {
+        let out = Command::new("/usr/lib/rabbitmq/bin/rabbitmqctl")
+            .env("HOME", &self.dir)
+            .arg("-n")
+            .arg(&self.node)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .context("running rabbitmqctl (is it installed?)")?;
+        if !out.status.success() {
+            bail!(
+                "rabbitmqctl {args:?} on {} failed ({}): {}",
+                self.node,
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
     /// Freezes the node (SIGSTOP to its process group): connections stay
     /// open and nothing answers, like a broker that hangs.
     ///

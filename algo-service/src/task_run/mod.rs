@@ -16,8 +16,23 @@
 //! the delivery goes back to the queue: a task never runs on two workers at
 //! once, even when this worker is cut off from the api. Whoever claims it
 //! next resumes at the recorded stage, with the original deadline.
-
 //!
+//! The stage loop starts no stage past the lease's surely-held time either
+//! ([`Lease::safe_until`], which the reporter publishes after every
+//! renewal), and a stage's line is bound to it: [`native::run_stage_until`]
+//! prints nothing for a stage that ends past it. A worker that was frozen
+//! (SIGSTOP, a hung host) wakes with its lease run out, and the api may have
+//! re-offered the task to another worker meanwhile: the stage that was
+//! running ends without its line, the reporter stops the run and asks the
+//! api (a heartbeat is overdue, so it goes at once). A 409: the task was
+//! taken over, so the run ends without reporting anything and the delivery
+//! is acked (the new holder has its own copy; requeueing would only add a
+//! duplicate). Still ours: the delivery is requeued and the next claim
+//! resumes at the recorded stage. What stays at-least-once: a stage whose
+//! line was printed within the lease but whose progress report did not land
+//! before a takeover runs again on the new holder (docs/REFERENCE.md,
+//! worker semantics).
+
 //! - [`ffi`]: one stage through the native routine, on a blocking thread.
 //! - [`reporter`]: progress callbacks, lease heartbeats, [`reporter::Lease`].
 //! - [`finish`]: how the run ended ([`finish::Ending`]) and the terminal report.
@@ -30,7 +45,10 @@ use std::time::Duration;
 
 use native::StageOutcome;
 use task_model::{CallbackAnswer, TaskId, TaskSpec, TaskStatus};
-use tokio::{sync::mpsc, time::Instant};
+use tokio::{
+    sync::{mpsc, watch},
+    time::Instant,
+};
 use tracing::Instrument;
 
 pub use self::{
@@ -87,6 +105,8 @@ pub async fn run(
 
     let (progress, progress_rx) = mpsc::unbounded_channel();
     let lease = Lease::from_answer(Instant::now(), claim.lease_ms, claim.lease_remaining_ms);
+    let (held_until, mut held_rx) = watch::channel(lease.safe_until);
+    let valid_until = ffi::ValidUntil::new(lease.safe_until);
     let reporter = tokio::spawn(
         reporter::reporter(
             reporter::Reporting {
@@ -95,6 +115,8 @@ pub async fn run(
                 stages: spec.stages,
                 flag: flag.clone(),
                 stop: ctx.abandon.clone(),
+                held_until,
+                valid_until: valid_until.clone(),
             },
             start,
             progress_rx,
@@ -102,7 +124,16 @@ pub async fn run(
         )
         .in_current_span(),
     );
-    let (stage, failure) = run_stages(ctx, spec, start, flag, deadline, &progress).await;
+    let (stage, failure) = run_stages(
+        ctx,
+        spec,
+        start,
+        flag,
+        deadline,
+        &progress,
+        (&mut held_rx, &valid_until),
+    )
+    .await;
     drop(progress);
     let verdict = reporter.await.unwrap_or_else(|e| {
         tracing::error!(error = %e, "the progress reporter crashed");
@@ -126,8 +157,35 @@ fn raise_from_claim(claim: &CallbackAnswer, flag: &StopFlag) {
     }
 }
 
-/// Runs stages from `stage` until all ran, the flag is raised, or one fails;
-/// each completed stage goes to the reporter. Returns the stages done and the
+/// Whether the lease still holds for another stage: at once while it is
+/// surely held; past that, after the reporter's next renewal. `false` when
+/// the reporter stopped (the task was lost, or reporting was abandoned): no
+/// stage may run that could not be reported.
+async fn lease_holds(held_until: &mut watch::Receiver<Instant>, flag: &StopFlag) -> bool {
+    let mut waited = false;
+    loop {
+        if flag.reason().is_some() {
+            return true;
+        }
+        if Instant::now() < *held_until.borrow_and_update() {
+            if waited {
+                tracing::info!("the lease was renewed; going on with the next stage");
+            }
+            return true;
+        }
+        if !waited {
+            tracing::info!("the lease may have run out (this process was frozen, or renewals failed); waiting for a renewal before the next stage");
+            waited = true;
+        }
+        if held_until.changed().await.is_err() {
+            return false;
+        }
+    }
+}
+
+/// Runs stages from `stage` until all ran, the flag is raised, one fails, or
+/// the lease is no longer surely held and the reporter finds it lost; each
+/// completed stage goes to the reporter. Returns the stages done and the
 /// failure, if any.
 async fn run_stages(
     ctx: &HandlerContext,
@@ -136,8 +194,13 @@ async fn run_stages(
     flag: &StopFlag,
     deadline: Instant,
     progress: &mpsc::UnboundedSender<u32>,
+    (held_until, valid_until): (&mut watch::Receiver<Instant>, &ffi::ValidUntil),
 ) -> (u32, Option<String>) {
     while stage < spec.stages {
+        if !lease_holds(held_until, flag).await {
+            tracing::info!(stage, "the reporter stopped; no further stage");
+            break;
+        }
         if Instant::now() >= deadline {
             flag.raise(StopReason::Deadline);
         }
@@ -146,12 +209,13 @@ async fn run_stages(
         }
         let started = Instant::now();
         let span = tracing::info_span!("stage", stage = stage + 1, stages = spec.stages);
-        let outcome = ffi::run_stage(spec.stage_ms, flag, deadline)
+        let outcome = ffi::run_stage(spec.stage_ms, flag, deadline, valid_until)
             .instrument(span)
             .await;
         let label = match &outcome {
             Ok(StageOutcome::Completed) => "completed",
             Ok(StageOutcome::Interrupted) => "interrupted",
+            Ok(StageOutcome::Expired) => "expired",
             Err(_) => "error",
         };
         ctx.metrics.ffi_calls.with_label_values(&[label]).inc();
@@ -166,6 +230,15 @@ async fn run_stages(
                 let _ = progress.send(stage);
             }
             Ok(StageOutcome::Interrupted) => break,
+            Ok(StageOutcome::Expired) => {
+                // Past the lease: another worker may hold the task now. The
+                // line was not printed; the next round waits for the
+                // reporter's verdict and runs the stage again if still ours.
+                tracing::warn!(
+                    stage,
+                    "the stage ended after the lease may have run out; its line was not printed"
+                );
+            }
             Err(error) => {
                 tracing::error!(error = %error, stage, "the native stage failed");
                 return (stage, Some(error));

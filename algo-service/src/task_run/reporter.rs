@@ -4,7 +4,10 @@
 use std::time::Duration;
 
 use task_model::TaskId;
-use tokio::{sync::mpsc, time::Instant};
+use tokio::{
+    sync::{mpsc, watch},
+    time::Instant,
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -102,6 +105,11 @@ pub(crate) struct Reporting {
     pub(crate) flag: StopFlag,
     /// Fires when shutdown's grace period is over: stop retrying.
     pub(crate) stop: CancellationToken,
+    /// Until when the lease is surely held, after each renewal: the stage
+    /// loop starts no stage past it (see [`crate::task_run`]).
+    pub(crate) held_until: watch::Sender<Instant>,
+    /// The same, as the limit on a running stage's line.
+    pub(crate) valid_until: super::ffi::ValidUntil,
 }
 
 /// Sends a progress callback for each completed stage received on `stages_rx`,
@@ -125,16 +133,33 @@ pub(crate) async fn reporter(
             () = tokio::time::sleep_until(next_beat) => (last, true),
         };
         last = stage;
+        let overdue = Instant::now() >= lease.safe_until;
+        if overdue {
+            // This process was frozen (or the runtime starved) past the
+            // lease: the task may be another worker's by now. Stop the
+            // running stage at once, then ask whether it is.
+            task.flag.raise(StopReason::LostLease);
+        }
         let answer = tokio::select! {
             answer = task.api.report_progress(task.task_id, stage, task.stages, &task.stop) => match answer {
                 Ok(answer) => answer,
                 Err(_abandoned) => return Verdict::Abandoned,
             },
-            () = tokio::time::sleep_until(lease.safe_until) => return lapsed(&task.flag, &lease),
+            () = tokio::time::sleep_until(lease.safe_until), if !overdue => return lapsed(&task.flag, &lease),
+            () = tokio::time::sleep(lease.length), if overdue => return lapsed(&task.flag, &lease),
         };
         if let Some(verdict) = on_answer(&task.flag, &mut lease, answer, stage, heartbeat) {
             return verdict;
         }
+        if overdue {
+            tracing::warn!(
+                lease_ms = lease.length.as_millis() as u64,
+                "the lease had run out (was this process frozen?); still ours, but its stage was stopped: requeueing to resume it"
+            );
+            return Verdict::Lapsed;
+        }
+        task.valid_until.set(lease.safe_until);
+        task.held_until.send_replace(lease.safe_until);
         next_beat = Instant::now() + lease.heartbeat();
     }
 }

@@ -8,8 +8,10 @@
 //! a stage in parallel or again (counting the C routine's `hello world` lines).
 #![allow(unreachable_pub)]
 
+mod alarm;
 mod api;
 mod broker;
+mod frozen;
 mod messages;
 mod redis_down;
 mod shutdown;

@@ -91,7 +91,7 @@ fn idempotency_key(req: &HttpRequest) -> Result<Option<&str>, ApiError> {
         (status = 409, description = "Idempotency-Key reused with another body", body = ErrorBody),
         (status = 413, description = "Body over 65,536 bytes", body = ErrorBody),
         (status = 415, description = "Not JSON", body = ErrorBody),
-        (status = 503, description = "Redis or RabbitMQ unreachable; Retry-After: 5", body = ErrorBody),
+        (status = 503, description = "Redis or RabbitMQ unreachable (`unavailable`), or RabbitMQ blocking publishes under a resource alarm (`broker_blocked`); Retry-After: 5", body = ErrorBody),
     ))]
 #[tracing::instrument(name = "create_task", skip_all, fields(task_id = tracing::field::Empty))]
 pub async fn create_task(

@@ -1,5 +1,12 @@
 //! A user's cancel: `QUEUED → CANCELLED` at once; `PROCESSING → CANCELLING`,
 //! broadcast to the workers so the holder stops.
+//!
+//! The answer never waits for the broadcast: the cancel is recorded in Redis
+//! (`cancel_requested`), which is what the holder goes by — it sees the flag
+//! in the answer to its next progress report or heartbeat, a third of the
+//! lease at most. The broadcast only makes it sooner; it goes out in the
+//! background, and not at all while the broker blocks publishing (a resource
+//! alarm), when it could not be delivered anyway.
 
 use task_model::{ControlMessage, TaskId, TaskRef, TaskStatus};
 
@@ -30,6 +37,7 @@ pub async fn cancel(state: &AppState, id: TaskId) -> Result<TaskRef, ApiError> {
         state.on_finished(id, TaskStatus::Cancelled);
     } else {
         broadcast(state, id).await;
+        tracing::info!(task_id = %id, "cancel requested while running");
     }
     Ok(TaskRef {
         task_id: id,
@@ -37,12 +45,18 @@ pub async fn cancel(state: &AppState, id: TaskId) -> Result<TaskRef, ApiError> {
     })
 }
 
-/// Tells whichever worker holds the task. The flag in Redis is the fallback:
-/// the holder also sees it in its next callback answer.
+/// Tells whichever worker holds the task, in the background. The flag in
+/// Redis is the fallback: the holder also sees it in its next callback answer.
 async fn broadcast(state: &AppState, id: TaskId) {
-    let message = ControlMessage::Cancel { task_id: id };
-    if let Err(e) = state.publisher.publish_control(&message).await {
-        tracing::error!(task_id = %id, error = %e, "cancel broadcast failed; the worker will see the flag on its next callback");
+    if state.publisher.is_blocked().await {
+        tracing::warn!(task_id = %id, "rabbitmq blocks publishing (a resource alarm); no cancel broadcast: the worker sees the flag on its next callback");
+        return;
     }
-    tracing::info!(task_id = %id, "cancel requested while running");
+    let publisher = state.publisher.clone();
+    tokio::spawn(async move {
+        let message = ControlMessage::Cancel { task_id: id };
+        if let Err(e) = publisher.publish_control(&message).await {
+            tracing::error!(task_id = %id, error = %e, "cancel broadcast failed; the worker will see the flag on its next callback");
+        }
+    });
 }

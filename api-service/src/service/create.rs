@@ -10,6 +10,7 @@ use tracing::Instrument;
 
 use crate::{
     error::ApiError,
+    publisher::PublishError,
     service::webhooks,
     state::AppState,
     store::{reservation_secs, Code, IdemReservation, IdempotencyKey},
@@ -42,7 +43,8 @@ pub struct Created {
 ///
 /// # Errors
 /// An invalid request (400), the key reused with another body (409), Redis
-/// or RabbitMQ unavailable (503).
+/// or RabbitMQ unavailable (503), RabbitMQ blocking publishes under a
+/// resource alarm (503 `broker_blocked`, at once).
 pub async fn create(
     state: &AppState,
     request: CreateTaskRequest,
@@ -51,6 +53,12 @@ pub async fn create(
     // The normalized request (nulls and absent fields alike) identifies a replay.
     let fingerprint = serde_json::to_value(&request).map_err(|e| ApiError::Unexpected(e.into()))?;
     let task = validate(state, request)?;
+    if state.publisher.is_blocked().await {
+        // Nothing could be queued: say so at once instead of storing a task
+        // whose publish would wait for a confirm that cannot come.
+        tracing::warn!("rabbitmq blocks publishing (a resource alarm); refusing a create");
+        return Err(ApiError::BrokerBlocked);
+    }
     let id = TaskId::new();
     tracing::Span::current().record("task_id", tracing::field::display(&id));
     let key = idempotency.map(|i| IdempotencyKey::new(&state.store, i.scope, i.key, &fingerprint));
@@ -163,7 +171,10 @@ async fn store_and_publish(
     {
         tracing::error!(task_id = %id, error = %e, "publish failed; discarding the task");
         discard(state, id, created_ms, "it could not be published").await;
-        return Err(ApiError::Unavailable(e.into()));
+        return Err(match e {
+            PublishError::Blocked => ApiError::BrokerBlocked,
+            e => ApiError::Unavailable(e.into()),
+        });
     }
     if let Err(e) = state.store.mark_published(&id, created_ms).await {
         // The task is whole and its message out, but not listed yet (e.g. a

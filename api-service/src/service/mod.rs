@@ -12,12 +12,14 @@
 //! - [`republish`]: the outbox sweep for creates cut short.
 //! - [`backlog`]: the age of the oldest QUEUED task, sampled for `/metrics`
 //!   and `/readyz`.
+//! - [`reoffer`]: the lease sweep: re-offers tasks whose holder's lease lapsed.
 
 pub mod backlog;
 pub mod cancel;
 pub mod claim;
 pub mod create;
 pub mod query;
+pub mod reoffer;
 pub mod report;
 pub mod republish;
 pub mod webhooks;

@@ -11,6 +11,7 @@
 
 mod hub;
 mod idempotency;
+mod leases;
 mod listing;
 mod maintenance;
 mod queued;
@@ -24,6 +25,7 @@ use task_model::{NewTask, TaskId, TaskStatus};
 
 pub use hub::{EventHub, Watch};
 pub use idempotency::{reservation_secs, IdemReservation, IdempotencyKey, RESERVATION_SECS};
+pub use leases::LeaseCheck;
 pub use listing::{Cursor, Page};
 pub use maintenance::{EvictionPolicy, IndexRepair};
 pub use queued::OldestQueued;
@@ -338,13 +340,16 @@ impl Store {
         Ok(ids)
     }
 
-    /// A worker's claim (`PROCESSING`): from QUEUED, or a takeover.
+    /// A worker's claim (`PROCESSING`): from QUEUED, or a takeover. The
+    /// task enters the lease index first ([`Store::track_lease`]), so a
+    /// claimed task is always there for [`crate::service::reoffer`].
     pub async fn claim(
         &self,
         id: &TaskId,
         worker: &str,
         lease: Duration,
     ) -> Result<Outcome, StoreError> {
+        self.track_lease(id, lease).await?;
         self.transition(
             id,
             "claim",

@@ -11,6 +11,7 @@ mod faults;
 mod helpers;
 mod hostile;
 mod http;
+mod leases;
 mod listing;
 mod openapi;
 mod redis_limits;
