@@ -11,6 +11,11 @@
 #   * 3 workers with QUEUE_TYPE=quorum, AMQP_URL listing the three nodes,
 #     REDIS_CLUSTER_URLS listing the Redis seeds, API_URL = HAProxy.
 #
+# Not yet usable end to end: the api and the workers do not read
+# REDIS_CLUSTER_URLS, an AMQP_URL list or QUEUE_TYPE yet (issue 11's service
+# half), so the apis and workers it starts do not become ready. The
+# infrastructure (both clusters, HAProxy) comes up and is checked.
+#
 # Usage: scripts/cluster.sh start|stop|status
 #
 # Everything lives under run/cluster/ (data, logs, pid files); `stop` stops
