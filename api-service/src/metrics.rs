@@ -24,91 +24,83 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 ];
 
+/// `metric` (its options checked), registered in `registry`.
+fn registered<C>(registry: &Registry, metric: prometheus::Result<C>) -> C
+where
+    C: prometheus::core::Collector + Clone + 'static,
+{
+    let metric = metric.expect("metric options are valid");
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("metric names are unique");
+    metric
+}
+
+fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
+    registered(r, IntCounter::new(name, help))
+}
+
+fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    registered(r, IntCounterVec::new(Opts::new(name, help), labels))
+}
+
+/// A histogram with the api's latency buckets.
+fn latency_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
+    let opts = HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec());
+    registered(r, HistogramVec::new(opts, labels))
+}
+
 impl Metrics {
     pub fn new() -> Self {
-        let registry = Registry::new();
-        let tasks_created = IntCounter::new(
-            "taskforge_tasks_created_total",
-            "Tasks accepted by POST /tasks",
-        )
-        .unwrap();
-        let tasks_finished = IntCounterVec::new(
-            Opts::new(
+        let r = Registry::new();
+        Self {
+            tasks_created: counter(&r, "taskforge_tasks_created_total", "Tasks accepted by POST /tasks"),
+            tasks_finished: counter_vec(
+                &r,
                 "taskforge_tasks_finished_total",
                 "Tasks that reached a terminal state, by status",
+                &["status"],
             ),
-            &["status"],
-        )
-        .unwrap();
-        let cancels = IntCounter::new(
-            "taskforge_cancel_requests_total",
-            "Accepted cancel requests",
-        )
-        .unwrap();
-        let callbacks = HistogramVec::new(
-            HistogramOpts::new(
+            cancels: counter(&r, "taskforge_cancel_requests_total", "Accepted cancel requests"),
+            callbacks: latency_vec(
+                &r,
                 "taskforge_callback_duration_seconds",
                 "Worker callbacks handled, by kind",
-            )
-            .buckets(LATENCY_BUCKETS.to_vec()),
-            &["kind"],
-        )
-        .unwrap();
-        let http_requests = HistogramVec::new(
-            HistogramOpts::new(
+                &["kind"],
+            ),
+            http_requests: latency_vec(
+                &r,
                 "taskforge_http_request_duration_seconds",
                 "HTTP requests, by route, method and status",
-            )
-            .buckets(LATENCY_BUCKETS.to_vec()),
-            &["route", "method", "status"],
-        )
-        .unwrap();
-        let queue_depth = IntGaugeVec::new(
-            Opts::new(
-                "taskforge_queue_depth",
-                "Messages ready in a RabbitMQ queue (sampled by the health checker)",
+                &["route", "method", "status"],
             ),
-            &["queue"],
-        )
-        .unwrap();
-        let oldest_queued_age = GaugeVec::new(
-            Opts::new(
-                "taskforge_oldest_queued_age_seconds",
-                "Age of the oldest task still QUEUED (not yet claimed by a worker), by queue; 0 when none",
+            queue_depth: registered(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "taskforge_queue_depth",
+                        "Messages ready in a RabbitMQ queue (sampled by the health checker)",
+                    ),
+                    &["queue"],
+                ),
             ),
-            &["queue"],
-        )
-        .unwrap();
-        let webhook_deliveries = IntCounterVec::new(
-            Opts::new(
+            oldest_queued_age: registered(
+                &r,
+                GaugeVec::new(
+                    Opts::new(
+                        "taskforge_oldest_queued_age_seconds",
+                        "Age of the oldest task still QUEUED (not yet claimed by a worker), by queue; 0 when none",
+                    ),
+                    &["queue"],
+                ),
+            ),
+            webhook_deliveries: counter_vec(
+                &r,
                 "taskforge_webhook_deliveries_total",
                 "Webhook delivery attempts, by outcome",
+                &["outcome"],
             ),
-            &["outcome"],
-        )
-        .unwrap();
-        for c in [
-            Box::new(tasks_created.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(tasks_finished.clone()),
-            Box::new(cancels.clone()),
-            Box::new(callbacks.clone()),
-            Box::new(http_requests.clone()),
-            Box::new(queue_depth.clone()),
-            Box::new(oldest_queued_age.clone()),
-            Box::new(webhook_deliveries.clone()),
-        ] {
-            registry.register(c).expect("metric names are unique");
-        }
-        Self {
-            registry,
-            tasks_created,
-            tasks_finished,
-            cancels,
-            callbacks,
-            http_requests,
-            queue_depth,
-            oldest_queued_age,
-            webhook_deliveries,
+            registry: r,
         }
     }
 

@@ -60,21 +60,34 @@ pub(super) async fn consume(
         match end {
             SessionEnd::Shutdown => return Some(stop_consuming(session, tracker).await),
             SessionEnd::Broken(why) => {
-                let delay = next_delay(&mut backoff);
-                tracing::warn!(
-                    reason = %why,
-                    in_flight = ctx.registry.len(),
-                    retry_in_ms = delay.as_millis() as u64,
-                    "lost the AMQP session; running tasks go on; reconnecting"
-                );
                 control.abort();
-                session.close().await;
-                if sleep_or_shutdown(delay, shutdown).await {
-                    return None;
-                }
+                pause_before_reconnect(&why, ctx, &mut backoff, session, shutdown).await?;
             }
         }
     }
+}
+
+/// Closes a broken session and waits out the backoff; `None` if `shutdown`
+/// fires first.
+async fn pause_before_reconnect(
+    why: &str,
+    ctx: &HandlerContext,
+    backoff: &mut ExponentialBackoff,
+    session: Session,
+    shutdown: &CancellationToken,
+) -> Option<()> {
+    let delay = next_delay(backoff);
+    tracing::warn!(
+        reason = %why,
+        in_flight = ctx.registry.len(),
+        retry_in_ms = delay.as_millis() as u64,
+        "lost the AMQP session; running tasks go on; reconnecting"
+    );
+    session.close().await;
+    if sleep_or_shutdown(delay, shutdown).await {
+        return None;
+    }
+    Some(())
 }
 
 /// Opens a session, retrying on `backoff` (reset once open); `None` if `shutdown` fires first.
