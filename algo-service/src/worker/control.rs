@@ -22,19 +22,21 @@ pub(super) async fn consume_control(
                 break;
             }
         };
-        match serde_json::from_slice::<ControlMessage>(&delivery.data) {
-            Ok(ControlMessage::Cancel { task_id }) => {
-                if registry.signal(task_id, StopReason::Cancel) {
-                    tracing::info!(%task_id, "cancel received; interrupting the task");
-                } else {
-                    tracing::debug!(%task_id, "cancel received for a task not running here");
-                }
-            }
-            Err(e) => tracing::warn!(
-                error = %e,
-                "ignoring an unreadable control message"
-            ),
-        }
+        on_control_message(&registry, &delivery.data);
     }
     ended.cancel();
+}
+
+/// Raises the flag of the task a cancel names, if it runs here.
+fn on_control_message(registry: &Registry, data: &[u8]) {
+    match serde_json::from_slice::<ControlMessage>(data) {
+        Ok(ControlMessage::Cancel { task_id }) => {
+            if registry.signal(task_id, StopReason::Cancel) {
+                tracing::info!(%task_id, "cancel received; interrupting the task");
+            } else {
+                tracing::debug!(%task_id, "cancel received for a task not running here");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "ignoring an unreadable control message"),
+    }
 }
