@@ -20,6 +20,14 @@ pub enum ApiError {
     /// 400 with a code such as `validation`, `invalid_id`, `invalid_json`.
     #[error("{message}")]
     BadRequest { code: &'static str, message: String },
+    /// 400 about one field of the request, which the body names in
+    /// `"field"` (dotted for nested input, e.g. `input.samples`).
+    #[error("{field}: {message}")]
+    InvalidField {
+        code: &'static str,
+        field: String,
+        message: String,
+    },
     /// 401, with `WWW-Authenticate: Bearer`.
     #[error("{0}")]
     Unauthorized(&'static str),
@@ -72,6 +80,19 @@ impl ApiError {
         }
     }
 
+    /// 400 `code` about `field`.
+    pub fn invalid_field(
+        code: &'static str,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        ApiError::InvalidField {
+            code,
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
     /// 409 `already_finished` with the task's current status.
     pub fn already_finished(status: Option<TaskStatus>) -> Self {
         ApiError::Conflict {
@@ -83,7 +104,9 @@ impl ApiError {
 
     fn code(&self) -> &'static str {
         match self {
-            ApiError::BadRequest { code, .. } | ApiError::Conflict { code, .. } => code,
+            ApiError::BadRequest { code, .. }
+            | ApiError::InvalidField { code, .. }
+            | ApiError::Conflict { code, .. } => code,
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::NotFound(_) => "not_found",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
@@ -120,6 +143,10 @@ pub struct ErrorBody {
     /// With `already_finished`: the task's current status.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<TaskStatus>,
+    /// With a validation error about one field: its name, dotted for
+    /// nested input (`input.samples`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
 }
 
 /// An error body without a status.
@@ -128,13 +155,14 @@ pub fn error_body(code: &str, message: &str) -> ErrorBody {
         error: code.to_owned(),
         message: message.to_owned(),
         status: None,
+        field: None,
     }
 }
 
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
-            ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::BadRequest { .. } | ApiError::InvalidField { .. } => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
@@ -151,8 +179,10 @@ impl ResponseError for ApiError {
             tracing::error!(error = ?self, "request failed: {self}");
         }
         let mut body = error_body(self.code(), &self.public_message());
-        if let ApiError::Conflict { status, .. } = self {
-            body.status = *status;
+        match self {
+            ApiError::Conflict { status, .. } => body.status = *status,
+            ApiError::InvalidField { field, .. } => body.field = Some(field.clone()),
+            _ => {}
         }
         let mut res = HttpResponse::build(self.status_code());
         match self {

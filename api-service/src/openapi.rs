@@ -15,6 +15,7 @@ use utoipa::{
 
 use crate::{
     error::ErrorBody,
+    routes::algorithms::AlgorithmView,
     routes::health::{CheckView, Liveness, Readiness},
 };
 
@@ -48,6 +49,7 @@ impl Modify for Security {
         crate::routes::tasks::cancel_task,
         crate::routes::tasks::cancel_task_post,
         crate::routes::tasks::task_events,
+        crate::routes::algorithms::list_algorithms,
         crate::routes::callbacks::report_status,
         crate::routes::callbacks::report_progress,
         crate::routes::health::healthz,
@@ -57,7 +59,8 @@ impl Modify for Security {
     ),
     components(schemas(
         CreateTaskRequest, TaskView, EventView, WebhookView, TaskStatus, TaskId, StatusReport, ProgressReport,
-        CallbackAnswer, ErrorBody, TaskRef, TaskPage, Readiness, CheckView, Liveness
+        CallbackAnswer, ErrorBody, TaskRef, TaskPage, Readiness, CheckView, Liveness,
+        AlgorithmView
     )),
     modifiers(&Security),
     tags(

@@ -1,11 +1,13 @@
 //! HTTP routes: one module per resource, handlers named by verb.
 //!
 //! - [`tasks`]: the public task API.
+//! - [`algorithms`]: the catalogue of algorithms.
 //! - [`stream`]: live events over SSE.
 //! - [`callbacks`]: the worker callback API.
 //! - [`health`]: `/healthz`, `/readyz`, `/metrics`.
 //! - [`dashboard`]: the web page at `/` and its two assets.
 
+pub mod algorithms;
 pub mod callbacks;
 pub mod dashboard;
 pub mod health;
@@ -55,6 +57,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::get().to(tasks::get_task))
             .route(web::delete().to(tasks::cancel_task)),
     )
+    .service(resource("/algorithms", "GET").route(web::get().to(algorithms::list_algorithms)))
     .service(resource("/tasks/{id}/cancel", "POST").route(web::post().to(tasks::cancel_task_post)))
     .service(resource("/tasks/{id}/events", "GET").route(web::get().to(tasks::task_events)))
     .service(

@@ -79,7 +79,30 @@ pub async fn create(
     })
 }
 
-fn validate(state: &AppState, request: CreateTaskRequest) -> Result<NewTask, ApiError> {
+/// The catalogue's checks first (`unknown_algorithm`, `invalid_input`, both
+/// naming the field), then the generic ones. A task that names no `stages`
+/// gets `DEFAULT_STAGES` when it is `hello` (v1's default, an operator
+/// setting) and its algorithm's `default_stages` otherwise.
+fn validate(state: &AppState, mut request: CreateTaskRequest) -> Result<NewTask, ApiError> {
+    let name = request.algorithm.as_deref().unwrap_or("hello");
+    let Some(algorithm) = native::algorithm(name) else {
+        let known: Vec<_> = native::algorithms().iter().map(|a| a.name).collect();
+        return Err(ApiError::invalid_field(
+            "unknown_algorithm",
+            "algorithm",
+            format!(
+                "unknown algorithm {name:?}; available: {} (GET /algorithms)",
+                known.join(", ")
+            ),
+        ));
+    };
+    let input = request.input.as_ref().unwrap_or(&serde_json::Value::Null);
+    algorithm
+        .validate(input)
+        .map_err(|e| ApiError::invalid_field("invalid_input", e.field, e.message))?;
+    if request.stages.is_none() && algorithm.name != "hello" {
+        request.stages = Some(i64::from(algorithm.default_stages));
+    }
     let task =
         NewTask::parse(request, state.defaults).map_err(|e| ApiError::validation(e.to_string()))?;
     if let Some(url) = &task.webhook_url {

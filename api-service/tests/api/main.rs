@@ -2,6 +2,7 @@
 //! Workers are played by the test through the real callback endpoints.
 #![allow(unreachable_pub)]
 
+mod algorithms;
 mod callbacks;
 mod dashboard;
 mod errors;
