@@ -17,6 +17,7 @@ use crate::{
     error::ErrorBody,
     routes::algorithms::AlgorithmView,
     routes::health::{CheckView, Liveness, Readiness},
+    service::blobs::BlobView,
 };
 
 #[derive(Debug)]
@@ -50,6 +51,10 @@ impl Modify for Security {
         crate::routes::tasks::cancel_task_post,
         crate::routes::tasks::task_events,
         crate::routes::algorithms::list_algorithms,
+        crate::routes::blobs::upload_blob,
+        crate::routes::blobs::get_blob,
+        crate::routes::blobs::worker_upload_blob,
+        crate::routes::blobs::worker_get_blob,
         crate::routes::callbacks::report_status,
         crate::routes::callbacks::report_progress,
         crate::routes::health::healthz,
@@ -60,11 +65,12 @@ impl Modify for Security {
     components(schemas(
         CreateTaskRequest, TaskView, EventView, WebhookView, TaskStatus, TaskId, StatusReport, ProgressReport,
         CallbackAnswer, ErrorBody, TaskRef, TaskPage, Readiness, CheckView, Liveness,
-        AlgorithmView
+        AlgorithmView, BlobView
     )),
     modifiers(&Security),
     tags(
         (name = "tasks", description = "The public task API"),
+        (name = "blobs", description = "Bytes tasks take and give (images)"),
         (name = "callbacks", description = "Worker → api; bearer CALLBACK_TOKEN"),
         (name = "operations", description = "Health, readiness, metrics, this document"),
     )

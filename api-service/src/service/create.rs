@@ -9,7 +9,7 @@ use task_model::{CreateTaskRequest, NewTask, TaskId, TaskMessage, TaskRef, TaskS
 
 use crate::{
     error::ApiError,
-    service::webhooks,
+    service::{blobs, webhooks},
     state::AppState,
     store::{reservation_secs, Code, IdemReservation, IdempotencyKey},
 };
@@ -50,6 +50,9 @@ pub async fn create(
     // The normalized request (nulls and absent fields alike) identifies a replay.
     let fingerprint = serde_json::to_value(&request).map_err(|e| ApiError::Unexpected(e.into()))?;
     let task = validate(state, request)?;
+    if let Some(algorithm) = native::algorithm(&task.algorithm) {
+        blobs::keep_inputs(state, algorithm, &task.input).await?;
+    }
     let id = TaskId::new();
     tracing::Span::current().record("task_id", tracing::field::display(&id));
     let key = idempotency.map(|i| IdempotencyKey::new(&state.store, i.scope, i.key, &fingerprint));

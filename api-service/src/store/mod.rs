@@ -9,6 +9,7 @@
 //! Timestamps are stored as epoch milliseconds (from the Redis clock inside
 //! the script) and formatted as RFC 3339 only when read.
 
+mod blobs;
 mod hub;
 mod idempotency;
 mod listing;
@@ -20,6 +21,7 @@ use deadpool_redis::{redis, Pool, PoolConfig, Runtime, Timeouts};
 use redis::Script;
 use task_model::{NewTask, TaskId, TaskStatus};
 
+pub use blobs::BlobMeta;
 pub use hub::{EventHub, Watch};
 pub use idempotency::{reservation_secs, IdemReservation, IdempotencyKey, RESERVATION_SECS};
 pub use listing::{Cursor, Page};

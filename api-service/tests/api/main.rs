@@ -3,6 +3,7 @@
 #![allow(unreachable_pub)]
 
 mod algorithms;
+mod blobs;
 mod callbacks;
 mod dashboard;
 mod errors;
