@@ -164,6 +164,14 @@ impl ApiClient {
         self
     }
 
+    /// A request to `path` on the api with the callback token (the blob
+    /// client in [`crate::blobs`] uses it).
+    pub(crate) fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.base))
+            .header(reqwest::header::AUTHORIZATION, &self.auth)
+    }
+
     /// The name this worker reports as.
     pub fn worker(&self) -> &str {
         &self.worker

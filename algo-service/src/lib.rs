@@ -17,6 +17,7 @@
 //!   reporter.rs  progress callbacks, lease heartbeats, the lease
 //!   finish.rs    how the run ended, the terminal report
 //! callbacks.rs   the api's callback client and its retry policy
+//! blobs.rs       input and output blobs through the api's /internal/blobs
 //! ```
 //! Beside the flow: [`context`] (what handler and run share: the
 //! [`context::HandlerContext`] and the [`context::Disposition`] every delivery
@@ -32,6 +33,7 @@
 //! it by cancelling the token they pass.
 
 pub mod backoff;
+pub mod blobs;
 pub mod broker;
 pub mod callbacks;
 pub mod config;

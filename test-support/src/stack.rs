@@ -493,6 +493,17 @@ impl Stack {
 
     /// Starts a worker process and waits until it consumes (`/healthz` 200).
     pub async fn add_worker_with(&mut self, name: &str, opts: WorkerOpts) -> usize {
+        self.add_worker_env(name, opts, &[]).await
+    }
+
+    /// [`Stack::add_worker_with`] with extra environment variables (e.g.
+    /// `[("WORKER_CPU_SLOTS", "1")]`), set after the defaults so they win.
+    pub async fn add_worker_env(
+        &mut self,
+        name: &str,
+        opts: WorkerOpts,
+        env: &[(&str, &str)],
+    ) -> usize {
         let metrics = format!("127.0.0.1:{}", free_port());
         let mut child = Command::new(worker_binary())
             .env_clear()
@@ -508,6 +519,7 @@ impl Stack {
                 "RUST_LOG",
                 std::env::var("TEST_WORKER_LOG").unwrap_or_else(|_| "info".into()),
             )
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)

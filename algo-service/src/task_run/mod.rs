@@ -1,9 +1,13 @@
 //! Running a claimed task: its stages, its deadline, its progress and lease
 //! heartbeats, and the terminal report.
 //!
-//! Each stage is one call of [`native::run_stage`] on a blocking thread (never
-//! on the runtime's threads), watching the task's [`StopFlag`]: [`ffi`] is the
-//! FFI boundary. Alongside,
+//! The task's algorithm runs as a [`native::Job`] ([`job`]: input blobs
+//! fetched through the api, the job built on a blocking thread, its output
+//! blob stored at the end). Each stage is one [`native::Job::run_stage`] on a
+//! blocking thread (never on the runtime's threads), watching the task's
+//! [`StopFlag`]: [`ffi`] is the FFI boundary. A CPU-bound algorithm's stage
+//! first takes one of the worker's `WORKER_CPU_SLOTS` (a semaphore) and holds
+//! it while it runs; `hello` takes none. Alongside,
 //! a per-task *reporter* sends one progress callback per completed stage, in
 //! order, and a heartbeat (progress with the current stage) whenever
 //! `lease_ms / 3` passed without one, so the lease stays alive through long
@@ -18,15 +22,20 @@
 //! next resumes at the recorded stage, with the original deadline.
 
 //!
+//! - [`job`]: building the job (blobs in), CPU slots, its output (blob out).
 //! - [`ffi`]: one stage through the native routine, on a blocking thread.
 //! - [`reporter`]: progress callbacks, lease heartbeats, [`reporter::Lease`].
 //! - [`finish`]: how the run ended ([`finish::Ending`]) and the terminal report.
 
 pub mod ffi;
 pub mod finish;
+pub mod job;
 pub mod reporter;
 
-use std::time::Duration;
+use std::{
+    sync::{atomic::AtomicI32, Arc},
+    time::Duration,
+};
 
 use native::StageOutcome;
 use task_model::{CallbackAnswer, TaskMessage, TaskStatus};
@@ -52,6 +61,31 @@ pub fn deadline(now: Instant, deadline_in_ms: Option<i64>, timeout_secs: u64) ->
     }
 }
 
+/// What a run needs from the task. Read from the queue message for now;
+/// once the claim answer carries the stored task's run parameters, this is
+/// the one place that changes (take them from `claim`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunParams {
+    /// The catalogue name.
+    pub algorithm: String,
+    /// The task's `input` (`null` when absent).
+    pub input: serde_json::Value,
+    /// Stages in all.
+    pub stages: u32,
+    /// `hello`'s stage length.
+    pub stage_ms: u64,
+}
+
+/// The run parameters of `msg`, claimed with `claim`.
+pub fn run_params(msg: &TaskMessage, _claim: &CallbackAnswer) -> RunParams {
+    RunParams {
+        algorithm: msg.algorithm.clone(),
+        input: msg.input.clone(),
+        stages: msg.stages,
+        stage_ms: msg.stage_ms,
+    }
+}
+
 /// Runs the claimed task from `claim.stage` on, reports its terminal state,
 /// and says how to settle the delivery.
 pub async fn run(
@@ -60,13 +94,15 @@ pub async fn run(
     claim: CallbackAnswer,
     flag: &StopFlag,
 ) -> Disposition {
-    let start = claim.stage.min(msg.stages);
+    let params = run_params(msg, &claim);
+    let start = claim.stage.min(params.stages);
     let deadline = deadline(Instant::now(), claim.deadline_in_ms, msg.timeout_secs);
     raise_from_claim(&claim, flag);
     tracing::info!(
+        algorithm = %params.algorithm,
         stage = start,
-        stages = msg.stages,
-        stage_ms = msg.stage_ms,
+        stages = params.stages,
+        stage_ms = params.stage_ms,
         deadline_in_ms = claim.deadline_in_ms,
         lease_ms = claim.lease_ms,
         resumed = claim.stage > 0,
@@ -80,7 +116,7 @@ pub async fn run(
             reporter::Reporting {
                 api: ctx.api.clone(),
                 task_id: msg.task_id,
-                stages: msg.stages,
+                stages: params.stages,
                 flag: flag.clone(),
                 stop: ctx.abandon.clone(),
             },
@@ -90,7 +126,22 @@ pub async fn run(
         )
         .in_current_span(),
     );
-    let (stage, failure) = run_stages(ctx, msg, start, flag, deadline, &progress).await;
+    let (stage, failure, result) = match job::prepare(ctx, &params, flag).await {
+        Ok(prepared) => {
+            let (stage, failure, job) =
+                run_stages(ctx, prepared, &params, start, flag, deadline, &progress).await;
+            match (failure, job) {
+                (None, Some(job)) if stage >= params.stages => {
+                    match job::output(ctx, job, flag).await {
+                        Ok(result) => (stage, None, Some(result)),
+                        Err(error) => (stage, error, None),
+                    }
+                }
+                (failure, _) => (stage, failure, None),
+            }
+        }
+        Err(error) => (start, error, None),
+    };
     drop(progress);
     let verdict = reporter.await.unwrap_or_else(|e| {
         tracing::error!(error = %e, "the progress reporter crashed");
@@ -98,9 +149,9 @@ pub async fn run(
     });
 
     let reason = flag.reason();
-    let end = ending(stage, msg.stages, reason, failure, verdict);
-    tracing::info!(stage, stages = msg.stages, ?reason, ?verdict, ending = ?end, "run over");
-    finish::finish(ctx, msg, stage, end).await
+    let end = ending(stage, params.stages, reason, failure, verdict);
+    tracing::info!(stage, stages = params.stages, ?reason, ?verdict, ending = ?end, "run over");
+    finish::finish(ctx, msg, stage, end, result).await
 }
 
 /// A claim that already asks for a cancel, or whose deadline passed, stops
@@ -115,25 +166,59 @@ fn raise_from_claim(claim: &CallbackAnswer, flag: &StopFlag) {
 }
 
 /// Runs stages from `stage` until all ran, the flag is raised, or one fails;
-/// each completed stage goes to the reporter. Returns the stages done and the
-/// failure, if any.
+/// each completed stage goes to the reporter. CPU-bound stages each take one
+/// of the worker's `WORKER_CPU_SLOTS` for as long as they run. Returns the
+/// stages done, the failure if any, and the job (`None` if its stage thread
+/// panicked).
 async fn run_stages(
     ctx: &HandlerContext,
-    msg: &TaskMessage,
+    prepared: job::Prepared,
+    params: &RunParams,
     mut stage: u32,
     flag: &StopFlag,
     deadline: Instant,
     progress: &mpsc::UnboundedSender<u32>,
-) -> (u32, Option<String>) {
-    while stage < msg.stages {
+) -> (u32, Option<String>, Option<native::Job>) {
+    let job::Prepared { mut job, cpu_bound } = prepared;
+    let within = Arc::new(AtomicI32::new(0));
+    while stage < params.stages {
         if Instant::now() >= deadline {
             flag.raise(StopReason::Deadline);
         }
         if flag.reason().is_some() {
             break;
         }
+        let slot = if cpu_bound {
+            match job::cpu_slot(ctx, flag, deadline).await {
+                Some(slot) => Some(slot),
+                None => break,
+            }
+        } else {
+            None
+        };
+        if slot.is_some() {
+            tracing::info!(stage, at_us = job::now_us(), "cpu stage started");
+        }
         let started = Instant::now();
-        let outcome = ffi::run_stage(msg.stage_ms, flag, deadline).await;
+        let args = ffi::StageArgs {
+            stage,
+            attempt: 1,
+            allow_crash: ctx.allow_crash,
+        };
+        let ran = ffi::run_stage(job, args, flag, deadline, Arc::clone(&within)).await;
+        if slot.is_some() {
+            tracing::info!(stage, at_us = job::now_us(), "cpu stage ended");
+        }
+        drop(slot);
+        let (back, outcome) = match ran {
+            Ok(pair) => pair,
+            Err(error) => {
+                ctx.metrics.ffi_calls.with_label_values(&["error"]).inc();
+                tracing::error!(error = %error, stage, "the native stage failed");
+                return (stage, Some(error), None);
+            }
+        };
+        job = back;
         let label = match &outcome {
             Ok(StageOutcome::Completed) => "completed",
             Ok(StageOutcome::Interrupted) => "interrupted",
@@ -146,18 +231,21 @@ async fn run_stages(
                     .stage_duration
                     .observe(started.elapsed().as_secs_f64());
                 stage += 1;
-                tracing::debug!(stage, stages = msg.stages, "stage completed");
+                tracing::debug!(stage, stages = params.stages, "stage completed");
                 // A closed channel means the reporter stopped (lost task); the flag says so.
                 let _ = progress.send(stage);
             }
             Ok(StageOutcome::Interrupted) => break,
             Err(error) => {
-                tracing::error!(error = %error, stage, "the native stage failed");
-                return (stage, Some(error));
+                // Retries are not implemented yet: a retryable error fails
+                // the task as a fatal one does, saying which it was.
+                let retryable = error.is_retryable();
+                tracing::error!(error = %error, retryable, stage, "the native stage failed");
+                return (stage, Some(error.to_string()), Some(job));
             }
         }
     }
-    (stage, None)
+    (stage, None, Some(job))
 }
 
 #[cfg(test)]

@@ -3,5 +3,6 @@
 //! its own vhost and key prefix.
 #![allow(unreachable_pub)]
 
+mod algorithms;
 mod failures;
 mod lifecycle;
