@@ -81,6 +81,21 @@ pub(crate) struct GrayscaleInput {
     pub(crate) height: u32,
 }
 
+/// `struct algo_sum_input`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SumInput {
+    pub(crate) n: u64,
+}
+
+/// `struct algo_sum_output`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct SumOutput {
+    pub(crate) sum: u64,
+    pub(crate) count: u64,
+}
+
 /// `algo_stage_fn`.
 pub(crate) type StageFn = unsafe extern "C" fn(call: *const AlgoStage) -> c_int;
 
@@ -105,4 +120,9 @@ unsafe extern "C" {
     /// holds `width * height * 3` readable bytes and `output` a writable
     /// buffer of `width * height` bytes.
     pub(crate) fn algo_grayscale_stage(call: *const AlgoStage) -> c_int;
+    /// # Safety
+    ///
+    /// As [`algo_hello_stage`], with `input` a `SumInput` and `output` a
+    /// `SumOutput`.
+    pub(crate) fn algo_sum_stage(call: *const AlgoStage) -> c_int;
 }
