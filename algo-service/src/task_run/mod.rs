@@ -47,6 +47,7 @@ pub use self::{
     reporter::{heartbeat_period, Lease, Verdict, DEFAULT_LEASE, MIN_HEARTBEAT},
 };
 use crate::{
+    callbacks::Answer,
     context::{Disposition, HandlerContext},
     registry::{StopFlag, StopReason},
 };
@@ -66,6 +67,8 @@ pub fn deadline(now: Instant, deadline_in_ms: Option<i64>, timeout_secs: u64) ->
 /// the one place that changes (take them from `claim`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunParams {
+    /// The task.
+    pub task_id: task_model::TaskId,
     /// The catalogue name.
     pub algorithm: String,
     /// The task's `input` (`null` when absent).
@@ -79,6 +82,7 @@ pub struct RunParams {
 /// The run parameters of `msg`, claimed with `claim`.
 pub fn run_params(msg: &TaskMessage, _claim: &CallbackAnswer) -> RunParams {
     RunParams {
+        task_id: msg.task_id,
         algorithm: msg.algorithm.clone(),
         input: msg.input.clone(),
         stages: msg.stages,
@@ -205,7 +209,8 @@ async fn run_stages(
             attempt: 1,
             allow_crash: ctx.allow_crash,
         };
-        let ran = ffi::run_stage(job, args, flag, deadline, Arc::clone(&within)).await;
+        let call = ffi::run_stage(job, args, flag, deadline, Arc::clone(&within));
+        let ran = within_stage(ctx, call, params, stage, &within).await;
         if slot.is_some() {
             tracing::info!(stage, at_us = job::now_us(), "cpu stage ended");
         }
@@ -248,6 +253,58 @@ async fn run_stages(
     (stage, None, Some(job))
 }
 
+/// How often progress within a stage is polled and, when it moved, reported.
+pub const WITHIN_STAGE_PERIOD: Duration = Duration::from_millis(250);
+
+/// The task's progress with `per_mille` of stage `stage` done:
+/// `floor(100 × (stage + f) / stages)`, `f = min(per_mille, 999) / 1000`.
+pub fn progress_within(stage: u32, stages: u32, per_mille: i32) -> u8 {
+    let f = u64::try_from(per_mille.clamp(0, 999)).unwrap_or(0);
+    let stages = u64::from(stages.max(1));
+    ((u64::from(stage) * 1000 + f) * 100 / (stages * 1000)).min(100) as u8
+}
+
+/// Awaits the stage `call`, meanwhile reporting its progress within the
+/// stage every [`WITHIN_STAGE_PERIOD`] when it moved (one report in flight
+/// at most; answers only logged — the reporter owns the lease).
+async fn within_stage<F: std::future::Future>(
+    ctx: &HandlerContext,
+    call: F,
+    params: &RunParams,
+    stage: u32,
+    within: &AtomicI32,
+) -> F::Output {
+    tokio::pin!(call);
+    let mut tick = tokio::time::interval(WITHIN_STAGE_PERIOD);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    let mut sent = progress_within(stage, params.stages, 0);
+    let mut in_flight: Option<tokio::task::JoinHandle<()>> = None;
+    loop {
+        tokio::select! {
+            out = &mut call => return out,
+            _ = tick.tick() => {
+                let now = progress_within(stage, params.stages, within.load(std::sync::atomic::Ordering::Relaxed));
+                if now <= sent || in_flight.as_ref().is_some_and(|h| !h.is_finished()) {
+                    continue;
+                }
+                sent = now;
+                let (api, task_id, stages) = (ctx.api.clone(), params.task_id, params.stages);
+                in_flight = Some(tokio::spawn(
+                    async move {
+                        match api.report_progress_within(task_id, stage, stages, now).await {
+                            Ok(Answer::Accepted(_)) => {}
+                            Ok(other) => tracing::debug!(answer = ?other, "progress within the stage not taken"),
+                            Err(e) => tracing::debug!(error = %e, "progress within the stage not sent"),
+                        }
+                    }
+                    .in_current_span(),
+                ));
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -265,5 +322,16 @@ mod tests {
             "a passed deadline is now"
         );
         assert_eq!(deadline(now, None, 50), now + Duration::from_secs(50));
+    }
+
+    #[test]
+    fn progress_within_a_stage_is_floored_and_never_reaches_the_next_stage() {
+        assert_eq!(progress_within(0, 1, 0), 0);
+        assert_eq!(progress_within(0, 1, 500), 50);
+        assert_eq!(progress_within(0, 1, 1000), 99, "f < 1");
+        assert_eq!(progress_within(3, 10, 999), 39);
+        assert_eq!(progress_within(1, 3, 0), 33);
+        assert_eq!(progress_within(2, 3, -5), 66);
+        assert_eq!(progress_within(0, 0, 10), 1, "no stages: treated as one");
     }
 }

@@ -253,3 +253,29 @@ async fn with_one_cpu_slot_no_two_cpu_bound_stages_run_at_once() {
     assert!(interleaved, "stages of held tasks interleave: {owners:#?}");
     sys.stop().await;
 }
+
+#[tokio::test]
+async fn pi_reports_progress_within_its_stage() {
+    let mut sys = Stack::start(&[]).await;
+    sys.add_worker("wq").await;
+    let id = sys
+        .create(json!({"algorithm": "pi", "stages": 1, "timeout_secs": 600, "input": {"samples": 100_000_000_000u64}}))
+        .await;
+    // One stage: any progress above 0 came from within it.
+    let seen = test_support::eventually("progress within the stage", WITHIN, || async {
+        let task = sys.task(&id).await;
+        let p = task["progress"].as_u64().unwrap();
+        (p >= 1).then_some((p, task["stage"].as_u64().unwrap()))
+    })
+    .await;
+    assert_eq!(seen.1, 0, "still in stage 0");
+    assert!(seen.0 < 100);
+    assert_eq!(sys.cancel(&id).await.status(), 202);
+    let task = sys.wait_terminal(&id, Duration::from_secs(10)).await;
+    assert_eq!(task["status"], "CANCELLED");
+    assert!(
+        task["progress"].as_u64().unwrap() >= seen.0,
+        "never backwards"
+    );
+    sys.stop().await;
+}

@@ -333,13 +333,16 @@ impl Store {
         .await
     }
 
-    /// Stage progress from the holder; renews its lease.
+    /// Stage progress from the holder; renews its lease. `within`: the
+    /// task's progress percent within stage `stage` (already checked to lie
+    /// within it), kept when it moves forward.
     pub async fn progress(
         &self,
         id: &TaskId,
         worker: &str,
         stage: u32,
         stages: u32,
+        within: Option<u8>,
         lease: Duration,
     ) -> Result<Outcome, StoreError> {
         let args = [
@@ -347,6 +350,7 @@ impl Store {
             stage.to_string(),
             stages.to_string(),
             lease.as_millis().to_string(),
+            within.map(|p| p.to_string()).unwrap_or_default(),
         ];
         self.transition(id, "progress", &args).await
     }

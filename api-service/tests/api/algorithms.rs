@@ -84,3 +84,49 @@ async fn creates_are_checked_against_the_catalogue_and_name_the_field() {
     assert_eq!(app.task(&pi4).await["stages"], 4);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn progress_within_a_stage_is_kept_clamped_to_the_stage_and_never_goes_back() {
+    let app = crate::helpers::spawn_app().await;
+    let id = app.create(json!({"stages": 4, "stage_ms": 0})).await;
+    app.claim(&id, "w").await;
+    let report = |progress: u32, stage: u32| {
+        let req = app
+            .http
+            .post(app.url(&format!("/internal/tasks/{id}/progress")))
+            .bearer_auth(crate::helpers::TOKEN)
+            .json(&json!({"progress": progress, "stage": stage, "stages": 4, "worker": "w"}));
+        async move { (req.send().await.unwrap().status().as_u16(),) }
+    };
+    assert_eq!(report(10, 0).await.0, 200);
+    assert_eq!(app.task(&id).await["progress"], 10);
+    assert_eq!(app.task(&id).await["stage"], 0);
+    // Past the stage: clamped to its last value (24 of 25..), not the next stage's.
+    assert_eq!(report(60, 0).await.0, 200);
+    assert_eq!(app.task(&id).await["progress"], 24);
+    // Lower: ignored.
+    assert_eq!(report(5, 0).await.0, 200);
+    assert_eq!(app.task(&id).await["progress"], 24);
+    // A whole stage, then within the next one.
+    assert_eq!(report(25, 1).await.0, 200);
+    assert_eq!(app.task(&id).await["progress"], 25);
+    assert_eq!(report(40, 1).await.0, 200);
+    let task = app.task(&id).await;
+    assert_eq!(
+        (task["progress"].as_u64(), task["stage"].as_u64()),
+        (Some(40), Some(1))
+    );
+    let progress: Vec<u64> = app
+        .events(&id)
+        .await
+        .iter()
+        .filter(|e| e["type"] == "progress")
+        .map(|e| e["progress"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        progress,
+        [10, 24, 25, 40],
+        "each stored progress is an event"
+    );
+    app.stop().await;
+}
