@@ -279,3 +279,35 @@ async fn pi_reports_progress_within_its_stage() {
     );
     sys.stop().await;
 }
+
+#[tokio::test]
+async fn hello_crash_input_is_refused_unless_allow_crash_input_is_set() {
+    let mut sys = Stack::start(&[]).await;
+    let crash =
+        json!({"stages": 2, "stage_ms": 0, "input": {"fail": {"at_stage": 1, "mode": "crash"}}});
+    sys.add_worker("safe").await;
+    let id = sys.create(crash.clone()).await;
+    let task = sys.wait_terminal(&id, WITHIN).await;
+    assert_eq!(task["status"], "FAILED", "{task}");
+    assert_eq!(task["error"], "crash_disabled");
+    sys.workers[0].signal("TERM");
+    sys.workers[0].wait_exit(Duration::from_secs(10)).await;
+
+    // With ALLOW_CRASH_INPUT=1 the C routine aborts the worker process.
+    let w = sys
+        .add_worker_env(
+            "crashy",
+            WorkerOpts::default(),
+            &[("ALLOW_CRASH_INPUT", "1")],
+        )
+        .await;
+    sys.create(crash).await;
+    let status = sys.workers[w].wait_exit(WITHIN).await;
+    assert!(!status.success(), "the worker died: {status:?}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(6), "SIGABRT: {status:?}");
+    }
+    sys.stop().await;
+}
