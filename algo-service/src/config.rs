@@ -36,8 +36,8 @@ pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 30;
 /// Default `CALLBACK_TIMEOUT_MS` (the flag's default says the same).
 pub const DEFAULT_CALLBACK_TIMEOUT_MS: u64 = 5_000;
 
-/// Taskforge worker: consumes tasks.algo, runs the native `hello` routine in
-/// stages, and reports through the api's callback API.
+/// Taskforge worker: consumes tasks.algo, runs the native algorithms (`hello`,
+/// `grayscale`, `pi`) in stages, and reports through the api's callback API.
 ///
 /// Configuration comes from the environment variables named below (flags
 /// override them; a .env file in the working directory is read too).
