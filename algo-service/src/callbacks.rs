@@ -170,6 +170,14 @@ impl ApiClient {
         self
     }
 
+    /// A request to `path` on the api with the callback token (the blob
+    /// client in [`crate::blobs`] uses it).
+    pub(crate) fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.base))
+            .header(reqwest::header::AUTHORIZATION, &self.auth)
+    }
+
     /// The name this worker reports as.
     pub fn worker(&self) -> &str {
         &self.worker
@@ -216,6 +224,29 @@ impl ApiClient {
             worker: self.worker.clone(),
         };
         self.call(task_id, "progress", &body, stop).await
+    }
+
+    /// Progress within stage `stage` (the task's `progress` as the worker
+    /// computes it: `floor(100 × (stage + f) / stages)`), sent once without
+    /// retries: the next one follows within 250 ms, and the api ignores one
+    /// that arrives after a later stage's.
+    ///
+    /// # Errors
+    /// A [`CallError`] when the attempt failed.
+    pub async fn report_progress_within(
+        &self,
+        task_id: TaskId,
+        stage: u32,
+        stages: u32,
+        progress: u8,
+    ) -> Result<Answer, CallError> {
+        let body = ProgressReport {
+            progress,
+            stage,
+            stages,
+            worker: self.worker.clone(),
+        };
+        self.call_once(task_id, "progress", &body).await
     }
 
     /// One callback with retries: transient failures ([`CallError`]) are

@@ -18,6 +18,11 @@ use clap::{
 
 pub use crate::telemetry::LogFormat;
 
+/// Default `WORKER_CPU_SLOTS`: the number of cores.
+pub fn default_cpu_slots() -> u16 {
+    std::thread::available_parallelism().map_or(1, |n| u16::try_from(n.get()).unwrap_or(u16::MAX))
+}
+
 /// Default `AMQP_URL`.
 pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 /// Default `API_URL`.
@@ -31,8 +36,8 @@ pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 30;
 /// Default `CALLBACK_TIMEOUT_MS` (the flag's default says the same).
 pub const DEFAULT_CALLBACK_TIMEOUT_MS: u64 = 5_000;
 
-/// Taskforge worker: consumes tasks.algo, runs the native `hello` routine in
-/// stages, and reports through the api's callback API.
+/// Taskforge worker: consumes tasks.algo, runs the native algorithms (`hello`,
+/// `grayscale`, `pi`) in stages, and reports through the api's callback API.
 ///
 /// Configuration comes from the environment variables named below (flags
 /// override them; a .env file in the working directory is read too).
@@ -73,6 +78,17 @@ pub struct Settings {
     #[arg(long = "callback-timeout-ms", env = "CALLBACK_TIMEOUT_MS", value_name = "MS", default_value = "5000", value_parser = clap::value_parser!(u64).range(1..).map(Duration::from_millis))]
     pub callback_timeout: Duration,
 
+    /// CPU-bound stages (`pi`, `grayscale`) running at once in this process,
+    /// whatever the concurrency; `hello`'s sleeping stages take no slot
+    /// (default: the number of cores).
+    #[arg(long, env = "WORKER_CPU_SLOTS", default_value_t = default_cpu_slots(), hide_default_value = true, value_parser = clap::value_parser!(u16).range(1..))]
+    pub cpu_slots: u16,
+
+    /// Honour `hello`'s `crash` test input (abort the process); otherwise
+    /// such a task fails with `crash_disabled`. For tests only.
+    #[arg(long, env = "ALLOW_CRASH_INPUT", default_value = "0", action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
+    pub allow_crash_input: bool,
+
     /// `text` for people, `json` for machines.
     #[arg(long, env = "LOG_FORMAT", default_value = "text", ignore_case = true, value_parser = log_format())]
     pub log_format: LogFormat,
@@ -93,6 +109,8 @@ impl fmt::Debug for Settings {
             .field("metrics_bind", &self.metrics_bind)
             .field("shutdown_grace", &self.shutdown_grace)
             .field("callback_timeout", &self.callback_timeout)
+            .field("cpu_slots", &self.cpu_slots)
+            .field("allow_crash_input", &self.allow_crash_input)
             .field("log_format", &self.log_format)
             .field("log_filter", &self.log_filter)
             .finish()

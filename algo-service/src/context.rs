@@ -31,4 +31,8 @@ pub struct HandlerContext {
     /// Fires when the grace period is over: running tasks stop retrying
     /// callbacks and go back to the queue.
     pub abandon: CancellationToken,
+    /// `WORKER_CPU_SLOTS`: taken around each CPU-bound stage.
+    pub cpu_slots: std::sync::Arc<tokio::sync::Semaphore>,
+    /// `ALLOW_CRASH_INPUT`.
+    pub allow_crash: bool,
 }

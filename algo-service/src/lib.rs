@@ -1,7 +1,9 @@
 //! `algo-service`, the Taskforge worker: it consumes `tasks.algo`, claims each
-//! task through the api's callback API, runs the `hello` routine (C, through
-//! the `native` crate) stage by stage on blocking threads, reports progress
-//! and the terminal state, and acks only once that state is recorded.
+//! task through the api's callback API, runs its algorithm (C, through the
+//! `native` crate's `Job`) stage by stage on blocking threads — CPU-bound
+//! stages under `WORKER_CPU_SLOTS` —, fetches and stores blobs through the
+//! api, reports progress (also within a stage) and the terminal state, and
+//! acks only once that state is recorded.
 //!
 //! # Layout
 //! A message flows down this list, and imports run the same way:
@@ -13,10 +15,12 @@
 //!   control.rs   cancel broadcasts → registry
 //! handler.rs     one delivery: parse → acquire → claim → run → settle
 //! task_run/      a claimed task: the stage loop, its deadline
+//!   job.rs       the native::Job: blobs in, CPU slots, result and blob out
 //!   ffi.rs       the FFI boundary: one native stage on a blocking thread
 //!   reporter.rs  progress callbacks, lease heartbeats, the lease
 //!   finish.rs    how the run ended, the terminal report
 //! callbacks.rs   the api's callback client and its retry policy
+//! blobs.rs       input and output blobs through the api's /internal/blobs
 //! ```
 //! Beside the flow: [`context`] (what handler and run share: the
 //! [`context::HandlerContext`] and the [`context::Disposition`] every delivery
@@ -32,6 +36,7 @@
 //! it by cancelling the token they pass.
 
 pub mod backoff;
+pub mod blobs;
 pub mod broker;
 pub mod callbacks;
 pub mod config;

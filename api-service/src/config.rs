@@ -60,6 +60,10 @@ pub struct Settings {
     #[arg(long, env = "RESULT_TTL_SECS", default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(1..))]
     pub result_ttl_secs: u64,
 
+    /// Largest blob `POST /blobs` accepts, in bytes (larger → 413).
+    #[arg(long, env = "BLOB_MAX_BYTES", default_value_t = 16 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..=1024 * 1024 * 1024))]
+    pub blob_max_bytes: u64,
+
     /// How long a worker's claim lives without a callback (s).
     #[arg(long, env = "LEASE_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub lease_secs: u64,

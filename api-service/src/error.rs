@@ -20,10 +20,15 @@ pub enum ApiError {
     /// 400 with a code such as `validation`, `invalid_id`, `invalid_json`.
     #[error("{message}")]
     BadRequest { code: &'static str, message: String },
-    /// 400 `validation` about one field, named in the body's `field`
-    /// (dotted for nested input).
+    /// 400 about one field, named in the body's `field` (dotted for nested
+    /// input); the code is `validation` unless given (`unknown_algorithm`,
+    /// `invalid_input`).
     #[error("{message}")]
-    Invalid { field: String, message: String },
+    Invalid {
+        code: &'static str,
+        field: String,
+        message: String,
+    },
     /// 401, with `WWW-Authenticate: Bearer`.
     #[error("{0}")]
     Unauthorized(&'static str),
@@ -76,6 +81,7 @@ impl ApiError {
     /// 400 `validation` naming the offending `field`.
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
         ApiError::Invalid {
+            code: "validation",
             field: field.into(),
             message: message.into(),
         }
@@ -84,6 +90,19 @@ impl ApiError {
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
         ApiError::BadRequest {
             code,
+            message: message.into(),
+        }
+    }
+
+    /// 400 `code` about `field`.
+    pub fn invalid_field(
+        code: &'static str,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        ApiError::Invalid {
+            code,
+            field: field.into(),
             message: message.into(),
         }
     }
@@ -99,8 +118,9 @@ impl ApiError {
 
     fn code(&self) -> &'static str {
         match self {
-            ApiError::BadRequest { code, .. } | ApiError::Conflict { code, .. } => code,
-            ApiError::Invalid { .. } => "validation",
+            ApiError::BadRequest { code, .. }
+            | ApiError::Invalid { code, .. }
+            | ApiError::Conflict { code, .. } => code,
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::NotFound(_) => "not_found",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",

@@ -15,7 +15,9 @@ use utoipa::{
 
 use crate::{
     error::ErrorBody,
+    routes::algorithms::AlgorithmView,
     routes::health::{CheckView, Liveness, QueueView, Readiness},
+    service::blobs::BlobView,
 };
 
 #[derive(Debug)]
@@ -83,6 +85,11 @@ impl Modify for UuidIds {
         crate::routes::tasks::cancel_task,
         crate::routes::tasks::cancel_task_post,
         crate::routes::tasks::task_events,
+        crate::routes::algorithms::list_algorithms,
+        crate::routes::blobs::upload_blob,
+        crate::routes::blobs::get_blob,
+        crate::routes::blobs::worker_upload_blob,
+        crate::routes::blobs::worker_get_blob,
         crate::routes::callbacks::report_status,
         crate::routes::callbacks::report_progress,
         crate::routes::health::healthz,
@@ -92,11 +99,13 @@ impl Modify for UuidIds {
     ),
     components(schemas(
         CreateTaskRequest, TaskView, EventView, WebhookView, TaskStatus, TaskId, StatusReport, ProgressReport,
-        CallbackAnswer, TaskSpec, ErrorBody, TaskRef, TaskPage, Readiness, CheckView, QueueView, Liveness
+        CallbackAnswer, TaskSpec, ErrorBody, TaskRef, TaskPage, Readiness, CheckView, QueueView, Liveness,
+        AlgorithmView, BlobView
     )),
     modifiers(&Security, &UuidIds),
     tags(
         (name = "tasks", description = "The public task API"),
+        (name = "blobs", description = "Bytes tasks take and give (images)"),
         (name = "callbacks", description = "Worker → api; bearer CALLBACK_TOKEN"),
         (name = "operations", description = "Health, readiness, metrics, this document"),
     )

@@ -27,6 +27,8 @@ pub struct AppState {
     pub callback_token: String,
     pub lease: Duration,
     pub result_ttl: Duration,
+    /// `BLOB_MAX_BYTES`.
+    pub blob_max_bytes: usize,
     pub defaults: TaskDefaults,
     pub cursor: Cursor,
     pub webhook_hosts: Vec<String>,
@@ -83,6 +85,7 @@ impl AppState {
             callback_token,
             lease: settings.lease(),
             result_ttl: settings.result_ttl(),
+            blob_max_bytes: usize::try_from(settings.blob_max_bytes).unwrap_or(usize::MAX),
             defaults: settings.defaults(),
             webhook_hosts: settings.webhook_hosts(),
             webhook_secret: settings.webhook_secret.clone(),

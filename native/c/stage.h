@@ -135,6 +135,16 @@ struct algo_grayscale_input {
 /* output: the luma buffer itself, width * height bytes. */
 int algo_grayscale_stage(const struct algo_stage *call);
 
+/* sum.c: 1 + 2 + ... + n, the worked example of docs/ALGORITHMS.md. */
+struct algo_sum_input {
+    uint64_t n; /* >= 1 */
+};
+struct algo_sum_output { /* an accumulator: a completed stage adds to it */
+    uint64_t sum;   /* modulo 2^64 */
+    uint64_t count; /* numbers added */
+};
+int algo_sum_stage(const struct algo_stage *call);
+
 #ifdef __cplusplus
 }
 #endif

@@ -107,6 +107,21 @@ pub(crate) struct GrayscaleInput {
     pub(crate) height: u32,
 }
 
+/// `struct algo_sum_input`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SumInput {
+    pub(crate) n: u64,
+}
+
+/// `struct algo_sum_output`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct SumOutput {
+    pub(crate) sum: u64,
+    pub(crate) count: u64,
+}
+
 /// `algo_stage_fn`.
 pub(crate) type StageFn = unsafe extern "C" fn(call: *const AlgoStage) -> c_int;
 
@@ -133,4 +148,9 @@ unsafe extern "C" {
     pub(crate) fn algo_grayscale_stage(call: *const AlgoStage) -> c_int;
     /// CLOCK_MONOTONIC in ms, 0 if it cannot be read. No preconditions.
     pub(crate) fn algo_monotonic_ms() -> u64;
+    /// # Safety
+    ///
+    /// As [`algo_hello_stage`], with `input` a `SumInput` and `output` a
+    /// `SumOutput`.
+    pub(crate) fn algo_sum_stage(call: *const AlgoStage) -> c_int;
 }

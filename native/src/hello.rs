@@ -101,6 +101,15 @@ impl Stages for HelloJob {
         run(&self.0, stages, call, None)
     }
 
+    fn run_until(
+        &mut self,
+        stages: u32,
+        call: &StageCall<'_>,
+        valid_until: &AtomicU64,
+    ) -> Result<StageOutcome, NativeError> {
+        run(&self.0, stages, call, Some(valid_until))
+    }
+
     fn finish(&self, stages: u32) -> Result<JobOutput, NativeError> {
         Ok(JobOutput {
             result: json!({"stages": stages, "output": "hello world"}),

@@ -1,6 +1,7 @@
 //! [`Job`]: one task's run of an algorithm, stage by stage.
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
 
 use serde_json::Value;
 
@@ -45,6 +46,17 @@ pub struct JobOutput {
 pub(crate) trait Stages: Send + std::fmt::Debug {
     /// Runs stage `call.stage` (< `stages`, checked by [`Job::run_stage`]).
     fn run(&mut self, stages: u32, call: &StageCall<'_>) -> Result<StageOutcome, NativeError>;
+    /// [`Stages::run`] with a time limit on what the stage writes (see
+    /// [`Job::run_stage_until`]); algorithms that write nothing outside their
+    /// job's state ignore it.
+    fn run_until(
+        &mut self,
+        stages: u32,
+        call: &StageCall<'_>,
+        _valid_until: &AtomicU64,
+    ) -> Result<StageOutcome, NativeError> {
+        self.run(stages, call)
+    }
     /// See [`Job::checkpoint`].
     fn checkpoint(&self) -> Option<Value> {
         None
@@ -114,6 +126,26 @@ impl Job {
             return Err(NativeError::InvalidArgument);
         }
         self.state.run(self.stages, call)
+    }
+
+    /// [`Job::run_stage`] bound to a lease: `valid_until` holds a
+    /// [`crate::monotonic_ms`] time (0: no limit), as for
+    /// [`crate::run_stage_until`]. A `hello` stage that ends past it prints
+    /// nothing and returns [`StageOutcome::Expired`]; the other algorithms
+    /// write nothing outside the job and ignore it.
+    ///
+    /// # Errors
+    ///
+    /// As [`Job::run_stage`].
+    pub fn run_stage_until(
+        &mut self,
+        call: &StageCall<'_>,
+        valid_until: &AtomicU64,
+    ) -> Result<StageOutcome, NativeError> {
+        if call.stage >= self.stages {
+            return Err(NativeError::InvalidArgument);
+        }
+        self.state.run_until(self.stages, call, valid_until)
     }
 
     /// State worth saving after a completed stage, so that a resume on

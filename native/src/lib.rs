@@ -172,11 +172,21 @@ mod job;
 mod pi;
 mod registry;
 mod stage;
+mod sum;
 
 pub use grayscale::luma;
 pub use job::{Job, JobOutput, JobSpec, OutputBlob};
 pub use registry::{algorithm, algorithms, catalogue, Algorithm, InputError};
 pub use stage::{NativeError, StageCall, StageOutcome};
+
+/// The worked example of `docs/ALGORITHMS.md`, `sum` (1 + … + n; input
+/// `{"n"}`, result `{"sum", "n"}`): a complete algorithm, built and tested
+/// like the others, but not in [`algorithms()`] — registering it is the
+/// guide's last step, left out so the public catalogue stays as specified.
+pub fn example_sum() -> &'static Algorithm {
+    static SUM: Algorithm = sum::ALGORITHM;
+    &SUM
+}
 
 /// Runs one stage of `hello` without failure input: sleeps `stage_ms`
 /// milliseconds, then writes `hello world` (one whole, flushed line) to stdout.

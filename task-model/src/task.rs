@@ -6,8 +6,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::{TaskId, TaskStatus};
 
-/// Algorithms a worker can run.
-pub const ALGORITHMS: &[&str] = &["hello"];
+/// Algorithms a worker can run: the names of `native`'s catalogue (the api
+/// checks this list against `native::algorithms()` in a test; the api
+/// validates `input` with the catalogue, this crate does not).
+pub const ALGORITHMS: &[&str] = &["hello", "grayscale", "pi"];
 
 /// Largest serialized `input`, in bytes.
 pub const MAX_INPUT_BYTES: usize = 16 * 1024;

@@ -1,13 +1,16 @@
-//! The FFI boundary: one stage of the native routine, on a blocking thread
-//! (never on the runtime's threads), watching the task's stop flag, its line
-//! bound to the lease ([`native::run_stage_until`]).
+//! The FFI boundary: one stage of a [`native::Job`], on a blocking thread
+//! (never on the runtime's threads), watching the task's stop flag, its
+//! output bound to the lease ([`native::Job::run_stage_until`]).
+//!
+//! The job moves into the blocking thread for the stage and comes back with
+//! its outcome; a stage thread that panicked loses it (the run fails).
 
 use std::sync::{
-    atomic::{AtomicU64, Ordering},
+    atomic::{AtomicI32, AtomicU64, Ordering},
     Arc,
 };
 
-use native::StageOutcome;
+use native::{Job, NativeError, StageCall, StageOutcome};
 use tokio::time::Instant;
 
 use crate::registry::{StopFlag, StopReason};
@@ -39,31 +42,51 @@ impl ValidUntil {
     }
 }
 
+/// What a stage call needs besides the job and the flag.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StageArgs {
+    pub(crate) stage: u32,
+    pub(crate) attempt: u32,
+    pub(crate) allow_crash: bool,
+}
+
 /// One stage on a blocking thread; raises the flag when `deadline` passes
-/// meanwhile. A stage that ends past `valid_until` prints nothing
+/// meanwhile. `progress` is the stage's per-mille progress, stored by C. A
+/// stage that ends past `valid_until` writes nothing
 /// ([`StageOutcome::Expired`]).
+///
+/// # Errors
+/// The stage thread panicked (the job is lost).
 pub(crate) async fn run_stage(
-    stage_ms: u64,
+    mut job: Job,
+    args: StageArgs,
     flag: &StopFlag,
     deadline: Instant,
     valid_until: &ValidUntil,
-) -> Result<StageOutcome, String> {
+    progress: Arc<AtomicI32>,
+) -> Result<(Job, Result<StageOutcome, NativeError>), String> {
     let stage_flag = flag.clone();
     let until = Arc::clone(&valid_until.0);
     let span = tracing::Span::current();
     let mut call = tokio::task::spawn_blocking(move || {
         let _entered = span.enter();
-        native::run_stage_until(stage_ms, stage_flag.atomic(), &until)
+        let outcome = job.run_stage_until(
+            &StageCall {
+                stage: args.stage,
+                attempt: args.attempt,
+                cancel: stage_flag.atomic(),
+                progress: &progress,
+                allow_crash: args.allow_crash,
+            },
+            &until,
+        );
+        (job, outcome)
     });
     let mut deadline_armed = true;
     loop {
         tokio::select! {
             joined = &mut call => {
-                return match joined {
-                    Ok(Ok(outcome)) => Ok(outcome),
-                    Ok(Err(e)) => Err(e.to_string()),
-                    Err(e) => Err(format!("the native stage crashed: {e}")),
-                };
+                return joined.map_err(|e| format!("the native stage crashed: {e}"));
             }
             () = tokio::time::sleep_until(deadline), if deadline_armed => {
                 deadline_armed = false;

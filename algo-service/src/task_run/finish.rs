@@ -59,19 +59,18 @@ pub fn ending(
 
 /// Reports the terminal state (retrying until recorded or abandoned) and
 /// says how to settle the delivery.
+///
+/// `result` is the job's, with `COMPLETED`.
 pub(crate) async fn finish(
     ctx: &HandlerContext,
     job: &Job,
     stage: u32,
     end: Ending,
+    result: Option<serde_json::Value>,
 ) -> Disposition {
     let (status, result, error) = match end {
         Ending::Silent(disposition) => return disposition,
-        Ending::Completed => (
-            TaskStatus::Completed,
-            Some(serde_json::json!({"stages": job.spec.stages, "output": "hello world"})),
-            None,
-        ),
+        Ending::Completed => (TaskStatus::Completed, result, None),
         Ending::Cancelled => (TaskStatus::Cancelled, None, None),
         Ending::TimedOut => (TaskStatus::TimedOut, None, Some(timed_out(job, stage))),
         Ending::Failed(error) => (TaskStatus::Failed, None, Some(error)),

@@ -1,9 +1,13 @@
 //! Running a claimed task: its stages, its deadline, its progress and lease
 //! heartbeats, and the terminal report.
 //!
-//! Each stage is one call of [`native::run_stage`] on a blocking thread (never
-//! on the runtime's threads), watching the task's [`StopFlag`]: [`ffi`] is the
-//! FFI boundary. Alongside,
+//! The task's algorithm runs as a [`native::Job`] ([`job`]: input blobs
+//! fetched through the api, the job built on a blocking thread, its output
+//! blob stored at the end). Each stage is one [`native::Job::run_stage`] on a
+//! blocking thread (never on the runtime's threads), watching the task's
+//! [`StopFlag`]: [`ffi`] is the FFI boundary. A CPU-bound algorithm's stage
+//! first takes one of the worker's `WORKER_CPU_SLOTS` (a semaphore) and holds
+//! it while it runs; `hello` takes none. Alongside,
 //! a per-task *reporter* sends one progress callback per completed stage, in
 //! order, and a heartbeat (progress with the current stage) whenever
 //! `lease_ms / 3` passed without one, so the lease stays alive through long
@@ -19,8 +23,8 @@
 //!
 //! The stage loop starts no stage past the lease's surely-held time either
 //! ([`Lease::safe_until`], which the reporter publishes after every
-//! renewal), and a stage's line is bound to it: [`native::run_stage_until`]
-//! prints nothing for a stage that ends past it. A worker that was frozen
+//! renewal), and a stage's line is bound to it: [`native::Job::run_stage_until`]
+//! makes a `hello` stage that ends past it print nothing. A worker that was frozen
 //! (SIGSTOP, a hung host) wakes with its lease run out, and the api may have
 //! re-offered the task to another worker meanwhile: the stage that was
 //! running ends without its line, the reporter stops the run and asks the
@@ -32,16 +36,21 @@
 //! line was printed within the lease but whose progress report did not land
 //! before a takeover runs again on the new holder (docs/REFERENCE.md,
 //! worker semantics).
-
+//!
+//! - [`job`]: building the job (blobs in), CPU slots, its output (blob out).
 //! - [`ffi`]: one stage through the native routine, on a blocking thread.
 //! - [`reporter`]: progress callbacks, lease heartbeats, [`reporter::Lease`].
 //! - [`finish`]: how the run ended ([`finish::Ending`]) and the terminal report.
 
 pub mod ffi;
 pub mod finish;
+pub mod job;
 pub mod reporter;
 
-use std::time::Duration;
+use std::{
+    sync::{atomic::AtomicI32, Arc},
+    time::Duration,
+};
 
 use native::StageOutcome;
 use task_model::{CallbackAnswer, TaskId, TaskSpec, TaskStatus};
@@ -56,6 +65,7 @@ pub use self::{
     reporter::{heartbeat_period, Lease, Verdict, DEFAULT_LEASE, MIN_HEARTBEAT},
 };
 use crate::{
+    callbacks::Answer,
     context::{Disposition, HandlerContext},
     registry::{StopFlag, StopReason},
 };
@@ -80,6 +90,34 @@ pub fn deadline(now: Instant, deadline_in_ms: Option<i64>, timeout_secs: u64) ->
     }
 }
 
+/// What a run needs from the task, from the claim answer's `run` (the
+/// stored task's [`TaskSpec`], see [`Job`]); the queue message only names
+/// the task.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunParams {
+    /// The task.
+    pub task_id: task_model::TaskId,
+    /// The catalogue name.
+    pub algorithm: String,
+    /// The task's `input` (`null` when absent).
+    pub input: serde_json::Value,
+    /// Stages in all.
+    pub stages: u32,
+    /// `hello`'s stage length.
+    pub stage_ms: u64,
+}
+
+/// The run parameters of `job`, whose spec is the claim answer's `run`.
+pub fn run_params(job: &Job) -> RunParams {
+    RunParams {
+        task_id: job.task_id,
+        algorithm: job.spec.algorithm.clone(),
+        input: job.spec.input.clone(),
+        stages: job.spec.stages,
+        stage_ms: job.spec.stage_ms,
+    }
+}
+
 /// Runs the claimed task from `claim.stage` on, reports its terminal state,
 /// and says how to settle the delivery.
 pub async fn run(
@@ -88,15 +126,15 @@ pub async fn run(
     claim: CallbackAnswer,
     flag: &StopFlag,
 ) -> Disposition {
-    let spec = &job.spec;
-    let start = claim.stage.min(spec.stages);
-    let deadline = deadline(Instant::now(), claim.deadline_in_ms, spec.timeout_secs);
+    let params = run_params(job);
+    let start = claim.stage.min(params.stages);
+    let deadline = deadline(Instant::now(), claim.deadline_in_ms, job.spec.timeout_secs);
     raise_from_claim(&claim, flag);
     tracing::info!(
+        algorithm = %params.algorithm,
         stage = start,
-        stages = spec.stages,
-        stage_ms = spec.stage_ms,
-        algorithm = %spec.algorithm,
+        stages = params.stages,
+        stage_ms = params.stage_ms,
         deadline_in_ms = claim.deadline_in_ms,
         lease_ms = claim.lease_ms,
         resumed = claim.stage > 0,
@@ -112,7 +150,7 @@ pub async fn run(
             reporter::Reporting {
                 api: ctx.api.clone(),
                 task_id: job.task_id,
-                stages: spec.stages,
+                stages: params.stages,
                 flag: flag.clone(),
                 stop: ctx.abandon.clone(),
                 held_until,
@@ -124,16 +162,30 @@ pub async fn run(
         )
         .in_current_span(),
     );
-    let (stage, failure) = run_stages(
-        ctx,
-        spec,
-        start,
-        flag,
-        deadline,
-        &progress,
-        (&mut held_rx, &valid_until),
-    )
-    .await;
+    let (stage, failure, result) = match job::prepare(ctx, &params, flag).await {
+        Ok(prepared) => {
+            let (stage, failure, native_job) = run_stages(
+                ctx,
+                (prepared, &params),
+                start,
+                flag,
+                deadline,
+                &progress,
+                (&mut held_rx, &valid_until),
+            )
+            .await;
+            match (failure, native_job) {
+                (None, Some(native_job)) if stage >= params.stages => {
+                    match job::output(ctx, native_job, flag).await {
+                        Ok(result) => (stage, None, Some(result)),
+                        Err(error) => (stage, error, None),
+                    }
+                }
+                (failure, _) => (stage, failure, None),
+            }
+        }
+        Err(error) => (start, error, None),
+    };
     drop(progress);
     let verdict = reporter.await.unwrap_or_else(|e| {
         tracing::error!(error = %e, "the progress reporter crashed");
@@ -141,9 +193,9 @@ pub async fn run(
     });
 
     let reason = flag.reason();
-    let end = ending(stage, spec.stages, reason, failure, verdict);
-    tracing::info!(stage, stages = spec.stages, ?reason, ?verdict, ending = ?end, "run over");
-    finish::finish(ctx, job, stage, end).await
+    let end = ending(stage, params.stages, reason, failure, verdict);
+    tracing::info!(stage, stages = params.stages, ?reason, ?verdict, ending = ?end, "run over");
+    finish::finish(ctx, job, stage, end, result).await
 }
 
 /// A claim that already asks for a cancel, or whose deadline passed, stops
@@ -185,18 +237,22 @@ async fn lease_holds(held_until: &mut watch::Receiver<Instant>, flag: &StopFlag)
 
 /// Runs stages from `stage` until all ran, the flag is raised, one fails, or
 /// the lease is no longer surely held and the reporter finds it lost; each
-/// completed stage goes to the reporter. Returns the stages done and the
-/// failure, if any.
+/// completed stage goes to the reporter. CPU-bound stages each take one of
+/// the worker's `WORKER_CPU_SLOTS` for as long as they run. Returns the
+/// stages done, the failure if any, and the job (`None` if its stage thread
+/// panicked).
 async fn run_stages(
     ctx: &HandlerContext,
-    spec: &TaskSpec,
+    (prepared, params): (job::Prepared, &RunParams),
     mut stage: u32,
     flag: &StopFlag,
     deadline: Instant,
     progress: &mpsc::UnboundedSender<u32>,
     (held_until, valid_until): (&mut watch::Receiver<Instant>, &ffi::ValidUntil),
-) -> (u32, Option<String>) {
-    while stage < spec.stages {
+) -> (u32, Option<String>, Option<native::Job>) {
+    let job::Prepared { mut job, cpu_bound } = prepared;
+    let within = Arc::new(AtomicI32::new(0));
+    while stage < params.stages {
         if !lease_holds(held_until, flag).await {
             tracing::info!(stage, "the reporter stopped; no further stage");
             break;
@@ -207,11 +263,40 @@ async fn run_stages(
         if flag.reason().is_some() {
             break;
         }
+        let slot = if cpu_bound {
+            match job::cpu_slot(ctx, flag, deadline).await {
+                Some(slot) => Some(slot),
+                None => break,
+            }
+        } else {
+            None
+        };
+        if slot.is_some() {
+            tracing::info!(stage, at_us = job::now_us(), "cpu stage started");
+        }
         let started = Instant::now();
-        let span = tracing::info_span!("stage", stage = stage + 1, stages = spec.stages);
-        let outcome = ffi::run_stage(spec.stage_ms, flag, deadline, valid_until)
-            .instrument(span)
-            .await;
+        let args = ffi::StageArgs {
+            stage,
+            attempt: 1,
+            allow_crash: ctx.allow_crash,
+        };
+        let span = tracing::info_span!("stage", stage = stage + 1, stages = params.stages);
+        let call = ffi::run_stage(job, args, flag, deadline, valid_until, Arc::clone(&within))
+            .instrument(span);
+        let ran = within_stage(ctx, call, params, stage, &within).await;
+        if slot.is_some() {
+            tracing::info!(stage, at_us = job::now_us(), "cpu stage ended");
+        }
+        drop(slot);
+        let (back, outcome) = match ran {
+            Ok(pair) => pair,
+            Err(error) => {
+                ctx.metrics.ffi_calls.with_label_values(&["error"]).inc();
+                tracing::error!(error = %error, stage, "the native stage failed");
+                return (stage, Some(error), None);
+            }
+        };
+        job = back;
         let label = match &outcome {
             Ok(StageOutcome::Completed) => "completed",
             Ok(StageOutcome::Interrupted) => "interrupted",
@@ -225,7 +310,7 @@ async fn run_stages(
                     .stage_duration
                     .observe(started.elapsed().as_secs_f64());
                 stage += 1;
-                tracing::debug!(stage, stages = spec.stages, "stage completed");
+                tracing::debug!(stage, stages = params.stages, "stage completed");
                 // A closed channel means the reporter stopped (lost task); the flag says so.
                 let _ = progress.send(stage);
             }
@@ -240,12 +325,67 @@ async fn run_stages(
                 );
             }
             Err(error) => {
-                tracing::error!(error = %error, stage, "the native stage failed");
-                return (stage, Some(error));
+                // Retries are not implemented yet: a retryable error fails
+                // the task as a fatal one does, saying which it was.
+                let retryable = error.is_retryable();
+                tracing::error!(error = %error, retryable, stage, "the native stage failed");
+                return (stage, Some(error.to_string()), Some(job));
             }
         }
     }
-    (stage, None)
+    (stage, None, Some(job))
+}
+
+/// How often progress within a stage is polled and, when it moved, reported.
+pub const WITHIN_STAGE_PERIOD: Duration = Duration::from_millis(250);
+
+/// The task's progress with `per_mille` of stage `stage` done:
+/// `floor(100 × (stage + f) / stages)`, `f = min(per_mille, 999) / 1000`.
+pub fn progress_within(stage: u32, stages: u32, per_mille: i32) -> u8 {
+    let f = u64::try_from(per_mille.clamp(0, 999)).unwrap_or(0);
+    let stages = u64::from(stages.max(1));
+    ((u64::from(stage) * 1000 + f) * 100 / (stages * 1000)).min(100) as u8
+}
+
+/// Awaits the stage `call`, meanwhile reporting its progress within the
+/// stage every [`WITHIN_STAGE_PERIOD`] when it moved (one report in flight
+/// at most; answers only logged — the reporter owns the lease).
+async fn within_stage<F: std::future::Future>(
+    ctx: &HandlerContext,
+    call: F,
+    params: &RunParams,
+    stage: u32,
+    within: &AtomicI32,
+) -> F::Output {
+    tokio::pin!(call);
+    let mut tick = tokio::time::interval(WITHIN_STAGE_PERIOD);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    let mut sent = progress_within(stage, params.stages, 0);
+    let mut in_flight: Option<tokio::task::JoinHandle<()>> = None;
+    loop {
+        tokio::select! {
+            out = &mut call => return out,
+            _ = tick.tick() => {
+                let now = progress_within(stage, params.stages, within.load(std::sync::atomic::Ordering::Relaxed));
+                if now <= sent || in_flight.as_ref().is_some_and(|h| !h.is_finished()) {
+                    continue;
+                }
+                sent = now;
+                let (api, task_id, stages) = (ctx.api.clone(), params.task_id, params.stages);
+                in_flight = Some(tokio::spawn(
+                    async move {
+                        match api.report_progress_within(task_id, stage, stages, now).await {
+                            Ok(Answer::Accepted(_)) => {}
+                            Ok(other) => tracing::debug!(answer = ?other, "progress within the stage not taken"),
+                            Err(e) => tracing::debug!(error = %e, "progress within the stage not sent"),
+                        }
+                    }
+                    .in_current_span(),
+                ));
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -265,5 +405,16 @@ mod tests {
             "a passed deadline is now"
         );
         assert_eq!(deadline(now, None, 50), now + Duration::from_secs(50));
+    }
+
+    #[test]
+    fn progress_within_a_stage_is_floored_and_never_reaches_the_next_stage() {
+        assert_eq!(progress_within(0, 1, 0), 0);
+        assert_eq!(progress_within(0, 1, 500), 50);
+        assert_eq!(progress_within(0, 1, 1000), 99, "f < 1");
+        assert_eq!(progress_within(3, 10, 999), 39);
+        assert_eq!(progress_within(1, 3, 0), 33);
+        assert_eq!(progress_within(2, 3, -5), 66);
+        assert_eq!(progress_within(0, 0, 10), 1, "no stages: treated as one");
     }
 }

@@ -137,6 +137,8 @@ impl Worker {
             metrics: metrics.clone(),
             shutdown: shutdown.clone(),
             abandon: CancellationToken::new(),
+            cpu_slots: Arc::new(tokio::sync::Semaphore::new(usize::from(settings.cpu_slots))),
+            allow_crash: settings.allow_crash_input,
         });
         let tracker = TaskTracker::new();
 

@@ -3,6 +3,7 @@
 //! its own vhost and key prefix.
 #![allow(unreachable_pub)]
 
+mod algorithms;
 mod failures;
 mod integrity;
 mod lifecycle;

@@ -1,11 +1,15 @@
 //! HTTP routes: one module per resource, handlers named by verb.
 //!
 //! - [`tasks`]: the public task API.
+//! - [`algorithms`]: the catalogue of algorithms.
+//! - [`blobs`]: blob upload and download, public and for workers.
 //! - [`stream`]: live events over SSE.
 //! - [`callbacks`]: the worker callback API.
 //! - [`health`]: `/healthz`, `/readyz`, `/metrics`.
 //! - [`dashboard`]: the web page at `/` and its two assets.
 
+pub mod algorithms;
+pub mod blobs;
 pub mod callbacks;
 pub mod dashboard;
 pub mod health;
@@ -59,6 +63,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::head().to(tasks::get_task))
             .route(web::delete().to(tasks::cancel_task)),
     )
+    .service(resource("/algorithms", "GET").route(web::get().to(algorithms::list_algorithms)))
+    .service(resource("/blobs", "POST").route(web::post().to(blobs::upload_blob)))
+    .service(resource("/blobs/{id}", "GET").route(web::get().to(blobs::get_blob)))
+    .service(resource("/internal/blobs", "POST").route(web::post().to(blobs::worker_upload_blob)))
+    .service(resource("/internal/blobs/{id}", "GET").route(web::get().to(blobs::worker_get_blob)))
     .service(resource("/tasks/{id}/cancel", "POST").route(web::post().to(tasks::cancel_task_post)))
     .service(
         resource("/tasks/{id}/events", "GET, HEAD")

@@ -11,7 +11,7 @@ use tracing::Instrument;
 use crate::{
     error::ApiError,
     publisher::PublishError,
-    service::webhooks,
+    service::{blobs, webhooks},
     state::AppState,
     store::{reservation_secs, Code, IdemReservation, IdempotencyKey},
 };
@@ -59,6 +59,9 @@ pub async fn create(
         tracing::warn!("rabbitmq blocks publishing (a resource alarm); refusing a create");
         return Err(ApiError::BrokerBlocked);
     }
+    if let Some(algorithm) = native::algorithm(&task.algorithm) {
+        blobs::keep_inputs(state, algorithm, &task.input).await?;
+    }
     let id = TaskId::new();
     tracing::Span::current().record("task_id", tracing::field::display(&id));
     let key = idempotency.map(|i| IdempotencyKey::new(&state.store, i.scope, i.key, &fingerprint));
@@ -88,7 +91,30 @@ pub async fn create(
     })
 }
 
-fn validate(state: &AppState, request: CreateTaskRequest) -> Result<NewTask, ApiError> {
+/// The catalogue's checks first (`unknown_algorithm`, `invalid_input`, both
+/// naming the field), then the generic ones. A task that names no `stages`
+/// gets `DEFAULT_STAGES` when it is `hello` (v1's default, an operator
+/// setting) and its algorithm's `default_stages` otherwise.
+fn validate(state: &AppState, mut request: CreateTaskRequest) -> Result<NewTask, ApiError> {
+    let name = request.algorithm.as_deref().unwrap_or("hello");
+    let Some(algorithm) = native::algorithm(name) else {
+        let known: Vec<_> = native::algorithms().iter().map(|a| a.name).collect();
+        return Err(ApiError::invalid_field(
+            "unknown_algorithm",
+            "algorithm",
+            format!(
+                "unknown algorithm {name:?}; available: {} (GET /algorithms)",
+                known.join(", ")
+            ),
+        ));
+    };
+    let input = request.input.as_ref().unwrap_or(&serde_json::Value::Null);
+    algorithm
+        .validate(input)
+        .map_err(|e| ApiError::invalid_field("invalid_input", e.field, e.message))?;
+    if request.stages.is_none() && algorithm.name != "hello" {
+        request.stages = Some(i64::from(algorithm.default_stages));
+    }
     let task = NewTask::parse(request, state.defaults)
         .map_err(|e| ApiError::invalid(e.field.clone(), e.to_string()))?;
     if let Some(url) = &task.webhook_url {

@@ -4,6 +4,7 @@
 //!
 //! - [`create`]: `POST /tasks` — validate, reserve the idempotency key,
 //!   store, publish, list.
+//! - [`blobs`]: `POST /blobs`, `GET /blobs/{id}`, and a create's input blobs.
 //! - [`cancel`]: a user's cancel, and the broadcast to the workers.
 //! - [`claim`]: a worker takes a task (`PROCESSING`).
 //! - [`report`]: a worker's progress and its terminal state.
@@ -15,6 +16,7 @@
 //! - [`reoffer`]: the lease sweep: re-offers tasks whose holder's lease lapsed.
 
 pub mod backlog;
+pub mod blobs;
 pub mod cancel;
 pub mod claim;
 pub mod create;

@@ -68,6 +68,22 @@ pub async fn finish(
     reply(state, &id, &outcome)
 }
 
+/// The reported progress when it says more than whole stages: clamped to
+/// what stage `stage` of `stages` may show, `floor(100 × (stage + f) /
+/// stages)` with f < 1 (so never the next stage's value); `None` when it
+/// says no more than `floor(100 × stage / stages)`.
+fn within_stage(report: &ProgressReport) -> Option<u8> {
+    let (stage, stages) = (u64::from(report.stage), u64::from(report.stages.max(1)));
+    let low = stage * 100 / stages;
+    let high = if stage >= stages {
+        100
+    } else {
+        (stage * 1000 + 999) * 100 / (stages * 1000)
+    };
+    let given = u64::from(report.progress);
+    (given > low).then(|| given.min(high) as u8)
+}
+
 /// A stage done, or a lease heartbeat.
 ///
 /// # Errors
@@ -89,6 +105,7 @@ pub async fn progress(
             &report.worker,
             report.stage,
             report.stages,
+            within_stage(report),
             state.lease,
         )
         .await?;

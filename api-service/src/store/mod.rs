@@ -9,6 +9,7 @@
 //! Timestamps are stored as epoch milliseconds (from the Redis clock inside
 //! the script) and formatted as RFC 3339 only when read.
 
+mod blobs;
 mod hub;
 mod idempotency;
 mod leases;
@@ -23,6 +24,7 @@ use deadpool_redis::{redis, Pool, PoolConfig, Runtime, Timeouts};
 use redis::Script;
 use task_model::{NewTask, TaskId, TaskStatus};
 
+pub use blobs::BlobMeta;
 pub use hub::{EventHub, Watch};
 pub use idempotency::{reservation_secs, IdemReservation, IdempotencyKey, RESERVATION_SECS};
 pub use leases::LeaseCheck;
@@ -358,13 +360,16 @@ impl Store {
         .await
     }
 
-    /// Stage progress from the holder; renews its lease.
+    /// Stage progress from the holder; renews its lease. `within`: the
+    /// task's progress percent within stage `stage` (already checked to lie
+    /// within it), kept when it moves forward.
     pub async fn progress(
         &self,
         id: &TaskId,
         worker: &str,
         stage: u32,
         stages: u32,
+        within: Option<u8>,
         lease: Duration,
     ) -> Result<Outcome, StoreError> {
         let args = [
@@ -372,6 +377,7 @@ impl Store {
             stage.to_string(),
             stages.to_string(),
             lease.as_millis().to_string(),
+            within.map(|p| p.to_string()).unwrap_or_default(),
         ];
         self.transition(id, "progress", &args).await
     }

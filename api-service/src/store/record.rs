@@ -93,7 +93,14 @@ pub(super) fn parse_task(
         task_id: id,
         status,
         algorithm: need("algorithm")?.to_owned(),
-        progress: progress_percent(stage, stages),
+        // Whole stages, or more when a worker reported progress within the
+        // running stage (stored as `progress`, never past the next stage's).
+        progress: progress_percent(stage, stages).max(
+            get("progress")
+                .and_then(|p| p.parse::<u8>().ok())
+                .unwrap_or(0)
+                .min(100),
+        ),
         stage,
         stages,
         stage_ms: num("stage_ms")?,
@@ -133,7 +140,7 @@ pub(super) fn parse_event(
         at: time(get("at").unwrap_or_default())?,
         kind: get("type").unwrap_or("status").to_owned(),
         status,
-        progress: progress_percent(num("stage"), num("stages")),
+        progress: progress_percent(num("stage"), num("stages")).max(num("progress").min(100) as u8),
         stage: num("stage"),
         worker: get("worker").map(str::to_owned),
         detail: get("detail").map(str::to_owned),

@@ -30,8 +30,11 @@ end
 -- Appends one event (seq 1, 2, … as stream ids 0-1, 0-2, …) and announces it.
 local function event(kind, detail)
   local seq = redis.call('HINCRBY', task, 'seq', 1)
-  local f = redis.call('HMGET', task, 'status', 'stage', 'stages', 'worker')
+  local f = redis.call('HMGET', task, 'status', 'stage', 'stages', 'worker', 'progress')
   local fields = { 'type', kind, 'status', f[1], 'stage', f[2], 'stages', f[3], 'at', tostring(now) }
+  if f[5] then
+    table.insert(fields, 'progress'); table.insert(fields, f[5])
+  end
   if f[4] and f[4] ~= '' then
     table.insert(fields, 'worker'); table.insert(fields, f[4])
   end
@@ -109,12 +112,24 @@ end
 if status == 'QUEUED' or holder ~= worker then return snapshot('not_holder') end
 
 if op == 'progress' then
+  -- ARGV[8]: the progress percent within the stage (checked by the api to
+  -- lie within the stage), or '' for whole stages only.
   local stage, stages, lease_ms = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+  local within = tonumber(ARGV[8] or '')
   local stored_stages = tonumber(redis.call('HGET', task, 'stages'))
   if stages ~= stored_stages or stage > stored_stages then return snapshot('bad_stages') end
   redis.call('HSET', task, 'lease_until_ms', now + lease_ms)
-  if stage <= tonumber(redis.call('HGET', task, 'stage')) then return snapshot('ignored') end
-  touch('stage', stage)
+  local stored_stage = tonumber(redis.call('HGET', task, 'stage'))
+  if stage < stored_stage then return snapshot('ignored') end
+  if stage == stored_stage then
+    if not within or within <= tonumber(redis.call('HGET', task, 'progress') or '0') then
+      return snapshot('ignored')
+    end
+    touch('progress', within)
+  else
+    touch('stage', stage)
+    if within then redis.call('HSET', task, 'progress', within) end
+  end
   event('progress')
   return snapshot('ok')
 end

@@ -135,7 +135,7 @@ async fn each_bad_input_gets_its_status_and_a_json_error_body() {
             "/tasks",
             r#"{"algorithm":"sort"}"#,
             400,
-            "validation",
+            "unknown_algorithm",
         ),
         case(
             "webhooks off",

@@ -260,18 +260,27 @@ async fn http2_with_prior_knowledge_is_served() {
 #[tokio::test]
 async fn every_create_validation_error_names_its_field() {
     let app = spawn_app().await;
-    for (body, field) in [
-        (r#"{"stages":1.0}"#, "stages"),
-        (r#"{"stages":2.5}"#, "stages"),
-        (r#"{"stages":0}"#, "stages"),
-        (r#"{"stage_ms":-1}"#, "stage_ms"),
-        (r#"{"timeout_secs":"5"}"#, "timeout_secs"),
-        (r#"{"priority":10}"#, "priority"),
-        (r#"{"priority":99999999999999999999999}"#, "priority"),
-        (r#"{"algorithm":"sort"}"#, "algorithm"),
-        (r#"{"algorithm":5}"#, "algorithm"),
-        (r#"{"colour":"red"}"#, "colour"),
-        (r#"{"input":"a","webhook_url":true}"#, "webhook_url"),
+    // The catalogue's checks have their own codes (GET /algorithms).
+    for (body, field, code) in [
+        (r#"{"stages":1.0}"#, "stages", "validation"),
+        (r#"{"stages":2.5}"#, "stages", "validation"),
+        (r#"{"stages":0}"#, "stages", "validation"),
+        (r#"{"stage_ms":-1}"#, "stage_ms", "validation"),
+        (r#"{"timeout_secs":"5"}"#, "timeout_secs", "validation"),
+        (r#"{"priority":10}"#, "priority", "validation"),
+        (
+            r#"{"priority":99999999999999999999999}"#,
+            "priority",
+            "validation",
+        ),
+        (r#"{"algorithm":"sort"}"#, "algorithm", "unknown_algorithm"),
+        (r#"{"algorithm":5}"#, "algorithm", "validation"),
+        (r#"{"colour":"red"}"#, "colour", "validation"),
+        (
+            r#"{"input":"a","webhook_url":true}"#,
+            "webhook_url",
+            "validation",
+        ),
     ] {
         let res = app
             .http
@@ -283,7 +292,7 @@ async fn every_create_validation_error_names_its_field() {
             .unwrap();
         assert_eq!(res.status(), 400, "{body}");
         let answer: Value = res.json().await.unwrap();
-        assert_eq!(answer["error"], "validation", "{body}: {answer}");
+        assert_eq!(answer["error"], code, "{body}: {answer}");
         assert_eq!(answer["field"], field, "{body}: {answer}");
     }
     app.stop().await;

@@ -2,7 +2,9 @@
 //! Workers are played by the test through the real callback endpoints.
 #![allow(unreachable_pub)]
 
+mod algorithms;
 mod backlog;
+mod blobs;
 mod callbacks;
 mod dashboard;
 mod errors;

@@ -57,7 +57,7 @@ async fn ask(store: &Store, id: &TaskId, ask: Ask) -> Code {
                 // task the holder does not hold, as the finish is).
                 let stages = new_task().stages;
                 store
-                    .progress(id, HOLDER, stages, stages, TTL)
+                    .progress(id, HOLDER, stages, stages, None, TTL)
                     .await
                     .expect("redis answers");
             }
