@@ -271,22 +271,15 @@ async fn run_stages(
         } else {
             None
         };
-        if slot.is_some() {
-            tracing::info!(stage, at_us = job::now_us(), "cpu stage started");
-        }
         let started = Instant::now();
-        let args = ffi::StageArgs {
-            stage,
-            attempt: 1,
-            allow_crash: ctx.allow_crash,
-        };
-        let span = tracing::info_span!("stage", stage = stage + 1, stages = params.stages);
-        let call = ffi::run_stage(job, args, flag, deadline, valid_until, Arc::clone(&within))
-            .instrument(span);
-        let ran = within_stage(ctx, call, params, stage, &within).await;
-        if slot.is_some() {
-            tracing::info!(stage, at_us = job::now_us(), "cpu stage ended");
-        }
+        let ran = stage_call(
+            ctx,
+            job,
+            (params, stage, slot.is_some()),
+            (flag, deadline, valid_until),
+            &within,
+        )
+        .await;
         drop(slot);
         let (back, outcome) = match ran {
             Ok(pair) => pair,
@@ -297,13 +290,7 @@ async fn run_stages(
             }
         };
         job = back;
-        let label = match &outcome {
-            Ok(StageOutcome::Completed) => "completed",
-            Ok(StageOutcome::Interrupted) => "interrupted",
-            Ok(StageOutcome::Expired) => "expired",
-            Err(_) => "error",
-        };
-        ctx.metrics.ffi_calls.with_label_values(&[label]).inc();
+        count_outcome(ctx, &outcome);
         match outcome {
             Ok(StageOutcome::Completed) => {
                 ctx.metrics
@@ -316,17 +303,14 @@ async fn run_stages(
             }
             Ok(StageOutcome::Interrupted) => break,
             Ok(StageOutcome::Expired) => {
-                // Past the lease: another worker may hold the task now. The
-                // line was not printed; the next round waits for the
-                // reporter's verdict and runs the stage again if still ours.
+                // Past the lease, no line printed: the next round asks the reporter.
                 tracing::warn!(
                     stage,
                     "the stage ended after the lease may have run out; its line was not printed"
                 );
             }
             Err(error) => {
-                // Retries are not implemented yet: a retryable error fails
-                // the task as a fatal one does, saying which it was.
+                // No retries yet: a retryable error fails the task like a fatal one.
                 let retryable = error.is_retryable();
                 tracing::error!(error = %error, retryable, stage, "the native stage failed");
                 return (stage, Some(error.to_string()), Some(job));
@@ -334,6 +318,45 @@ async fn run_stages(
         }
     }
     (stage, None, Some(job))
+}
+
+/// One stage's call on a blocking thread, its span, and its progress within
+/// the stage; `timed` (a CPU slot is held) logs its start and end for the
+/// slot accounting.
+async fn stage_call(
+    ctx: &HandlerContext,
+    job: native::Job,
+    (params, stage, timed): (&RunParams, u32, bool),
+    (flag, deadline, valid_until): (&StopFlag, Instant, &ffi::ValidUntil),
+    within: &Arc<AtomicI32>,
+) -> Result<(native::Job, Result<StageOutcome, native::NativeError>), String> {
+    if timed {
+        tracing::info!(stage, at_us = job::now_us(), "cpu stage started");
+    }
+    let args = ffi::StageArgs {
+        stage,
+        attempt: 1,
+        allow_crash: ctx.allow_crash,
+    };
+    let span = tracing::info_span!("stage", stage = stage + 1, stages = params.stages);
+    let call =
+        ffi::run_stage(job, args, flag, deadline, valid_until, Arc::clone(within)).instrument(span);
+    let ran = within_stage(ctx, call, params, stage, within).await;
+    if timed {
+        tracing::info!(stage, at_us = job::now_us(), "cpu stage ended");
+    }
+    ran
+}
+
+/// Counts a stage's outcome in `ffi_calls`.
+fn count_outcome(ctx: &HandlerContext, outcome: &Result<StageOutcome, native::NativeError>) {
+    let label = match outcome {
+        Ok(StageOutcome::Completed) => "completed",
+        Ok(StageOutcome::Interrupted) => "interrupted",
+        Ok(StageOutcome::Expired) => "expired",
+        Err(_) => "error",
+    };
+    ctx.metrics.ffi_calls.with_label_values(&[label]).inc();
 }
 
 /// How often progress within a stage is polled and, when it moved, reported.
