@@ -164,7 +164,7 @@ pub async fn run(
     );
     let (stage, failure, result) = match job::prepare(ctx, &params, flag).await {
         Ok(prepared) => {
-            let (stage, failure, native_job) = run_stages(
+            let stages = run_stages(
                 ctx,
                 (prepared, &params),
                 start,
@@ -174,15 +174,7 @@ pub async fn run(
                 (&mut held_rx, &valid_until),
             )
             .await;
-            match (failure, native_job) {
-                (None, Some(native_job)) if stage >= params.stages => {
-                    match job::output(ctx, native_job, flag).await {
-                        Ok(result) => (stage, None, Some(result)),
-                        Err(error) => (stage, error, None),
-                    }
-                }
-                (failure, _) => (stage, failure, None),
-            }
+            output_of(ctx, stages, params.stages, flag).await
         }
         Err(error) => (start, error, None),
     };
@@ -395,20 +387,56 @@ async fn within_stage<F: std::future::Future>(
                     continue;
                 }
                 sent = now;
-                let (api, task_id, stages) = (ctx.api.clone(), params.task_id, params.stages);
-                in_flight = Some(tokio::spawn(
-                    async move {
-                        match api.report_progress_within(task_id, stage, stages, now).await {
-                            Ok(Answer::Accepted(_)) => {}
-                            Ok(other) => tracing::debug!(answer = ?other, "progress within the stage not taken"),
-                            Err(e) => tracing::debug!(error = %e, "progress within the stage not sent"),
-                        }
-                    }
-                    .in_current_span(),
-                ));
+                in_flight = Some(send_within(ctx, params, stage, now));
             }
         }
     }
+}
+
+/// The job's output once every stage ran without failure; otherwise the
+/// stages done and the failure as they are.
+async fn output_of(
+    ctx: &HandlerContext,
+    (stage, failure, native_job): (u32, Option<String>, Option<native::Job>),
+    stages: u32,
+    flag: &StopFlag,
+) -> (u32, Option<String>, Option<serde_json::Value>) {
+    let (None, Some(native_job)) = (&failure, native_job) else {
+        return (stage, failure, None);
+    };
+    if stage < stages {
+        return (stage, None, None);
+    }
+    match job::output(ctx, native_job, flag).await {
+        Ok(result) => (stage, None, Some(result)),
+        Err(error) => (stage, error, None),
+    }
+}
+
+/// Reports progress `now` within stage `stage` in the background (one try:
+/// the next tick or the stage's end reports again).
+fn send_within(
+    ctx: &HandlerContext,
+    params: &RunParams,
+    stage: u32,
+    now: u8,
+) -> tokio::task::JoinHandle<()> {
+    let (api, task_id, stages) = (ctx.api.clone(), params.task_id, params.stages);
+    tokio::spawn(
+        async move {
+            match api
+                .report_progress_within(task_id, stage, stages, now)
+                .await
+            {
+                Ok(Answer::Accepted(_)) => {}
+                Ok(other) => {
+                    tracing::debug!(answer = ?other, "progress within the stage not taken")
+                }
+                Err(e) => tracing::debug!(error = %e, "progress within the stage not sent"),
+            }
+        }
+        .in_current_span(),
+    )
 }
 
 #[cfg(test)]
