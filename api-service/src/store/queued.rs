@@ -91,22 +91,11 @@ impl Store {
             } else {
                 Vec::new()
             };
-            let mut statuses = statuses.into_iter();
-            let mut stale = Vec::new();
-            for ((member, score), id) in members.iter().zip(&ids) {
-                let status = id.and_then(|_| statuses.next().flatten());
-                match (id, status) {
-                    (Some(id), Some(s)) if s == TaskStatus::Queued.as_str() => {
-                        drop_stale(&mut conn, &self.queued_key(), &stale).await?;
-                        return Ok(Some(OldestQueued {
-                            task_id: *id,
-                            created_ms: *score as i64,
-                        }));
-                    }
-                    _ => stale.push(member.clone()),
-                }
-            }
+            let (oldest, stale) = first_queued(&members, &ids, statuses);
             drop_stale(&mut conn, &self.queued_key(), &stale).await?;
+            if oldest.is_some() {
+                return Ok(oldest);
+            }
         }
         tracing::warn!(
             dropped = MAX_ROUNDS * BATCH,
@@ -129,4 +118,30 @@ async fn drop_stale(
             .await?;
     }
     Ok(())
+}
+
+/// The first member of a batch whose task is still QUEUED, and the members
+/// before it that are stale (no task id, or a task no longer QUEUED).
+/// `statuses` holds one status per parsed id, in order.
+fn first_queued(
+    members: &[(String, f64)],
+    ids: &[Option<TaskId>],
+    statuses: Vec<Option<String>>,
+) -> (Option<OldestQueued>, Vec<String>) {
+    let mut statuses = statuses.into_iter();
+    let mut stale = Vec::new();
+    for ((member, score), id) in members.iter().zip(ids) {
+        let status = id.and_then(|_| statuses.next().flatten());
+        match (id, status) {
+            (Some(id), Some(s)) if s == TaskStatus::Queued.as_str() => {
+                let oldest = OldestQueued {
+                    task_id: *id,
+                    created_ms: *score as i64,
+                };
+                return (Some(oldest), stale);
+            }
+            _ => stale.push(member.clone()),
+        }
+    }
+    (None, stale)
 }
