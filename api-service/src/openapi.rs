@@ -72,6 +72,29 @@ impl Modify for UuidIds {
     }
 }
 
+/// A blob may be empty (0 bytes is a blob like any other), so the upload
+/// routes' bodies are not required; utoipa's `request_body` always marks
+/// them required.
+#[derive(Debug)]
+struct OptionalBlobBodies;
+
+impl Modify for OptionalBlobBodies {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::Required;
+        for path in ["/blobs", "/internal/blobs"] {
+            let body = openapi
+                .paths
+                .paths
+                .get_mut(path)
+                .and_then(|item| item.post.as_mut())
+                .and_then(|op| op.request_body.as_mut());
+            if let Some(body) = body {
+                body.required = Some(Required::False);
+            }
+        }
+    }
+}
+
 #[derive(Debug, OpenApi)]
 #[openapi(
     info(
@@ -102,7 +125,7 @@ impl Modify for UuidIds {
         CallbackAnswer, TaskSpec, ErrorBody, TaskRef, TaskPage, Readiness, CheckView, QueueView, Liveness,
         AlgorithmView, BlobView
     )),
-    modifiers(&Security, &UuidIds),
+    modifiers(&Security, &UuidIds, &OptionalBlobBodies),
     tags(
         (name = "tasks", description = "The public task API"),
         (name = "blobs", description = "Bytes tasks take and give (images)"),
