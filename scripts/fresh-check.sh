@@ -15,7 +15,8 @@
 #   * the host's rustup toolchain (~/.rustup, ~/.cargo/bin) is bound in read
 #     only and a copy of its cargo registry lent (CARGO_NET_OFFLINE=true), so
 #     the host must have built the workspace once;
-#   * the browser test's wheels (tests/browser/requirements.txt) are fetched
+#   * the Python wheels (tests/browser/requirements.txt and
+#     api-service/tests/schemathesis-requirements.txt) are fetched
 #     from PyPI on the host into DIR/wheels (PIP_NO_INDEX, PIP_FIND_LINKS).
 # The chroot gets a copy of this work tree (tracked and untracked files, not
 # the ignored ones: no target/, no run/).
@@ -119,15 +120,16 @@ log "apt cache: $(find "$ROOT/var/cache/apt/archives" -name '*.deb' | wc -l) pac
 # The network is gone from here on; a fresh Debian has no resolver to ask.
 : >"$ROOT/etc/resolv.conf"
 
-log "fetching the browser test's wheels into $WHEELS"
+log "fetching the browser test's and schemathesis' wheels into $WHEELS"
 rm -rf "$WHEELS"
 mkdir -p "$WHEELS"
 python3 -m pip download --disable-pip-version-check -q -d "$WHEELS" \
     --only-binary=:all: --python-version 3.11 --implementation cp \
     --platform manylinux_2_36_x86_64 --platform manylinux_2_28_x86_64 \
     --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux1_x86_64 \
-    -r "$REPO_ROOT/tests/browser/requirements.txt" ||
-    die "pip download of tests/browser/requirements.txt failed (host's python3 -m pip; apt-get install python3-pip)"
+    -r "$REPO_ROOT/tests/browser/requirements.txt" \
+    -r "$REPO_ROOT/api-service/tests/schemathesis-requirements.txt" ||
+    die "pip download of the Python requirements failed (host's python3 -m pip; apt-get install python3-pip)"
 
 log "copying the work tree into /root/taskforge and lending the cargo registry"
 mkdir -p "$ROOT/root/taskforge" "$ROOT/root/.cargo/bin" "$ROOT/root/.rustup" "$ROOT/var/cache/taskforge-wheels"

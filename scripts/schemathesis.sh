@@ -8,7 +8,7 @@
 # api-service/tests/schemathesis.toml.
 #
 # The tool lives in a virtualenv this script creates, run/venv-schemathesis
-# (pinned version below; delete the folder to rebuild it). Python 3.12 or
+# (version pinned in api-service/tests/schemathesis-requirements.txt; delete the folder to rebuild it). Python 3.12 or
 # later is preferred: 3.11.7's ast module trips over hypothesis
 # ("AST constructor recursion depth mismatch").
 #
@@ -18,7 +18,8 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$REPO_ROOT"
 
-SCHEMATHESIS_VERSION="4.32.5"
+REQUIREMENTS="$REPO_ROOT/api-service/tests/schemathesis-requirements.txt"
+SCHEMATHESIS_VERSION="$(sed -n 's/^schemathesis==//p' "$REQUIREMENTS")"
 VENV="$RUN_DIR/venv-schemathesis"
 
 # A Python for the virtualenv: the first 3.12+ found (on PATH, then under
@@ -54,7 +55,7 @@ if [ -n "$rebuild" ]; then
     log "creating $VENV with $("$python" --version) and schemathesis $SCHEMATHESIS_VERSION"
     rm -rf "$VENV"
     "$python" -m venv "$VENV"
-    "$VENV/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$REQUIREMENTS"
 fi
 
 export SCHEMATHESIS="$VENV/bin/schemathesis"
