@@ -4,10 +4,15 @@ use std::time::Duration;
 
 use test_support::servers::PrivateRedisCluster;
 
+/// A connection whose replies may take as long as the `WAIT` below allows:
+/// redis-rs gives up on a reply after 500 ms by default, which a loaded
+/// machine's replica acknowledgement can exceed.
 async fn conn(port: u16) -> redis::aio::MultiplexedConnection {
+    let config =
+        redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(10)));
     redis::Client::open(format!("redis://127.0.0.1:{port}/"))
         .unwrap()
-        .get_multiplexed_async_connection()
+        .get_multiplexed_async_connection_with_config(&config)
         .await
         .unwrap()
 }
