@@ -5,7 +5,7 @@
 //! routes; [`crate::startup`] hands the document to the server.
 
 use task_model::{
-    CallbackAnswer, CreateTaskRequest, EventView, ProgressReport, StatusReport, TaskId, TaskPage,
+    BatchAnswer, BatchRequest, CallbackAnswer, CreateTaskRequest, EventView, ProgressReport, StatusReport, TaskId, TaskPage,
     TaskRef, TaskSpec, TaskStatus, TaskView, WebhookView,
 };
 use utoipa::{
@@ -103,6 +103,7 @@ impl Modify for OptionalBlobBodies {
     ),
     paths(
         crate::routes::tasks::create_task,
+        crate::routes::batch::create_batch,
         crate::routes::tasks::list_tasks,
         crate::routes::tasks::get_task,
         crate::routes::tasks::cancel_task,
@@ -123,7 +124,7 @@ impl Modify for OptionalBlobBodies {
     components(schemas(
         CreateTaskRequest, TaskView, EventView, WebhookView, TaskStatus, TaskId, StatusReport, ProgressReport,
         CallbackAnswer, TaskSpec, ErrorBody, TaskRef, TaskPage, Readiness, CheckView, QueueView, Liveness,
-        AlgorithmView, BlobView
+        AlgorithmView, BlobView, BatchRequest, BatchAnswer
     )),
     modifiers(&Security, &UuidIds, &OptionalBlobBodies),
     tags(

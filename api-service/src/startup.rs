@@ -33,6 +33,17 @@ pub use crate::state::AppState;
 
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 65_536;
+/// Largest body of `POST /tasks/batch` (up to 1,000 create bodies).
+pub const MAX_BATCH_BODY_BYTES: usize = 4 * 1024 * 1024;
+
+/// The body limit of the route at `path`.
+pub fn body_limit(path: &str) -> usize {
+    if path == "/tasks/batch" {
+        MAX_BATCH_BODY_BYTES
+    } else {
+        MAX_BODY_BYTES
+    }
+}
 
 /// The api, bound and ready to run.
 pub struct Application {

@@ -1,6 +1,7 @@
 //! HTTP routes: one module per resource, handlers named by verb.
 //!
 //! - [`tasks`]: the public task API.
+//! - [`batch`]: bulk create.
 //! - [`algorithms`]: the catalogue of algorithms.
 //! - [`blobs`]: blob upload and download, public and for workers.
 //! - [`stream`]: live events over SSE.
@@ -9,6 +10,7 @@
 //! - [`dashboard`]: the web page at `/` and its two assets.
 
 pub mod algorithms;
+pub mod batch;
 pub mod blobs;
 pub mod callbacks;
 pub mod dashboard;
@@ -56,6 +58,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::post().to(tasks::create_task))
             .route(web::get().to(tasks::list_tasks))
             .route(web::head().to(tasks::list_tasks)),
+    )
+    // Before `/tasks/{id}`, which would take `batch` for an id.
+    .service(
+        resource("/tasks/batch", "POST")
+            .app_data(web::PayloadConfig::new(crate::startup::MAX_BATCH_BODY_BYTES))
+            .route(web::post().to(batch::create_batch)),
     )
     .service(
         resource("/tasks/{id}", "GET, HEAD, DELETE")

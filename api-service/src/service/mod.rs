@@ -4,6 +4,8 @@
 //!
 //! - [`create`]: `POST /tasks` — validate, reserve the idempotency key,
 //!   store, publish, list.
+//! - [`batch`]: `POST /tasks/batch` — the same steps for up to 1,000 tasks,
+//!   all or nothing.
 //! - [`blobs`]: `POST /blobs`, `GET /blobs/{id}`, and a create's input blobs.
 //! - [`cancel`]: a user's cancel, and the broadcast to the workers.
 //! - [`claim`]: a worker takes a task (`PROCESSING`).
@@ -16,6 +18,7 @@
 //! - [`reoffer`]: the lease sweep: re-offers tasks whose holder's lease lapsed.
 
 pub mod backlog;
+pub mod batch;
 pub mod blobs;
 pub mod cancel;
 pub mod claim;

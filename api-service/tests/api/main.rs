@@ -4,6 +4,7 @@
 
 mod algorithms;
 mod backlog;
+mod batch;
 mod blobs;
 mod callbacks;
 mod dashboard;
