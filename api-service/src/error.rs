@@ -35,6 +35,9 @@ pub enum ApiError {
     /// 404.
     #[error("no task with id {0} (unknown or expired)")]
     NotFound(String),
+    /// 404 about something other than a task (the message names it).
+    #[error("{0}")]
+    NoSuch(String),
     /// 409, with the task's current status where it explains the conflict.
     #[error("{message}")]
     Conflict {
@@ -135,7 +138,7 @@ impl ApiError {
             | ApiError::Invalid { code, .. }
             | ApiError::Conflict { code, .. } => code,
             ApiError::Unauthorized(_) => "unauthorized",
-            ApiError::NotFound(_) => "not_found",
+            ApiError::NotFound(_) | ApiError::NoSuch(_) => "not_found",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::BrokerBlocked => "broker_blocked",
@@ -204,7 +207,7 @@ impl ResponseError for ApiError {
             ApiError::AtIndex { error, .. } => error.status_code(),
             ApiError::BadRequest { .. } | ApiError::Invalid { .. } => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::NotFound(_) | ApiError::NoSuch(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unavailable(_) | ApiError::BrokerBlocked => StatusCode::SERVICE_UNAVAILABLE,

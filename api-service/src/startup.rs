@@ -23,7 +23,7 @@ use crate::{
     openapi,
     publisher::Publisher,
     routes::{self, health::OpenApiJson},
-    service::{backlog, reoffer, republish, webhooks},
+    service::{backlog, reoffer, republish, schedules, webhooks},
     state::Backends,
     store::{EventHub, EvictionPolicy, Store},
 };
@@ -65,7 +65,7 @@ impl std::fmt::Debug for Application {
 impl Application {
     /// Binds the listener and starts the background tasks (RabbitMQ
     /// connection, event subscription, health checks, webhooks, the outbox
-    /// sweep, the QUEUED-age sampler, the lease sweep). Redis and RabbitMQ need not be up: the api connects when they come.
+    /// sweep, the QUEUED-age sampler, the lease sweep, the schedule ticker). Redis and RabbitMQ need not be up: the api connects when they come.
     ///
     /// # Errors
     /// A missing `CALLBACK_TOKEN`, a bad URL, or an address that cannot be bound.
@@ -93,6 +93,11 @@ impl Application {
             stop.clone(),
         ));
         background.spawn(reoffer::run(Arc::clone(&state), stop.clone()));
+        background.spawn(schedules::run(
+            Arc::clone(&state),
+            state.schedule_tick,
+            stop.clone(),
+        ));
         let (port, server) = serve(&settings, &state)?;
         tracing::info!(port, "api listening");
         Ok(Self {

@@ -15,6 +15,8 @@
 //! - [`republish`]: the outbox sweep for creates cut short.
 //! - [`backlog`]: the age of the oldest QUEUED task, sampled for `/metrics`
 //!   and `/readyz`.
+//! - [`schedules`]: `/schedules`, and the ticker that fires due schedules
+//!   once each, whichever api process takes them (background).
 //! - [`reoffer`]: the lease sweep: re-offers tasks whose holder's lease lapsed.
 
 pub mod backlog;
@@ -27,6 +29,7 @@ pub mod query;
 pub mod reoffer;
 pub mod report;
 pub mod republish;
+pub mod schedules;
 pub mod webhooks;
 
 use task_model::{CallbackAnswer, TaskId, TaskStatus};

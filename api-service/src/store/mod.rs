@@ -18,6 +18,7 @@ mod listing;
 mod maintenance;
 mod queued;
 mod record;
+mod schedules;
 
 use std::time::Duration;
 
@@ -35,6 +36,7 @@ pub use maintenance::{EvictionPolicy, IndexRepair};
 pub use queued::OldestQueued;
 use record::{parse_event, parse_task};
 pub use record::{TaskRecord, WebhookState};
+pub use schedules::{ScheduleRecord, SHARDS as SCHEDULE_SHARDS};
 
 /// A Redis failure: the api answers 503 and retries nothing itself.
 #[derive(Debug, thiserror::Error)]

@@ -18,6 +18,7 @@ mod leases;
 mod listing;
 mod openapi;
 mod redis_limits;
+mod schedules;
 mod schemathesis;
 mod state_machine;
 mod tasks;
