@@ -5,8 +5,8 @@
 //! routes; [`crate::startup`] hands the document to the server.
 
 use task_model::{
-    BatchAnswer, BatchRequest, CallbackAnswer, CreateScheduleRequest, ScheduleCreated, ScheduleList,
-    ScheduleView, CreateTaskRequest, EventView, ProgressReport, StatusReport, TaskId, TaskPage,
+    BatchAnswer, BatchRequest, CallbackAnswer, CreateScheduleRequest, CreateTaskRequest, EventView,
+    ProgressReport, ScheduleCreated, ScheduleList, ScheduleView, StatusReport, TaskId, TaskPage,
     TaskRef, TaskSpec, TaskStatus, TaskView, WebhookView,
 };
 use utoipa::{

@@ -107,7 +107,11 @@ mod tests {
             json!({}),
         ] {
             let err = BatchRequest::from_json(&body).unwrap_err();
-            assert_eq!((err.index, err.error.field.as_str()), (None, "tasks"), "{body}");
+            assert_eq!(
+                (err.index, err.error.field.as_str()),
+                (None, "tasks"),
+                "{body}"
+            );
         }
         let err = BatchRequest::from_json(&json!({"tasks": [{}], "x": 1})).unwrap_err();
         assert_eq!(err.error.field, "x");

@@ -40,16 +40,23 @@ impl CreateScheduleRequest {
             .keys()
             .find(|k| !["cron", "task", "name"].contains(&k.as_str()))
         {
-            return Err(ValidationError::new(name, "unknown field; known: cron, task, name"));
+            return Err(ValidationError::new(
+                name,
+                "unknown field; known: cron, task, name",
+            ));
         }
         let cron = match fields.get("cron") {
             Some(Value::String(s)) => s.clone(),
-            _ => return Err(ValidationError::new("cron", "required: a 5-field cron expression")),
+            _ => {
+                return Err(ValidationError::new(
+                    "cron",
+                    "required: a 5-field cron expression",
+                ))
+            }
         };
         let task = match fields.get("task") {
-            Some(task @ Value::Object(_)) => CreateTaskRequest::from_json(task).map_err(|e| {
-                ValidationError::new(format!("task.{}", e.field), e.message)
-            })?,
+            Some(task @ Value::Object(_)) => CreateTaskRequest::from_json(task)
+                .map_err(|e| ValidationError::new(format!("task.{}", e.field), e.message))?,
             _ => return Err(ValidationError::new("task", "required: a POST /tasks body")),
         };
         let name = match fields.get("name") {
@@ -117,10 +124,17 @@ mod tests {
         let field = |v| CreateScheduleRequest::from_json(&v).unwrap_err().field;
         assert_eq!(field(json!({"task": {}})), "cron");
         assert_eq!(field(json!({"cron": "* * * * *"})), "task");
-        assert_eq!(field(json!({"cron": "* * * * *", "task": {"stages": "x"}})), "task.stages");
-        assert_eq!(field(json!({"cron": "* * * * *", "task": {}, "name": 3})), "name");
+        assert_eq!(
+            field(json!({"cron": "* * * * *", "task": {"stages": "x"}})),
+            "task.stages"
+        );
+        assert_eq!(
+            field(json!({"cron": "* * * * *", "task": {}, "name": 3})),
+            "name"
+        );
         assert_eq!(field(json!({"cron": "* * * * *", "task": {}, "x": 3})), "x");
-        let ok = CreateScheduleRequest::from_json(&json!({"cron": "* * * * *", "task": {"stages": 2}}));
+        let ok =
+            CreateScheduleRequest::from_json(&json!({"cron": "* * * * *", "task": {"stages": 2}}));
         assert_eq!(ok.unwrap().task.stages, Some(2));
     }
 }

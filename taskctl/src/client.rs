@@ -263,7 +263,9 @@ impl Client {
     /// # Errors
     /// See [`ClientError`].
     pub async fn schedules_json(&self) -> Result<Value, ClientError> {
-        let res = self.send(self.request(Method::GET, "/schedules"), None).await?;
+        let res = self
+            .send(self.request(Method::GET, "/schedules"), None)
+            .await?;
         self.json(res).await
     }
 

@@ -34,12 +34,18 @@ fn views(value: Value) -> Result<Vec<ScheduleView>, ClientError> {
 }
 
 fn time(t: Option<DateTime<Utc>>) -> String {
-    t.map_or_else(|| "-".to_owned(), |t| t.to_rfc3339_opts(SecondsFormat::Secs, true))
+    t.map_or_else(
+        || "-".to_owned(),
+        |t| t.to_rfc3339_opts(SecondsFormat::Secs, true),
+    )
 }
 
 /// One line per schedule: id, next due time, last due time, cron, name.
 pub fn schedule_table(schedules: &[ScheduleView]) -> String {
-    let mut out = format!("{:<36}  {:<20}  {:<20}  {:<16}  NAME", "ID", "NEXT RUN", "LAST RUN", "CRON");
+    let mut out = format!(
+        "{:<36}  {:<20}  {:<20}  {:<16}  NAME",
+        "ID", "NEXT RUN", "LAST RUN", "CRON"
+    );
     for s in schedules {
         let _ = write!(
             out,
@@ -57,7 +63,9 @@ pub fn schedule_table(schedules: &[ScheduleView]) -> String {
 /// A schedule for people.
 pub fn schedule_summary(s: &ScheduleView) -> String {
     let task = serde_json::to_string(&s.task).unwrap_or_default();
-    let last_task = s.last_task_id.map_or_else(|| "-".to_owned(), |t| t.to_string());
+    let last_task = s
+        .last_task_id
+        .map_or_else(|| "-".to_owned(), |t| t.to_string());
     format!(
         "schedule  {}\nname      {}\ncron      {} (UTC)\ntask      {task}\ncreated   {}\nnext run  {}\nlast run  {}\nlast task {last_task}",
         s.schedule_id,
@@ -93,7 +101,9 @@ async fn create(client: &Client, args: ScheduleCreateArgs) -> Result<Outcome, Cl
     output::line(created.schedule_id.to_string());
     output::note(format!(
         "next run at {}",
-        created.next_run_at.to_rfc3339_opts(SecondsFormat::Secs, true)
+        created
+            .next_run_at
+            .to_rfc3339_opts(SecondsFormat::Secs, true)
     ));
     Ok(Outcome::Success)
 }

@@ -64,7 +64,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     // Before `/tasks/{id}`, which would take `batch` for an id.
     .service(
         resource("/tasks/batch", "POST")
-            .app_data(web::PayloadConfig::new(crate::startup::MAX_BATCH_BODY_BYTES))
+            .app_data(web::PayloadConfig::new(
+                crate::startup::MAX_BATCH_BODY_BYTES,
+            ))
             .route(web::post().to(batch::create_batch)),
     )
     .service(

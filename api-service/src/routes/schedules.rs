@@ -15,14 +15,12 @@ use crate::{
 
 /// A schedule id in a path (a UUID, canonical form, any case), or 400.
 fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
-    TaskId::parse(raw)
-        .map(|id| *id.as_uuid())
-        .map_err(|_| {
-            ApiError::bad_request(
-                "invalid_id",
-                "schedule ids are UUIDs in canonical hyphenated form (8-4-4-4-12 hex digits)",
-            )
-        })
+    TaskId::parse(raw).map(|id| *id.as_uuid()).map_err(|_| {
+        ApiError::bad_request(
+            "invalid_id",
+            "schedule ids are UUIDs in canonical hyphenated form (8-4-4-4-12 hex digits)",
+        )
+    })
 }
 
 fn schedule_request(req: &HttpRequest, body: &[u8]) -> Result<CreateScheduleRequest, ApiError> {
@@ -64,7 +62,10 @@ pub async fn create_schedule(
     let request = schedule_request(&req, &body)?;
     let created = service::schedules::create(&state, request, &caller.scope).await?;
     Ok(HttpResponse::Created()
-        .insert_header((header::LOCATION, format!("/schedules/{}", created.schedule_id)))
+        .insert_header((
+            header::LOCATION,
+            format!("/schedules/{}", created.schedule_id),
+        ))
         .json(created))
 }
 

@@ -95,7 +95,10 @@ pub async fn create(
 /// naming the field), then the generic ones. A task that names no `stages`
 /// gets `DEFAULT_STAGES` when it is `hello` (v1's default, an operator
 /// setting) and its algorithm's `default_stages` otherwise.
-pub(crate) fn validate(state: &AppState, mut request: CreateTaskRequest) -> Result<NewTask, ApiError> {
+pub(crate) fn validate(
+    state: &AppState,
+    mut request: CreateTaskRequest,
+) -> Result<NewTask, ApiError> {
     let name = request.algorithm.as_deref().unwrap_or("hello");
     let Some(algorithm) = native::algorithm(name) else {
         let known: Vec<_> = native::algorithms().iter().map(|a| a.name).collect();

@@ -54,7 +54,8 @@ pub fn parse_cron(expr: &str, seconds: bool) -> Result<Cron, ApiError> {
         })
         .year(Year::Disallowed)
         .build();
-    let bad = |why: String| ApiError::invalid("cron", format!("not a 5-field cron expression ({why})"));
+    let bad =
+        |why: String| ApiError::invalid("cron", format!("not a 5-field cron expression ({why})"));
     let cron = parser.parse(expr).map_err(|e| bad(e.to_string()))?;
     next_after(&cron, Utc::now()).map_err(|_| bad("it never fires".into()))?;
     Ok(cron)
@@ -226,14 +227,22 @@ async fn consider(state: &AppState, id: Uuid, now: i64) -> Result<bool, StoreErr
         }
     };
     if record.next_ms > now {
-        state.store.reindex_schedule(&id, Some(record.next_ms)).await?;
+        state
+            .store
+            .reindex_schedule(&id, Some(record.next_ms))
+            .await?;
         return Ok(false);
     }
     let lease = TAKE_LEASE.as_millis() as i64;
-    if !state.store.take_schedule(&id, record.next_ms, now, lease).await? {
+    if !state
+        .store
+        .take_schedule(&id, record.next_ms, now, lease)
+        .await?
+    {
         return Ok(false);
     }
-    let span = tracing::info_span!("fire_schedule", schedule_id = %id, task_id = tracing::field::Empty);
+    let span =
+        tracing::info_span!("fire_schedule", schedule_id = %id, task_id = tracing::field::Empty);
     fire(state, record, now).instrument(span).await?;
     Ok(true)
 }
@@ -292,7 +301,11 @@ async fn advance(
         return state.store.reindex_schedule(&record.id, None).await;
     };
     let next = next.timestamp_millis();
-    if state.store.advance_schedule(&record.id, due, next, fired).await? {
+    if state
+        .store
+        .advance_schedule(&record.id, due, next, fired)
+        .await?
+    {
         if let Some(task) = fired {
             tracing::info!(schedule_id = %record.id, task_id = %task, due = %time(due), "schedule fired");
         }

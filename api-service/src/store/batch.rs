@@ -36,7 +36,10 @@ impl Store {
     /// Redis refused or dropped the pipeline: some of the tasks may be
     /// stored, so the caller discards them all ([`Store::discard_many`]).
     /// A fresh id that already existed is [`StoreError::Corrupt`].
-    pub async fn create_many(&self, tasks: &[(TaskId, &NewTask)]) -> Result<Vec<Stored>, StoreError> {
+    pub async fn create_many(
+        &self,
+        tasks: &[(TaskId, &NewTask)],
+    ) -> Result<Vec<Stored>, StoreError> {
         let mut conn = self.conn().await?;
         // EVALSHA in a pipeline cannot fall back to EVAL: load the script first.
         let _: String = self.script.load_async(&mut conn).await?;
@@ -101,7 +104,11 @@ impl Store {
         let mut listed = redis::pipe();
         for t in tasks {
             listed
-                .zadd(self.index_key(), listing::index_member(t.created_ms, &t.id), 0)
+                .zadd(
+                    self.index_key(),
+                    listing::index_member(t.created_ms, &t.id),
+                    0,
+                )
                 .ignore();
         }
         let _: () = listed.query_async(&mut conn).await?;
@@ -118,7 +125,11 @@ impl Store {
         let Some(first) = ids.first() else {
             return Ok(());
         };
-        let value = ids.iter().map(TaskId::to_string).collect::<Vec<_>>().join(" ");
+        let value = ids
+            .iter()
+            .map(TaskId::to_string)
+            .collect::<Vec<_>>()
+            .join(" ");
         let mut conn = self.conn().await?;
         let _: () = redis::cmd("SET")
             .arg(self.batch_key(first))

@@ -197,7 +197,11 @@ impl Store {
     }
 
     /// Scores a schedule's due-index entry `next_ms`, or drops it (`None`).
-    pub async fn reindex_schedule(&self, id: &Uuid, next_ms: Option<i64>) -> Result<(), StoreError> {
+    pub async fn reindex_schedule(
+        &self,
+        id: &Uuid,
+        next_ms: Option<i64>,
+    ) -> Result<(), StoreError> {
         let mut conn = self.conn().await?;
         let member = id.hyphenated().to_string();
         let mut cmd = match next_ms {
@@ -282,7 +286,10 @@ fn parse_schedule(id: Uuid, fields: Vec<(String, String)>) -> Result<ScheduleRec
     let need = |k: &str| get(k).ok_or_else(|| corrupt(&format!("lacks {k}")));
     let ms = |k: &str| -> Result<Option<i64>, StoreError> {
         get(k)
-            .map(|v| v.parse().map_err(|_| corrupt(&format!("{k} is not a number"))))
+            .map(|v| {
+                v.parse()
+                    .map_err(|_| corrupt(&format!("{k} is not a number")))
+            })
             .transpose()
     };
     let task = serde_json::from_str(need("task")?).map_err(|e| corrupt(&format!("task: {e}")))?;

@@ -59,12 +59,24 @@ async fn a_batch_of_1000_with_one_bad_body_answers_400_naming_its_index_and_crea
     // A body that is not an object, and a field the catalogue refuses, are named too.
     let res = post_batch(&app, &json!({"tasks": [{}, 7]}), None).await;
     let body: Value = res.json().await.unwrap();
-    assert_eq!((body["error"].as_str(), body["index"].as_u64()), (Some("validation"), Some(1)), "{body}");
-    let res = post_batch(&app, &json!({"tasks": [{}, {}, {"algorithm": "nope"}]}), None).await;
+    assert_eq!(
+        (body["error"].as_str(), body["index"].as_u64()),
+        (Some("validation"), Some(1)),
+        "{body}"
+    );
+    let res = post_batch(
+        &app,
+        &json!({"tasks": [{}, {}, {"algorithm": "nope"}]}),
+        None,
+    )
+    .await;
     assert_eq!(res.status(), 400);
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["error"], "unknown_algorithm", "{body}");
-    assert_eq!((body["index"].as_u64(), body["field"].as_str()), (Some(2), Some("algorithm")));
+    assert_eq!(
+        (body["index"].as_u64(), body["field"].as_str()),
+        (Some(2), Some("algorithm"))
+    );
     assert!(app.listed().await.is_empty(), "still nothing listed");
     app.stop().await;
 }
@@ -85,7 +97,11 @@ async fn a_good_batch_of_1000_answers_202_in_request_order_and_every_task_comple
     let answer: Value = res.json().await.unwrap();
     let ids = ids(&answer);
     assert_eq!(ids.len(), 1000);
-    assert!(answer["tasks"].as_array().unwrap().iter().all(|t| t["status"] == "QUEUED"));
+    assert!(answer["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|t| t["status"] == "QUEUED"));
     let completed = eventually("1000 tasks COMPLETED", Duration::from_secs(120), || async {
         let page = app.get_json("/tasks?status=COMPLETED&limit=1000").await;
         let tasks = page["tasks"].as_array().cloned().unwrap_or_default();
@@ -97,7 +113,9 @@ async fn a_good_batch_of_1000_answers_202_in_request_order_and_every_task_comple
         .map(|t| (t["task_id"].as_str().unwrap(), t))
         .collect();
     for (i, id) in ids.iter().enumerate() {
-        let task = by_id.get(id.as_str()).unwrap_or_else(|| panic!("task {i} ({id}) completed"));
+        let task = by_id
+            .get(id.as_str())
+            .unwrap_or_else(|| panic!("task {i} ({id}) completed"));
         assert_eq!(task["input"], json!({"n": i}), "answer {i} is body {i}");
         assert_eq!(task["priority"], i % 10);
     }
@@ -131,7 +149,11 @@ async fn a_batch_replay_answers_200_with_the_same_ids_and_another_batch_under_th
     assert_eq!(other.status(), 409);
     let other: Value = other.json().await.unwrap();
     assert_eq!(other["error"], "idempotency_conflict");
-    assert_eq!(single.status(), 409, "a single create cannot take a batch's key");
+    assert_eq!(
+        single.status(),
+        409,
+        "a single create cannot take a batch's key"
+    );
     assert_eq!(app.listed().await.len(), 5, "one batch created");
     assert_eq!(app.queue_depth("tasks.algo").await, 5, "published once");
 
@@ -165,7 +187,10 @@ async fn an_empty_batch_one_over_1000_and_bodies_that_are_no_batch_answer_400() 
         assert_eq!(res.status(), 400, "{what}");
         let body: Value = res.json().await.unwrap();
         assert_eq!(body["error"], "validation", "{what}: {body}");
-        assert!(body.get("index").is_none(), "{what}: about the whole body: {body}");
+        assert!(
+            body.get("index").is_none(),
+            "{what}: about the whole body: {body}"
+        );
     }
     assert!(app.listed().await.is_empty());
     app.stop().await;
@@ -193,7 +218,10 @@ async fn a_batch_body_may_exceed_64_kib_up_to_4_mib() {
     assert_eq!(res.status(), 413);
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["error"], "payload_too_large");
-    assert!(body["message"].as_str().unwrap().contains("4194304"), "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("4194304"),
+        "{body}"
+    );
     let res = app
         .http
         .post(app.url("/tasks"))
@@ -224,7 +252,11 @@ async fn batch_create_rate_beside_single_create_rate() {
     let single = futures_util::stream::iter(0..2000)
         .map(|i| {
             let app = &app;
-            async move { app.post_task(json!({"stages": 1, "stage_ms": 0, "input": {"n": i}})).await.status() }
+            async move {
+                app.post_task(json!({"stages": 1, "stage_ms": 0, "input": {"n": i}}))
+                    .await
+                    .status()
+            }
         })
         .buffer_unordered(32);
     let statuses: Vec<_> = single.collect().await;

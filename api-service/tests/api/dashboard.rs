@@ -184,7 +184,13 @@ async fn the_page_has_a_schedules_list_that_the_script_fills_from_the_api() {
     let app = spawn_app().await;
     let html = get(&app, "/").await.text().await.unwrap();
     let js = get(&app, "/assets/app.js").await.text().await.unwrap();
-    assert!(html.contains(r#"<tbody id="schedules">"#), "the schedules table");
-    assert!(js.contains("api('/schedules')"), "the script reads GET /schedules");
+    assert!(
+        html.contains(r#"<tbody id="schedules">"#),
+        "the schedules table"
+    );
+    assert!(
+        js.contains("api('/schedules')"),
+        "the script reads GET /schedules"
+    );
     app.stop().await;
 }

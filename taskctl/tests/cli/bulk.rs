@@ -46,7 +46,8 @@ mod tempfile_path {
 #[tokio::test]
 async fn submit_batch_prints_one_id_per_task_in_the_files_order() {
     let api = Stack::start(&[]).await;
-    let list = batch_file(&json!([{"stages": 1, "input": {"n": 0}}, {"stages": 2, "input": {"n": 1}}]));
+    let list =
+        batch_file(&json!([{"stages": 1, "input": {"n": 0}}, {"stages": 2, "input": {"n": 1}}]));
     let wrapped = batch_file(&json!({"tasks": [{"stages": 3}]}));
 
     let out = run(api.taskctl(), &["submit", "--batch", list.as_str()]).await;
@@ -56,7 +57,11 @@ async fn submit_batch_prints_one_id_per_task_in_the_files_order() {
     let ids: Vec<&str> = out.stdout.lines().collect();
     assert_eq!(ids.len(), 2, "{out:?}");
     for (n, id) in ids.iter().enumerate() {
-        assert_eq!(api.task(id).await["input"], json!({"n": n}), "line {n} is task {n}");
+        assert_eq!(
+            api.task(id).await["input"],
+            json!({"n": n}),
+            "line {n} is task {n}"
+        );
     }
     assert_eq!(again.code, 0, "{again:?}");
     assert_eq!(api.task(again.stdout.trim()).await["stages"], 3);
@@ -74,7 +79,11 @@ async fn a_bad_batch_names_the_task_and_a_bad_file_is_a_usage_error() {
     assert!(out.one_error_line().contains("tasks[1]: stages"), "{out:?}");
     let out = run(api.taskctl(), &["submit", "--batch", not_batch.as_str()]).await;
     assert_eq!(out.code, 2, "{out:?}");
-    let out = run(api.taskctl(), &["submit", "--batch", "/nonexistent/tasks.json"]).await;
+    let out = run(
+        api.taskctl(),
+        &["submit", "--batch", "/nonexistent/tasks.json"],
+    )
+    .await;
     assert_eq!(out.code, 2, "{out:?}");
     assert!(api.listed().await.is_empty());
     api.stop().await;
@@ -86,7 +95,16 @@ async fn schedules_are_created_listed_shown_and_deleted() {
 
     let created = run(
         api.taskctl(),
-        &["schedules", "create", "--cron", "0 6 * * MON-FRI", "--task", r#"{"stages": 2}"#, "--name", "morning"],
+        &[
+            "schedules",
+            "create",
+            "--cron",
+            "0 6 * * MON-FRI",
+            "--task",
+            r#"{"stages": 2}"#,
+            "--name",
+            "morning",
+        ],
     )
     .await;
     assert_eq!(created.code, 0, "{created:?}");
@@ -95,12 +113,21 @@ async fn schedules_are_created_listed_shown_and_deleted() {
 
     let list = run(api.taskctl(), &["schedules", "list"]).await;
     assert_eq!(list.code, 0, "{list:?}");
-    assert!(list.stdout.contains(&id) && list.stdout.contains("morning"), "{list:?}");
+    assert!(
+        list.stdout.contains(&id) && list.stdout.contains("morning"),
+        "{list:?}"
+    );
     let get = run(api.taskctl(), &["schedules", "get", &id, "--json"]).await;
     let shown: Value = serde_json::from_str(&get.stdout).expect("JSON");
-    assert_eq!((shown["cron"].as_str(), shown["task"]["stages"].as_u64()), (Some("0 6 * * MON-FRI"), Some(2)));
+    assert_eq!(
+        (shown["cron"].as_str(), shown["task"]["stages"].as_u64()),
+        (Some("0 6 * * MON-FRI"), Some(2))
+    );
     let summary = run(api.taskctl(), &["schedules", "get", &id]).await;
-    assert!(summary.stdout.contains("cron      0 6 * * MON-FRI (UTC)"), "{summary:?}");
+    assert!(
+        summary.stdout.contains("cron      0 6 * * MON-FRI (UTC)"),
+        "{summary:?}"
+    );
 
     let bad = run(api.taskctl(), &["schedules", "create", "--cron", "nope"]).await;
     assert_eq!(bad.code, 5, "{bad:?}");
