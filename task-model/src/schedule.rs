@@ -93,7 +93,9 @@ pub struct ScheduleView {
     pub name: Option<String>,
     /// The cron expression (UTC).
     pub cron: String,
-    /// The task each due time creates.
+    /// The task each due time creates, as given (fields left out or null
+    /// are not shown).
+    #[serde(serialize_with = "without_nulls")]
     pub task: CreateTaskRequest,
     /// When it was created.
     pub created_at: DateTime<Utc>,
@@ -103,6 +105,16 @@ pub struct ScheduleView {
     pub last_run_at: Option<DateTime<Utc>>,
     /// The task that due time created, or null.
     pub last_task_id: Option<TaskId>,
+}
+
+/// A create body as a JSON object of the fields it sets: a body shown back
+/// names no field the api does not take (with webhooks off, `webhook_url`).
+fn without_nulls<S: serde::Serializer>(task: &CreateTaskRequest, s: S) -> Result<S::Ok, S::Error> {
+    let mut value = serde_json::to_value(task).map_err(serde::ser::Error::custom)?;
+    if let serde_json::Value::Object(fields) = &mut value {
+        fields.retain(|_, v| !v.is_null());
+    }
+    value.serialize(s)
 }
 
 /// The answer of `GET /schedules`.
@@ -118,6 +130,27 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn a_schedules_task_shows_only_the_fields_it_sets() {
+        let view = ScheduleView {
+            schedule_id: Uuid::nil(),
+            name: None,
+            cron: "* * * * *".into(),
+            task: CreateTaskRequest {
+                stages: Some(2),
+                ..CreateTaskRequest::default()
+            },
+            created_at: DateTime::<Utc>::UNIX_EPOCH,
+            next_run_at: DateTime::<Utc>::UNIX_EPOCH,
+            last_run_at: None,
+            last_task_id: None,
+        };
+        let shown = serde_json::to_value(&view).unwrap();
+        assert_eq!(shown["task"], json!({"stages": 2}));
+        let back: ScheduleView = serde_json::from_value(shown).unwrap();
+        assert_eq!(back, view);
+    }
 
     #[test]
     fn schedule_bodies_name_their_bad_field() {

@@ -40,7 +40,7 @@ fn batch_request(req: &HttpRequest, body: &[u8]) -> Result<BatchRequest, ApiErro
 /// `POST /tasks/batch`.
 #[utoipa::path(post, path = "/tasks/batch", tag = "tasks", security(("api_key" = [])),
     request_body(content = BatchRequest, description = "1 to 1,000 `POST /tasks` bodies; up to 4 MiB"),
-    params(("Idempotency-Key" = Option<String>, Header, description = "1 to 200 visible ASCII characters; covers the whole batch")),
+    params(("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,200}$", description = "1 to 200 visible ASCII characters; covers the whole batch")),
     responses(
         (status = 202, description = "Every task stored and published, in request order", body = BatchAnswer),
         (status = 200, description = "Idempotent replay: the first batch's tasks, with their current statuses", body = BatchAnswer),
