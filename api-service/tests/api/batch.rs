@@ -6,7 +6,7 @@ use futures_util::StreamExt;
 use serde_json::{json, Value};
 use test_support::{eventually, WorkerOpts};
 
-use crate::helpers::{spawn_app, TestApp};
+use crate::helpers::{spawn_app, spawn_app_with, TestApp};
 
 async fn post_batch(app: &TestApp, body: &Value, key: Option<&str>) -> reqwest::Response {
     let mut req = app.http.post(app.url("/tasks/batch")).json(body);
@@ -266,5 +266,61 @@ async fn batch_create_rate_beside_single_create_rate() {
         "batch create: {batch_rate:.0} tasks/s (10 batches of 1,000, one after another); \
          single create: {single_rate:.0} tasks/s (2,000 POST /tasks, 32 in flight)"
     );
+    app.stop().await;
+}
+
+/// Every key under the test's prefix matching `pattern` (after the prefix).
+async fn keys(app: &TestApp, pattern: &str) -> Vec<String> {
+    let mut redis = app.env.redis().await.unwrap();
+    redis::cmd("KEYS")
+        .arg(format!("{}{pattern}", app.env.redis_prefix))
+        .query_async(&mut redis)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn with_rabbitmq_unreachable_a_batch_answers_503_and_leaves_nothing_behind() {
+    let app = spawn_app_with(&["--amqp-url", "amqp://guest:guest@127.0.0.1:1/%2f"]).await;
+
+    let res = post_batch(&app, &json!({ "tasks": bodies(20) }), Some("down-1")).await;
+
+    assert_eq!(res.status(), 503);
+    assert_eq!(res.headers()["retry-after"], "5");
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"], "unavailable");
+    assert!(app.listed().await.is_empty(), "nothing listed");
+    for pattern in ["task:*", "events:*", "batch:*", "idem:*"] {
+        assert_eq!(
+            keys(&app, pattern).await,
+            Vec::<String>::new(),
+            "no {pattern} left"
+        );
+    }
+    let mut redis = app.env.redis().await.unwrap();
+    let outbox: i64 = redis::cmd("ZCARD")
+        .arg(format!("{}tasks:unpublished", app.env.redis_prefix))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(outbox, 0, "nothing left for the outbox sweep to publish");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_created_tasks_metric_counts_each_task_of_a_batch() {
+    let app = spawn_app().await;
+    let res = post_batch(&app, &json!({ "tasks": bodies(3) }), None).await;
+    assert_eq!(res.status(), 202);
+    let text = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("taskforge_tasks_created_total 3"), "{text}");
     app.stop().await;
 }
