@@ -324,3 +324,41 @@ async fn the_created_tasks_metric_counts_each_task_of_a_batch() {
     assert!(text.contains("taskforge_tasks_created_total 3"), "{text}");
     app.stop().await;
 }
+
+/// An api that dies between storing a batch and publishing it leaves the
+/// tasks in the outbox: the sweep of any api publishes and lists them.
+#[tokio::test]
+async fn a_batch_stored_but_never_published_is_finished_by_the_outbox_sweep() {
+    let app = spawn_app().await;
+    let state = app.state();
+    let tasks: Vec<task_model::NewTask> = (0..5)
+        .map(|i| {
+            let request = task_model::CreateTaskRequest {
+                stages: Some(1),
+                input: Some(json!({"n": i})),
+                ..Default::default()
+            };
+            task_model::NewTask::parse(request, state.defaults).unwrap()
+        })
+        .collect();
+    let pairs: Vec<(task_model::TaskId, &task_model::NewTask)> = tasks
+        .iter()
+        .map(|t| (task_model::TaskId::new(), t))
+        .collect();
+
+    // The store step of a batch, and then the api "dies": no publish, no listing.
+    let stored = state.store.create_many(&pairs).await.unwrap();
+    assert_eq!(stored.len(), 5);
+    assert!(
+        app.listed().await.is_empty(),
+        "not listed before its messages are out"
+    );
+
+    let published = api_service::service::republish::sweep_once(&state, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(published, 5);
+    assert_eq!(app.listed().await.len(), 5, "listed by the sweep");
+    assert_eq!(app.queue_depth("tasks.algo").await, 5, "one message each");
+    app.stop().await;
+}
