@@ -315,7 +315,7 @@ impl Publisher {
 
     /// Publishes many tasks as [`Publisher::publish_task`] publishes one, but
     /// pipelined: every message is sent first, then every confirm awaited
-    /// (within [`PUBLISH_TIMEOUT`] plus 5 ms a message). `Ok` only when the
+    /// (within [`PUBLISH_TIMEOUT`] plus 10 ms a message). `Ok` only when the
     /// broker confirmed them all; after an error some may have been routed.
     pub async fn publish_tasks(&self, messages: &[TaskMessage]) -> Result<(), PublishError> {
         let (channel, status) = self.channel().await?;
@@ -339,7 +339,7 @@ impl Publisher {
             }
             Ok(())
         };
-        let timeout = PUBLISH_TIMEOUT + Duration::from_millis(5) * messages.len() as u32;
+        let timeout = PUBLISH_TIMEOUT + Duration::from_millis(10) * messages.len() as u32;
         self.guarded(&status, timeout, publishing).await
     }
 

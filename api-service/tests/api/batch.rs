@@ -93,8 +93,9 @@ async fn a_good_batch_of_1000_answers_202_in_request_order_and_every_task_comple
 
     let res = post_batch(&app, &json!({ "tasks": bodies(1000) }), None).await;
 
-    assert_eq!(res.status(), 202);
+    let status = res.status();
     let answer: Value = res.json().await.unwrap();
+    assert_eq!(status, 202, "{answer}");
     let ids = ids(&answer);
     assert_eq!(ids.len(), 1000);
     assert!(answer["tasks"]
