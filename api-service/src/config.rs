@@ -101,6 +101,15 @@ pub struct Settings {
     #[arg(long, env = "REDIS_ALLOW_EVICTION", value_parser = clap::builder::BoolishValueParser::new())]
     pub redis_allow_eviction: bool,
 
+    /// How often (ms) each api process looks for due schedules.
+    #[arg(long, env = "SCHEDULE_TICK_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    pub schedule_tick_ms: u64,
+
+    /// Tests only: also accept 6-field cron expressions (seconds first), so
+    /// a test sees many due times in a few seconds. 1/0, true/false.
+    #[arg(long, env = "SCHEDULE_SECONDS", value_parser = clap::builder::BoolishValueParser::new())]
+    pub schedule_seconds: bool,
+
     /// HTTP worker threads (default: one per core).
     #[arg(long, env = "API_WORKERS")]
     pub workers: Option<usize>,

@@ -35,6 +35,9 @@ pub enum ApiError {
     /// 404.
     #[error("no task with id {0} (unknown or expired)")]
     NotFound(String),
+    /// 404 about something other than a task (the message names it).
+    #[error("{0}")]
+    NoSuch(String),
     /// 409, with the task's current status where it explains the conflict.
     #[error("{message}")]
     Conflict {
@@ -55,6 +58,10 @@ pub enum ApiError {
     /// 500: a bug or corrupt data.
     #[error("internal error")]
     Unexpected(#[source] anyhow::Error),
+    /// A 4xx about one task of a batch (`POST /tasks/batch`): the task's
+    /// error, with its 0-based `index` in the body.
+    #[error("tasks[{index}]: {error}")]
+    AtIndex { index: usize, error: Box<ApiError> },
 }
 
 impl std::fmt::Debug for ApiError {
@@ -116,13 +123,22 @@ impl ApiError {
         }
     }
 
+    /// `self` about the task at `index` of a batch.
+    pub fn at_index(self, index: usize) -> Self {
+        ApiError::AtIndex {
+            index,
+            error: Box::new(self),
+        }
+    }
+
     fn code(&self) -> &'static str {
         match self {
+            ApiError::AtIndex { error, .. } => error.code(),
             ApiError::BadRequest { code, .. }
             | ApiError::Invalid { code, .. }
             | ApiError::Conflict { code, .. } => code,
             ApiError::Unauthorized(_) => "unauthorized",
-            ApiError::NotFound(_) => "not_found",
+            ApiError::NotFound(_) | ApiError::NoSuch(_) => "not_found",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::BrokerBlocked => "broker_blocked",
@@ -138,6 +154,9 @@ impl ApiError {
                     .into()
             }
             ApiError::Unexpected(_) => "internal error".into(),
+            ApiError::AtIndex { index, error } => {
+                format!("tasks[{index}]: {}", error.public_message())
+            }
             other => other.to_string(),
         }
     }
@@ -166,6 +185,9 @@ pub struct ErrorBody {
     /// input, e.g. `input.samples`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// With an error about one task of a batch: its 0-based position in `tasks`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index: Option<usize>,
 }
 
 /// An error body without a status.
@@ -175,15 +197,17 @@ pub fn error_body(code: &str, message: &str) -> ErrorBody {
         message: message.to_owned(),
         status: None,
         field: None,
+        index: None,
     }
 }
 
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
+            ApiError::AtIndex { error, .. } => error.status_code(),
             ApiError::BadRequest { .. } | ApiError::Invalid { .. } => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::NotFound(_) | ApiError::NoSuch(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unavailable(_) | ApiError::BrokerBlocked => StatusCode::SERVICE_UNAVAILABLE,
@@ -198,7 +222,12 @@ impl ResponseError for ApiError {
             tracing::error!(error = ?self, "request failed: {self}");
         }
         let mut body = error_body(self.code(), &self.public_message());
-        match self {
+        let (index, inner) = match self {
+            ApiError::AtIndex { index, error } => (Some(*index), error.as_ref()),
+            other => (None, other),
+        };
+        body.index = index;
+        match inner {
             ApiError::Conflict { status, .. } => body.status = *status,
             ApiError::Invalid { field, .. } => body.field = Some(field.clone()),
             _ => {}
@@ -240,7 +269,10 @@ pub fn json_error_body<B: MessageBody + 'static>(
         ),
         StatusCode::PAYLOAD_TOO_LARGE => (
             "payload_too_large",
-            "request bodies are limited to 65536 bytes".to_owned(),
+            format!(
+                "request bodies are limited to {} bytes",
+                crate::startup::body_limit(res.request().path())
+            ),
         ),
         StatusCode::UNSUPPORTED_MEDIA_TYPE => {
             ("unsupported_media_type", "send application/json".to_owned())

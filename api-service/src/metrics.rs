@@ -54,7 +54,7 @@ impl Metrics {
     pub fn new() -> Self {
         let r = Registry::new();
         Self {
-            tasks_created: counter(&r, "taskforge_tasks_created_total", "Tasks accepted by POST /tasks"),
+            tasks_created: counter(&r, "taskforge_tasks_created_total", "Tasks accepted by POST /tasks and POST /tasks/batch"),
             tasks_finished: counter_vec(
                 &r,
                 "taskforge_tasks_finished_total",

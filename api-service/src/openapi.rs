@@ -5,7 +5,8 @@
 //! routes; [`crate::startup`] hands the document to the server.
 
 use task_model::{
-    CallbackAnswer, CreateTaskRequest, EventView, ProgressReport, StatusReport, TaskId, TaskPage,
+    BatchAnswer, BatchRequest, CallbackAnswer, CreateScheduleRequest, CreateTaskRequest, EventView,
+    ProgressReport, ScheduleCreated, ScheduleList, ScheduleView, StatusReport, TaskId, TaskPage,
     TaskRef, TaskSpec, TaskStatus, TaskView, WebhookView,
 };
 use utoipa::{
@@ -37,7 +38,7 @@ impl Modify for Security {
     }
 }
 
-/// Every `{id}` in a path is a task id: `format: uuid`, whichever module
+/// Every `{id}` in a path is a UUID (a task's, blob's or schedule's): `format: uuid`, whichever module
 /// declared the operation.
 #[derive(Debug)]
 struct UuidIds;
@@ -103,6 +104,11 @@ impl Modify for OptionalBlobBodies {
     ),
     paths(
         crate::routes::tasks::create_task,
+        crate::routes::batch::create_batch,
+        crate::routes::schedules::create_schedule,
+        crate::routes::schedules::list_schedules,
+        crate::routes::schedules::get_schedule,
+        crate::routes::schedules::delete_schedule,
         crate::routes::tasks::list_tasks,
         crate::routes::tasks::get_task,
         crate::routes::tasks::cancel_task,
@@ -123,11 +129,13 @@ impl Modify for OptionalBlobBodies {
     components(schemas(
         CreateTaskRequest, TaskView, EventView, WebhookView, TaskStatus, TaskId, StatusReport, ProgressReport,
         CallbackAnswer, TaskSpec, ErrorBody, TaskRef, TaskPage, Readiness, CheckView, QueueView, Liveness,
-        AlgorithmView, BlobView
+        AlgorithmView, BlobView, BatchRequest, BatchAnswer, CreateScheduleRequest, ScheduleCreated,
+        ScheduleList, ScheduleView
     )),
     modifiers(&Security, &UuidIds, &OptionalBlobBodies),
     tags(
         (name = "tasks", description = "The public task API"),
+        (name = "schedules", description = "Periodic tasks: a cron expression and a create body"),
         (name = "blobs", description = "Bytes tasks take and give (images)"),
         (name = "callbacks", description = "Worker → api; bearer CALLBACK_TOKEN"),
         (name = "operations", description = "Health, readiness, metrics, this document"),

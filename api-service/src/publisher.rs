@@ -60,6 +60,40 @@ pub enum PublishError {
 /// blocked the connection meanwhile.
 const BLOCKED_POLL: Duration = Duration::from_millis(20);
 
+/// Mandatory: an unroutable task message is an error, not a silent drop.
+const PUBLISH_OPTIONS: BasicPublishOptions = BasicPublishOptions {
+    mandatory: true,
+    immediate: false,
+};
+
+/// A broker's confirm as a result.
+fn confirmed(confirmation: Confirmation) -> Result<(), PublishError> {
+    match confirmation {
+        Confirmation::Ack(None) => Ok(()),
+        Confirmation::Ack(Some(returned)) => Err(PublishError::Refused(format!(
+            "unroutable: {}",
+            returned.reply_text
+        ))),
+        Confirmation::Nack(_) => Err(PublishError::Refused("nacked".into())),
+        Confirmation::NotRequested => Err(PublishError::Refused("confirms are off".into())),
+    }
+}
+
+/// A task message's body and properties: persistent, its priority, its
+/// `message_id`, and the current span's `traceparent` when traces are on.
+fn task_envelope(message: &TaskMessage) -> (Vec<u8>, BasicProperties) {
+    let body = serde_json::to_vec(message).expect("a TaskMessage always serializes");
+    let mut properties = BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_priority(message.priority)
+        .with_message_id(ShortString::from(message.task_id.to_string()))
+        .with_content_type("application/json".into());
+    if let Some(headers) = crate::telemetry::amqp_trace_headers() {
+        properties = properties.with_headers(headers);
+    }
+    (body, properties)
+}
+
 struct Link {
     connection: Connection,
     channel: Channel,
@@ -219,38 +253,37 @@ impl Publisher {
         properties: BasicProperties,
     ) -> Result<(), PublishError> {
         let (channel, status) = self.channel().await?;
-        let options = BasicPublishOptions {
-            mandatory: true,
-            ..Default::default()
-        };
         let publishing = async {
             let confirm = channel
                 .basic_publish(
                     exchange.into(),
                     routing_key.into(),
-                    options,
+                    PUBLISH_OPTIONS,
                     body,
                     properties,
                 )
                 .await?;
-            match confirm.await? {
-                Confirmation::Ack(None) => Ok(()),
-                Confirmation::Ack(Some(returned)) => Err(PublishError::Refused(format!(
-                    "unroutable: {}",
-                    returned.reply_text
-                ))),
-                Confirmation::Nack(_) => Err(PublishError::Refused("nacked".into())),
-                Confirmation::NotRequested => Err(PublishError::Refused("confirms are off".into())),
-            }
+            confirmed(confirm.await?)
         };
-        // Blocked while waiting: the confirm will not come before the alarm clears.
+        self.guarded(&status, PUBLISH_TIMEOUT, publishing).await
+    }
+
+    /// Runs `publishing` within `timeout`, failing at once when the broker
+    /// blocks the connection meanwhile (the confirm will not come before the
+    /// alarm clears); a timeout or a channel error tells the supervisor.
+    async fn guarded(
+        &self,
+        status: &ConnectionStatus,
+        timeout: Duration,
+        publishing: impl std::future::Future<Output = Result<(), PublishError>>,
+    ) -> Result<(), PublishError> {
         let blocked = async {
             while !status.blocked() {
                 tokio::time::sleep(BLOCKED_POLL).await;
             }
         };
         let result = tokio::select! {
-            result = tokio::time::timeout(PUBLISH_TIMEOUT, publishing) => {
+            result = tokio::time::timeout(timeout, publishing) => {
                 result.unwrap_or(Err(PublishError::Timeout))
             }
             () = blocked => Err(PublishError::Blocked),
@@ -270,15 +303,7 @@ impl Publisher {
     /// `message_id`, confirmed by the broker before this returns. When traces
     /// are on, the headers carry the current span's `traceparent`.
     pub async fn publish_task(&self, message: &TaskMessage) -> Result<(), PublishError> {
-        let body = serde_json::to_vec(message).expect("a TaskMessage always serializes");
-        let mut properties = BasicProperties::default()
-            .with_delivery_mode(2)
-            .with_priority(message.priority)
-            .with_message_id(ShortString::from(message.task_id.to_string()))
-            .with_content_type("application/json".into());
-        if let Some(headers) = crate::telemetry::amqp_trace_headers() {
-            properties = properties.with_headers(headers);
-        }
+        let (body, properties) = task_envelope(message);
         self.publish(
             topology::TASKS_EXCHANGE,
             topology::TASKS_ROUTING_KEY,
@@ -286,6 +311,36 @@ impl Publisher {
             properties,
         )
         .await
+    }
+
+    /// Publishes many tasks as [`Publisher::publish_task`] publishes one, but
+    /// pipelined: every message is sent first, then every confirm awaited
+    /// (within [`PUBLISH_TIMEOUT`] plus 10 ms a message). `Ok` only when the
+    /// broker confirmed them all; after an error some may have been routed.
+    pub async fn publish_tasks(&self, messages: &[TaskMessage]) -> Result<(), PublishError> {
+        let (channel, status) = self.channel().await?;
+        let publishing = async {
+            let mut confirms = Vec::with_capacity(messages.len());
+            for message in messages {
+                let (body, properties) = task_envelope(message);
+                let confirm = channel
+                    .basic_publish(
+                        topology::TASKS_EXCHANGE.into(),
+                        topology::TASKS_ROUTING_KEY.into(),
+                        PUBLISH_OPTIONS,
+                        &body,
+                        properties,
+                    )
+                    .await?;
+                confirms.push(confirm);
+            }
+            for confirm in confirms {
+                confirmed(confirm.await?)?;
+            }
+            Ok(())
+        };
+        let timeout = PUBLISH_TIMEOUT + Duration::from_millis(10) * messages.len() as u32;
+        self.guarded(&status, timeout, publishing).await
     }
 
     /// Broadcasts a cancel to every worker.

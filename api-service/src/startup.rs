@@ -23,7 +23,7 @@ use crate::{
     openapi,
     publisher::Publisher,
     routes::{self, health::OpenApiJson},
-    service::{backlog, reoffer, republish, webhooks},
+    service::{backlog, reoffer, republish, schedules, webhooks},
     state::Backends,
     store::{EventHub, EvictionPolicy, Store},
 };
@@ -33,6 +33,17 @@ pub use crate::state::AppState;
 
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 65_536;
+/// Largest body of `POST /tasks/batch` (up to 1,000 create bodies).
+pub const MAX_BATCH_BODY_BYTES: usize = 4 * 1024 * 1024;
+
+/// The body limit of the route at `path`.
+pub fn body_limit(path: &str) -> usize {
+    if path == "/tasks/batch" {
+        MAX_BATCH_BODY_BYTES
+    } else {
+        MAX_BODY_BYTES
+    }
+}
 
 /// The api, bound and ready to run.
 pub struct Application {
@@ -54,7 +65,7 @@ impl std::fmt::Debug for Application {
 impl Application {
     /// Binds the listener and starts the background tasks (RabbitMQ
     /// connection, event subscription, health checks, webhooks, the outbox
-    /// sweep, the QUEUED-age sampler, the lease sweep). Redis and RabbitMQ need not be up: the api connects when they come.
+    /// sweep, the QUEUED-age sampler, the lease sweep, the schedule ticker). Redis and RabbitMQ need not be up: the api connects when they come.
     ///
     /// # Errors
     /// A missing `CALLBACK_TOKEN`, a bad URL, or an address that cannot be bound.
@@ -82,6 +93,11 @@ impl Application {
             stop.clone(),
         ));
         background.spawn(reoffer::run(Arc::clone(&state), stop.clone()));
+        background.spawn(schedules::run(
+            Arc::clone(&state),
+            state.schedule_tick,
+            stop.clone(),
+        ));
         let (port, server) = serve(&settings, &state)?;
         tracing::info!(port, "api listening");
         Ok(Self {

@@ -36,6 +36,10 @@ pub struct AppState {
     /// Wait before the first webhook retry; doubles per attempt.
     pub webhook_retry_base: Duration,
     pub http: reqwest::Client,
+    /// `SCHEDULE_TICK_MS`: how often the schedule ticker runs.
+    pub schedule_tick: Duration,
+    /// `SCHEDULE_SECONDS` (tests only): 6-field cron expressions accepted.
+    pub schedule_seconds: bool,
     finished: mpsc::UnboundedSender<TaskId>,
 }
 
@@ -91,6 +95,8 @@ impl AppState {
             webhook_secret: settings.webhook_secret.clone(),
             webhook_retry_base: Duration::from_millis(settings.webhook_retry_base_ms),
             http,
+            schedule_tick: Duration::from_millis(settings.schedule_tick_ms),
+            schedule_seconds: settings.schedule_seconds,
             finished,
         };
         Ok((state, finished_rx))

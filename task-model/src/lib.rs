@@ -14,19 +14,25 @@
 //! - [`messages`]: the queue envelope (it names a task: built from a
 //!   [`NewTask`] or a [`TaskView`]), cancel broadcasts and callback bodies
 //!   (the claim answer carries the stored [`TaskSpec`]).
+//! - [`batch`]: the body and answer of bulk create.
+//! - [`schedule`]: periodic tasks' bodies and answers.
 //! - [`topology`]: exchange, queue and routing-key names.
 #![warn(missing_docs)]
 
+pub mod batch;
 pub mod id;
 pub mod messages;
+pub mod schedule;
 pub mod status;
 pub mod task;
 pub mod topology;
 
+pub use batch::{BatchAnswer, BatchError, BatchRequest, MAX_BATCH_TASKS};
 pub use id::{TaskId, TaskIdError};
 pub use messages::{
     CallbackAnswer, ControlMessage, ProgressReport, StatusReport, TaskMessage, TaskSpec,
 };
+pub use schedule::{CreateScheduleRequest, ScheduleCreated, ScheduleList, ScheduleView};
 pub use status::{TaskStatus, UnknownStatus};
 pub use task::{
     progress_percent, CreateTaskRequest, EventView, NewTask, TaskDefaults, TaskPage, TaskRef,

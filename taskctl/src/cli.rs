@@ -72,7 +72,8 @@ Examples:
   taskctl submit
   taskctl submit --stages 3 --stage-ms 1000 --wait
   taskctl submit --priority 9 --timeout 120 --input '{\"name\": \"x\"}'
-  taskctl submit --idempotency-key order-42   # a replay returns the first task's id")]
+  taskctl submit --idempotency-key order-42   # a replay returns the first task's id
+  taskctl submit --batch tasks.json            # up to 1,000 tasks at once, all or none")]
     Submit(SubmitArgs),
 
     /// Follow tasks live until they end: a progress bar each (stage k/n,
@@ -117,6 +118,84 @@ Examples:
   taskctl events 2f1c0c6e-8a4b-4f7e-9d0a-3b5e6c7d8e9f
   taskctl events \"$ID\" --json")]
     Events(GetArgs),
+
+    /// Periodic tasks: a cron expression (UTC) and the task each due time creates.
+    #[command(subcommand)]
+    Schedules(SchedulesCommand),
+}
+
+/// `taskctl schedules …`.
+#[derive(Debug, Subcommand)]
+pub enum SchedulesCommand {
+    /// List every schedule, newest first.
+    #[command(after_help = "\
+Examples:
+  taskctl schedules list
+  taskctl schedules list --json")]
+    List(JsonFlag),
+
+    /// Create a schedule and print its id and first due time.
+    #[command(after_help = "\
+Examples:
+  taskctl schedules create --cron '*/15 * * * *' --task '{\"stages\": 3}' --name report
+  taskctl schedules create --cron '0 6 * * MON-FRI'")]
+    Create(ScheduleCreateArgs),
+
+    /// Show one schedule: cron, task, next and last due time, last task.
+    #[command(after_help = "\
+Examples:
+  taskctl schedules get 2f1c0c6e-8a4b-4f7e-9d0a-3b5e6c7d8e9f --json")]
+    Get(ScheduleGetArgs),
+
+    /// Delete a schedule: no due time fires after it.
+    #[command(after_help = "\
+Examples:
+  taskctl schedules delete 2f1c0c6e-8a4b-4f7e-9d0a-3b5e6c7d8e9f")]
+    Delete(ScheduleIdArg),
+}
+
+/// `--json` alone.
+#[derive(Debug, Args)]
+pub struct JsonFlag {
+    /// Print the api's JSON (pretty) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `taskctl schedules create`.
+#[derive(Debug, Args)]
+pub struct ScheduleCreateArgs {
+    /// A 5-field cron expression (minute hour day-of-month month day-of-week), UTC.
+    #[arg(long, value_name = "EXPR")]
+    pub cron: String,
+
+    /// The task each due time creates, as a `POST /tasks` JSON body (default `{}`).
+    #[arg(long, value_name = "JSON", value_parser = parse_json)]
+    pub task: Option<serde_json::Value>,
+
+    /// A name for people (at most 200 bytes).
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+}
+
+/// A schedule id.
+#[derive(Debug, Args)]
+pub struct ScheduleIdArg {
+    /// Schedule id (canonical UUID).
+    #[arg(value_name = "ID", value_parser = parse_schedule_id)]
+    pub id: String,
+}
+
+/// `taskctl schedules get`.
+#[derive(Debug, Args)]
+pub struct ScheduleGetArgs {
+    /// Schedule id (canonical UUID).
+    #[arg(value_name = "ID", value_parser = parse_schedule_id)]
+    pub id: String,
+
+    /// Print the api's JSON (pretty) instead of a summary.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `taskctl submit`.
@@ -155,7 +234,14 @@ pub struct SubmitArgs {
     #[arg(long, value_name = "KEY", value_parser = parse_idempotency_key)]
     pub idempotency_key: Option<String>,
 
-    /// After submitting, follow the task like `watch` until it ends.
+    /// Submit every task in FILE at once instead (`POST /tasks/batch`, up to
+    /// 1,000, all or none): a JSON list of task bodies, or `{"tasks": [...]}`.
+    /// Prints one id per line, in the file's order.
+    #[arg(long, value_name = "FILE", value_parser = parse_batch_file,
+        conflicts_with_all = ["stages", "stage_ms", "timeout", "priority", "input", "algorithm", "webhook_url"])]
+    pub batch: Option<serde_json::Value>,
+
+    /// After submitting, follow the task (every task of a batch) like `watch` until it ends.
     #[arg(long)]
     pub wait: bool,
 }
@@ -226,6 +312,28 @@ fn parse_status(s: &str) -> Result<TaskStatus, String> {
 
 fn parse_json(s: &str) -> Result<serde_json::Value, String> {
     serde_json::from_str(s).map_err(|e| format!("not valid JSON: {e}"))
+}
+
+fn parse_schedule_id(s: &str) -> Result<String, String> {
+    TaskId::parse(s.trim())
+        .map(|id| id.to_string())
+        .map_err(|_| "schedule ids are UUIDs in canonical hyphenated form".to_owned())
+}
+
+/// A batch file's tasks as a `POST /tasks/batch` body, `{"tasks": [...]}`.
+fn parse_batch_file(path: &str) -> Result<serde_json::Value, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    let value: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("{path} is not valid JSON: {e}"))?;
+    match value {
+        serde_json::Value::Array(tasks) => Ok(serde_json::json!({ "tasks": tasks })),
+        serde_json::Value::Object(o) if o.get("tasks").is_some_and(serde_json::Value::is_array) => {
+            Ok(serde_json::Value::Object(o))
+        }
+        _ => Err(format!(
+            "{path} must hold a JSON list of task bodies or {{\"tasks\": [...]}}"
+        )),
+    }
 }
 
 fn parse_idempotency_key(s: &str) -> Result<String, String> {

@@ -11,7 +11,7 @@ use std::time::Duration;
 use reqwest::{header, Method, RequestBuilder, Response, StatusCode, Url};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use task_model::{EventView, TaskId, TaskStatus, TaskView};
+use task_model::{EventView, ScheduleCreated, TaskId, TaskRef, TaskStatus, TaskView};
 
 /// How long a plain request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -34,6 +34,12 @@ pub enum ClientError {
     NotFound {
         /// The id asked for.
         id: TaskId,
+    },
+    /// The schedule does not exist.
+    #[error("no schedule with id {id}")]
+    NoSchedule {
+        /// The id asked for.
+        id: String,
     },
     /// Any other error answer.
     #[error("{}", api_message(*.status, .code, .message))]
@@ -64,7 +70,7 @@ impl ClientError {
     pub fn exit_code(&self) -> u8 {
         match self {
             ClientError::Unreachable { .. } => 3,
-            ClientError::NotFound { .. } => 4,
+            ClientError::NotFound { .. } | ClientError::NoSchedule { .. } => 4,
             ClientError::Api { .. } | ClientError::InvalidResponse(_) => 5,
         }
     }
@@ -77,6 +83,16 @@ pub struct Submitted {
     pub task_id: TaskId,
     /// Its current status.
     pub status: TaskStatus,
+    /// True when the api answered 200: an idempotent replay, nothing created.
+    #[serde(skip)]
+    pub replayed: bool,
+}
+
+/// `POST /tasks/batch`'s answer.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct BatchSubmitted {
+    /// One per task of the request, in its order.
+    pub tasks: Vec<TaskRef>,
     /// True when the api answered 200: an idempotent replay, nothing created.
     #[serde(skip)]
     pub replayed: bool,
@@ -208,6 +224,78 @@ impl Client {
         let mut submitted: Submitted = self.json(res).await?;
         submitted.replayed = replayed;
         Ok(submitted)
+    }
+
+    /// `POST /tasks/batch` with `body` (`{"tasks": [...]}`) and an optional
+    /// `Idempotency-Key` covering the whole batch.
+    ///
+    /// # Errors
+    /// See [`ClientError`]; an invalid task is an `Api` error whose message
+    /// names its index (`tasks[3]: …`).
+    pub async fn submit_batch(
+        &self,
+        body: &Value,
+        idempotency_key: Option<&str>,
+    ) -> Result<BatchSubmitted, ClientError> {
+        let mut req = self.request(Method::POST, "/tasks/batch").json(body);
+        if let Some(key) = idempotency_key {
+            req = req.header("Idempotency-Key", key);
+        }
+        let res = self.send(req, None).await?;
+        let replayed = res.status() == StatusCode::OK;
+        let mut submitted: BatchSubmitted = self.json(res).await?;
+        submitted.replayed = replayed;
+        Ok(submitted)
+    }
+
+    /// Sends a `/schedules` request; a 404 names schedule `id`.
+    async fn send_schedule(&self, req: RequestBuilder, id: &str) -> Result<Response, ClientError> {
+        match self.send(req, None).await {
+            Err(ClientError::Api { status: 404, .. }) => {
+                Err(ClientError::NoSchedule { id: id.to_owned() })
+            }
+            other => other,
+        }
+    }
+
+    /// `GET /schedules`, as the api's JSON.
+    ///
+    /// # Errors
+    /// See [`ClientError`].
+    pub async fn schedules_json(&self) -> Result<Value, ClientError> {
+        let res = self
+            .send(self.request(Method::GET, "/schedules"), None)
+            .await?;
+        self.json(res).await
+    }
+
+    /// `GET /schedules/{id}`, as the api's JSON.
+    ///
+    /// # Errors
+    /// See [`ClientError`].
+    pub async fn schedule_json(&self, id: &str) -> Result<Value, ClientError> {
+        let req = self.request(Method::GET, &format!("/schedules/{id}"));
+        let res = self.send_schedule(req, id).await?;
+        self.json(res).await
+    }
+
+    /// `POST /schedules` with `body`.
+    ///
+    /// # Errors
+    /// See [`ClientError`].
+    pub async fn create_schedule(&self, body: &Value) -> Result<ScheduleCreated, ClientError> {
+        let req = self.request(Method::POST, "/schedules").json(body);
+        let res = self.send(req, None).await?;
+        self.json(res).await
+    }
+
+    /// `DELETE /schedules/{id}`.
+    ///
+    /// # Errors
+    /// See [`ClientError`].
+    pub async fn delete_schedule(&self, id: &str) -> Result<(), ClientError> {
+        let req = self.request(Method::DELETE, &format!("/schedules/{id}"));
+        self.send_schedule(req, id).await.map(|_| ())
     }
 
     /// `GET /tasks/{id}`, as the api's JSON.

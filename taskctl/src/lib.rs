@@ -20,11 +20,13 @@
 //! - [`watch`]: the SSE parser and follower (reconnects with `Last-Event-ID`),
 //!   shown as indicatif bars on a terminal, plain lines otherwise.
 //! - [`output`]: summaries, tables, pretty JSON and the error line.
+//! - [`schedules`]: `taskctl schedules list|create|get|delete`.
 //! - [`run`] (here): each subcommand, tying the three together.
 
 pub mod cli;
 pub mod client;
 pub mod output;
+pub mod schedules;
 pub mod watch;
 
 use serde_json::{json, Map, Value};
@@ -69,6 +71,7 @@ pub async fn run(cli: Cli) -> Result<Outcome, ClientError> {
         Command::Get(args) => get(&client, args).await,
         Command::List(args) => list(&client, args).await,
         Command::Events(args) => events(&client, args).await,
+        Command::Schedules(command) => schedules::run(&client, command).await,
     }
 }
 
@@ -90,6 +93,9 @@ fn submit_body(args: &SubmitArgs) -> Value {
 }
 
 async fn submit(client: &Client, args: SubmitArgs) -> Result<Outcome, ClientError> {
+    if let Some(batch) = &args.batch {
+        return submit_batch(client, batch, &args).await;
+    }
     let body = submit_body(&args);
     let submitted = client
         .submit(&body, args.idempotency_key.as_deref())
@@ -103,6 +109,31 @@ async fn submit(client: &Client, args: SubmitArgs) -> Result<Outcome, ClientErro
     }
     if args.wait {
         watch(client, &[submitted.task_id]).await
+    } else {
+        Ok(Outcome::Success)
+    }
+}
+
+async fn submit_batch(
+    client: &Client,
+    batch: &Value,
+    args: &SubmitArgs,
+) -> Result<Outcome, ClientError> {
+    let submitted = client
+        .submit_batch(batch, args.idempotency_key.as_deref())
+        .await?;
+    let ids: Vec<TaskId> = submitted.tasks.iter().map(|t| t.task_id).collect();
+    output::line(
+        ids.iter()
+            .map(TaskId::to_string)
+            .collect::<Vec<_>>()
+            .join("\n"),
+    );
+    if submitted.replayed {
+        output::note("this Idempotency-Key was used before: nothing new was created");
+    }
+    if args.wait {
+        watch(client, &ids).await
     } else {
         Ok(Outcome::Success)
     }

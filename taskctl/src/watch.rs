@@ -349,7 +349,9 @@ fn retryable(e: &ClientError) -> bool {
     match e {
         ClientError::Unreachable { .. } => true,
         ClientError::Api { status, .. } => *status >= 500,
-        ClientError::NotFound { .. } | ClientError::InvalidResponse(_) => false,
+        ClientError::NotFound { .. }
+        | ClientError::NoSchedule { .. }
+        | ClientError::InvalidResponse(_) => false,
     }
 }
 

@@ -306,6 +306,37 @@
     loadTasks();
   });
 
+  // -------------------------------------------------------------- schedules
+
+  /** The schedules table: name, cron, next and last due time, last task. */
+  async function loadSchedules() {
+    const body = $('#schedules');
+    const error = $('#schedules-error');
+    try {
+      const { body: answer } = await api('/schedules');
+      error.hidden = true;
+      const rows = answer.schedules.map((s) =>
+        el('tr', {},
+          el('td', {}, s.name || '—'),
+          el('td', {}, el('code', {}, s.cron)),
+          el('td', {}, fmtDateTime(s.next_run_at)),
+          el('td', {}, s.last_run_at ? fmtDateTime(s.last_run_at) : '—'),
+          el('td', {}, s.last_task_id || '—')));
+      body.replaceChildren(...rows);
+      $('#schedules-wrap').hidden = rows.length === 0;
+      $('#schedules-empty').hidden = rows.length !== 0;
+    } catch (e) {
+      if (e.status === 401) return;
+      error.textContent = 'Could not load the schedules: ' + e.message;
+      error.hidden = false;
+    }
+  }
+
+  $('#schedules-reload').addEventListener('click', () => {
+    announce('Reloading the schedules');
+    loadSchedules();
+  });
+
   // --------------------------------------------------------- live streams
 
   /** Wants a live stream for a task; `urgent` puts it first in line. */
@@ -698,6 +729,7 @@
     generation += 1;
     stopStreams();
     loadTasks();
+    loadSchedules();
   }
 
   // The management UI runs beside the broker on port 15672, reached through
@@ -712,4 +744,5 @@
 
   pollHealth();
   loadTasks();
+  loadSchedules();
 })();

@@ -1,18 +1,22 @@
 //! HTTP routes: one module per resource, handlers named by verb.
 //!
 //! - [`tasks`]: the public task API.
+//! - [`batch`]: bulk create.
 //! - [`algorithms`]: the catalogue of algorithms.
 //! - [`blobs`]: blob upload and download, public and for workers.
+//! - [`schedules`]: periodic tasks.
 //! - [`stream`]: live events over SSE.
 //! - [`callbacks`]: the worker callback API.
 //! - [`health`]: `/healthz`, `/readyz`, `/metrics`.
 //! - [`dashboard`]: the web page at `/` and its two assets.
 
 pub mod algorithms;
+pub mod batch;
 pub mod blobs;
 pub mod callbacks;
 pub mod dashboard;
 pub mod health;
+pub mod schedules;
 pub mod stream;
 pub mod tasks;
 
@@ -57,11 +61,31 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::get().to(tasks::list_tasks))
             .route(web::head().to(tasks::list_tasks)),
     )
+    // Before `/tasks/{id}`, which would take `batch` for an id.
+    .service(
+        resource("/tasks/batch", "POST")
+            .app_data(web::PayloadConfig::new(
+                crate::startup::MAX_BATCH_BODY_BYTES,
+            ))
+            .route(web::post().to(batch::create_batch)),
+    )
     .service(
         resource("/tasks/{id}", "GET, HEAD, DELETE")
             .route(web::get().to(tasks::get_task))
             .route(web::head().to(tasks::get_task))
             .route(web::delete().to(tasks::cancel_task)),
+    )
+    .service(
+        resource("/schedules", "GET, HEAD, POST")
+            .route(web::post().to(schedules::create_schedule))
+            .route(web::get().to(schedules::list_schedules))
+            .route(web::head().to(schedules::list_schedules)),
+    )
+    .service(
+        resource("/schedules/{id}", "GET, HEAD, DELETE")
+            .route(web::get().to(schedules::get_schedule))
+            .route(web::head().to(schedules::get_schedule))
+            .route(web::delete().to(schedules::delete_schedule)),
     )
     .service(resource("/algorithms", "GET").route(web::get().to(algorithms::list_algorithms)))
     .service(resource("/blobs", "POST").route(web::post().to(blobs::upload_blob)))

@@ -21,7 +21,7 @@ pub fn parse_id(raw: &str) -> Result<TaskId, ApiError> {
     TaskId::parse(raw).map_err(|e| ApiError::bad_request("invalid_id", e.to_string()))
 }
 
-fn is_json_content_type(req: &HttpRequest) -> bool {
+pub(crate) fn is_json_content_type(req: &HttpRequest) -> bool {
     let Some(ct) = req.headers().get(header::CONTENT_TYPE) else {
         return true;
     };
@@ -63,7 +63,7 @@ fn create_request(req: &HttpRequest, body: &[u8]) -> Result<CreateTaskRequest, A
 }
 
 /// The `Idempotency-Key` header, if sent; 400 when malformed.
-fn idempotency_key(req: &HttpRequest) -> Result<Option<&str>, ApiError> {
+pub(crate) fn idempotency_key(req: &HttpRequest) -> Result<Option<&str>, ApiError> {
     let Some(raw) = req.headers().get("idempotency-key") else {
         return Ok(None);
     };

@@ -95,7 +95,10 @@ pub async fn create(
 /// naming the field), then the generic ones. A task that names no `stages`
 /// gets `DEFAULT_STAGES` when it is `hello` (v1's default, an operator
 /// setting) and its algorithm's `default_stages` otherwise.
-fn validate(state: &AppState, mut request: CreateTaskRequest) -> Result<NewTask, ApiError> {
+pub(crate) fn validate(
+    state: &AppState,
+    mut request: CreateTaskRequest,
+) -> Result<NewTask, ApiError> {
     let name = request.algorithm.as_deref().unwrap_or("hello");
     let Some(algorithm) = native::algorithm(name) else {
         let known: Vec<_> = native::algorithms().iter().map(|a| a.name).collect();
@@ -123,8 +126,9 @@ fn validate(state: &AppState, mut request: CreateTaskRequest) -> Result<NewTask,
     Ok(task)
 }
 
-/// Reserves `key` for `id`, or answers with the task that holds it.
-async fn reserve(
+/// Reserves `key` for `id`, or answers with the task that holds it (a
+/// batch's key names its first task).
+pub(crate) async fn reserve(
     state: &AppState,
     key: &IdempotencyKey,
     id: &TaskId,
@@ -217,7 +221,7 @@ async fn discard(state: &AppState, id: TaskId, created_ms: i64, why: &str) {
     }
 }
 
-async fn release(state: &AppState, key: &IdempotencyKey, id: TaskId) {
+pub(crate) async fn release(state: &AppState, key: &IdempotencyKey, id: TaskId) {
     if let Err(e) = state.store.release_idempotency_key(key, &id).await {
         tracing::error!(task_id = %id, error = %e, "could not release the idempotency key");
     }

@@ -4,6 +4,8 @@
 //!
 //! - [`create`]: `POST /tasks` — validate, reserve the idempotency key,
 //!   store, publish, list.
+//! - [`batch`]: `POST /tasks/batch` — the same steps for up to 1,000 tasks,
+//!   all or nothing.
 //! - [`blobs`]: `POST /blobs`, `GET /blobs/{id}`, and a create's input blobs.
 //! - [`cancel`]: a user's cancel, and the broadcast to the workers.
 //! - [`claim`]: a worker takes a task (`PROCESSING`).
@@ -13,9 +15,12 @@
 //! - [`republish`]: the outbox sweep for creates cut short.
 //! - [`backlog`]: the age of the oldest QUEUED task, sampled for `/metrics`
 //!   and `/readyz`.
+//! - [`schedules`]: `/schedules`, and the ticker that fires due schedules
+//!   once each, whichever api process takes them (background).
 //! - [`reoffer`]: the lease sweep: re-offers tasks whose holder's lease lapsed.
 
 pub mod backlog;
+pub mod batch;
 pub mod blobs;
 pub mod cancel;
 pub mod claim;
@@ -24,6 +29,7 @@ pub mod query;
 pub mod reoffer;
 pub mod report;
 pub mod republish;
+pub mod schedules;
 pub mod webhooks;
 
 use task_model::{CallbackAnswer, TaskId, TaskStatus};

@@ -9,6 +9,7 @@
 //! Timestamps are stored as epoch milliseconds (from the Redis clock inside
 //! the script) and formatted as RFC 3339 only when read.
 
+mod batch;
 mod blobs;
 mod hub;
 mod idempotency;
@@ -17,6 +18,7 @@ mod listing;
 mod maintenance;
 mod queued;
 mod record;
+mod schedules;
 
 use std::time::Duration;
 
@@ -24,6 +26,7 @@ use deadpool_redis::{redis, Pool, PoolConfig, Runtime, Timeouts};
 use redis::Script;
 use task_model::{NewTask, TaskId, TaskStatus};
 
+pub use batch::Stored;
 pub use blobs::BlobMeta;
 pub use hub::{EventHub, Watch};
 pub use idempotency::{reservation_secs, IdemReservation, IdempotencyKey, RESERVATION_SECS};
@@ -33,6 +36,7 @@ pub use maintenance::{EvictionPolicy, IndexRepair};
 pub use queued::OldestQueued;
 use record::{parse_event, parse_task};
 pub use record::{TaskRecord, WebhookState};
+pub use schedules::{ScheduleRecord, SHARDS as SCHEDULE_SHARDS};
 
 /// A Redis failure: the api answers 503 and retries nothing itself.
 #[derive(Debug, thiserror::Error)]
@@ -231,24 +235,8 @@ impl Store {
             .query_async(&mut conn)
             .await?;
         self.note_queued(&mut conn, id).await?;
-        let mut args = vec![
-            "algorithm".into(),
-            task.algorithm.clone(),
-            "stages".into(),
-            task.stages.to_string(),
-            "stage_ms".into(),
-            task.stage_ms.to_string(),
-            "timeout_secs".into(),
-            task.timeout_secs.to_string(),
-            "priority".into(),
-            task.priority.to_string(),
-            "input".into(),
-            task.input.to_string(),
-        ];
-        if let Some(url) = &task.webhook_url {
-            args.extend(["webhook_url".into(), url.clone()]);
-        }
-        self.transition_on(&mut conn, id, "create", &args).await
+        self.transition_on(&mut conn, id, "create", &create_args(task))
+            .await
     }
 
     /// Removes every trace of a task that could not be published;
@@ -475,6 +463,29 @@ return 1",
             .await?;
         Ok(recorded == 1)
     }
+}
+
+/// The arguments of the transition script's `create` for `task`: the
+/// fields of its hash (also [`Store::create_many`]'s).
+fn create_args(task: &NewTask) -> Vec<String> {
+    let mut args = vec![
+        "algorithm".into(),
+        task.algorithm.clone(),
+        "stages".into(),
+        task.stages.to_string(),
+        "stage_ms".into(),
+        task.stage_ms.to_string(),
+        "timeout_secs".into(),
+        task.timeout_secs.to_string(),
+        "priority".into(),
+        task.priority.to_string(),
+        "input".into(),
+        task.input.to_string(),
+    ];
+    if let Some(url) = &task.webhook_url {
+        args.extend(["webhook_url".into(), url.clone()]);
+    }
+    args
 }
 
 fn parse_outcome(raw: &[String]) -> Result<Outcome, StoreError> {

@@ -27,7 +27,7 @@ pub struct OldestQueued {
 }
 
 impl Store {
-    fn queued_key(&self) -> String {
+    pub(super) fn queued_key(&self) -> String {
         format!(
             "{}tasks:queued:{}",
             self.prefix,

@@ -178,3 +178,19 @@ async fn with_api_keys_the_shell_is_open_but_its_data_calls_need_the_key() {
     assert_ne!(get(&app, "/readyz").await.status(), 401);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn the_page_has_a_schedules_list_that_the_script_fills_from_the_api() {
+    let app = spawn_app().await;
+    let html = get(&app, "/").await.text().await.unwrap();
+    let js = get(&app, "/assets/app.js").await.text().await.unwrap();
+    assert!(
+        html.contains(r#"<tbody id="schedules">"#),
+        "the schedules table"
+    );
+    assert!(
+        js.contains("api('/schedules')"),
+        "the script reads GET /schedules"
+    );
+    app.stop().await;
+}

@@ -4,6 +4,7 @@
 
 mod algorithms;
 mod backlog;
+mod batch;
 mod blobs;
 mod callbacks;
 mod dashboard;
@@ -17,6 +18,7 @@ mod leases;
 mod listing;
 mod openapi;
 mod redis_limits;
+mod schedules;
 mod schemathesis;
 mod state_machine;
 mod tasks;

@@ -3,6 +3,7 @@
 //! the worker through the callback endpoints.
 #![allow(unreachable_pub)]
 
+mod bulk;
 mod commands;
 mod errors;
 mod hardening;
