@@ -6,6 +6,7 @@
 
 use std::{net::SocketAddr, time::Duration};
 
+use broker_topology::QueueType;
 use clap::Parser;
 use task_model::TaskDefaults;
 
@@ -101,6 +102,18 @@ pub struct Settings {
     #[arg(long, env = "REDIS_ALLOW_EVICTION", value_parser = clap::builder::BoolishValueParser::new())]
     pub redis_allow_eviction: bool,
 
+    /// Comma-separated named queues a task may name in `queue` (others are
+    /// refused with 400 `unknown_queue`); queue `q` is the RabbitMQ queue
+    /// `tasks.q`. Names match `[a-z0-9][a-z0-9_-]{0,62}`.
+    #[arg(long, env = "QUEUES", default_value = task_model::DEFAULT_QUEUE)]
+    pub queues: String,
+
+    /// How task queues are declared: `classic` (one priority queue per named
+    /// queue, v1's) or `quorum` (replicated, three priority lanes per named
+    /// queue). Workers must be given the same.
+    #[arg(long, env = "QUEUE_TYPE", default_value = "classic", value_parser = clap::value_parser!(QueueType))]
+    pub queue_type: QueueType,
+
     /// HTTP worker threads (default: one per core).
     #[arg(long, env = "API_WORKERS")]
     pub workers: Option<usize>,
@@ -155,6 +168,26 @@ impl Settings {
     /// The API keys, trimmed, empties dropped.
     pub fn keys(&self) -> Vec<String> {
         split_list(&self.api_keys)
+    }
+
+    /// The named queues of `QUEUES`, in order, duplicates dropped.
+    ///
+    /// # Errors
+    /// None at all, or a name that is not `[a-z0-9][a-z0-9_-]{0,62}`.
+    pub fn queue_names(&self) -> anyhow::Result<Vec<String>> {
+        let mut names: Vec<String> = Vec::new();
+        for name in split_list(&self.queues) {
+            if !broker_topology::is_valid_queue_name(&name) {
+                anyhow::bail!("QUEUES: {name:?} is not a queue name ([a-z0-9][a-z0-9_-]{{0,62}})");
+            }
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+        if names.is_empty() {
+            anyhow::bail!("QUEUES names no queue");
+        }
+        Ok(names)
     }
 
     /// Hosts webhooks may target.

@@ -35,6 +35,9 @@ pub enum ApiError {
     /// 404.
     #[error("no task with id {0} (unknown or expired)")]
     NotFound(String),
+    /// 404 `not_found` for a named queue not in `QUEUES`.
+    #[error("no queue named {0:?} (QUEUES lists the queues)")]
+    QueueNotFound(String),
     /// 409, with the task's current status where it explains the conflict.
     #[error("{message}")]
     Conflict {
@@ -122,7 +125,7 @@ impl ApiError {
             | ApiError::Invalid { code, .. }
             | ApiError::Conflict { code, .. } => code,
             ApiError::Unauthorized(_) => "unauthorized",
-            ApiError::NotFound(_) => "not_found",
+            ApiError::NotFound(_) | ApiError::QueueNotFound(_) => "not_found",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::BrokerBlocked => "broker_blocked",
@@ -183,7 +186,7 @@ impl ResponseError for ApiError {
         match self {
             ApiError::BadRequest { .. } | ApiError::Invalid { .. } => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::NotFound(_) | ApiError::QueueNotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unavailable(_) | ApiError::BrokerBlocked => StatusCode::SERVICE_UNAVAILABLE,

@@ -5,7 +5,7 @@
 //! routes; [`crate::startup`] hands the document to the server.
 
 use task_model::{
-    CallbackAnswer, CreateTaskRequest, EventView, ProgressReport, StatusReport, TaskId, TaskPage,
+    CallbackAnswer, CreateTaskRequest, EventView, ProgressReport, QueuePause, StatusReport, TaskId, TaskPage,
     TaskRef, TaskSpec, TaskStatus, TaskView, WebhookView,
 };
 use utoipa::{
@@ -17,7 +17,7 @@ use crate::{
     error::ErrorBody,
     routes::algorithms::AlgorithmView,
     routes::health::{CheckView, Liveness, QueueView, Readiness},
-    service::blobs::BlobView,
+    service::{blobs::BlobView, queues::QueueInfo},
 };
 
 #[derive(Debug)]
@@ -109,6 +109,10 @@ impl Modify for OptionalBlobBodies {
         crate::routes::tasks::cancel_task_post,
         crate::routes::tasks::task_events,
         crate::routes::algorithms::list_algorithms,
+        crate::routes::queues::list_queues,
+        crate::routes::queues::pause_queue,
+        crate::routes::queues::resume_queue,
+        crate::routes::queues::internal_queues,
         crate::routes::blobs::upload_blob,
         crate::routes::blobs::get_blob,
         crate::routes::blobs::worker_upload_blob,
@@ -123,12 +127,13 @@ impl Modify for OptionalBlobBodies {
     components(schemas(
         CreateTaskRequest, TaskView, EventView, WebhookView, TaskStatus, TaskId, StatusReport, ProgressReport,
         CallbackAnswer, TaskSpec, ErrorBody, TaskRef, TaskPage, Readiness, CheckView, QueueView, Liveness,
-        AlgorithmView, BlobView
+        AlgorithmView, BlobView, QueueInfo, QueuePause
     )),
     modifiers(&Security, &UuidIds, &OptionalBlobBodies),
     tags(
         (name = "tasks", description = "The public task API"),
         (name = "blobs", description = "Bytes tasks take and give (images)"),
+        (name = "queues", description = "Named queues: depth, consumers, pause and resume"),
         (name = "callbacks", description = "Worker → api; bearer CALLBACK_TOKEN"),
         (name = "operations", description = "Health, readiness, metrics, this document"),
     )

@@ -28,6 +28,7 @@ use lapin::{
     types::{FieldTable, ShortString},
     BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ConnectionStatus,
 };
+use broker_topology::Topology;
 use task_model::{topology, ControlMessage, TaskMessage};
 use tokio::sync::{Notify, RwLock};
 
@@ -60,6 +61,25 @@ pub enum PublishError {
 /// blocked the connection meanwhile.
 const BLOCKED_POLL: Duration = Duration::from_millis(20);
 
+/// Where tasks go: the task queues to declare (`QUEUES`) and how
+/// (`QUEUE_TYPE`), and so which routing key a task is published with.
+#[derive(Debug, Clone)]
+pub struct Routing {
+    pub topology: Topology,
+    /// The named queues (`QUEUES`).
+    pub queues: Vec<String>,
+}
+
+impl Default for Routing {
+    /// v1's: the classic `tasks.algo` alone.
+    fn default() -> Self {
+        Self {
+            topology: Topology::default(),
+            queues: vec![task_model::DEFAULT_QUEUE.to_owned()],
+        }
+    }
+}
+
 struct Link {
     connection: Connection,
     channel: Channel,
@@ -73,6 +93,7 @@ pub struct Publisher {
     /// Set when a publish timed out: the supervisor replaces the connection.
     hung: Arc<std::sync::atomic::AtomicBool>,
     connected: tokio::sync::watch::Sender<bool>,
+    routing: Arc<Routing>,
 }
 
 impl std::fmt::Debug for Publisher {
@@ -86,6 +107,7 @@ impl Publisher {
     /// with backoff) until `stop`; spawn the future.
     pub fn new(
         url: String,
+        routing: Routing,
         stop: CancellationToken,
     ) -> (Self, impl std::future::Future<Output = ()>) {
         let publisher = Self {
@@ -93,6 +115,7 @@ impl Publisher {
             broken: Arc::default(),
             hung: Arc::default(),
             connected: tokio::sync::watch::Sender::new(false),
+            routing: Arc::new(routing),
         };
         let supervisor = publisher.clone().supervise(url, stop);
         (publisher, supervisor)
@@ -101,7 +124,7 @@ impl Publisher {
     async fn supervise(self, url: String, stop: CancellationToken) {
         let mut delay = Duration::from_millis(100);
         loop {
-            let stopped = match connect(&url).await {
+            let stopped = match connect(&url, &self.routing).await {
                 Ok(link) => {
                     delay = Duration::from_millis(100);
                     self.hold(link, &stop).await
@@ -266,10 +289,17 @@ impl Publisher {
         result
     }
 
-    /// Publishes a task to `tasks.algo`: persistent, with its priority and
-    /// `message_id`, confirmed by the broker before this returns. When traces
-    /// are on, the headers carry the current span's `traceparent`.
-    pub async fn publish_task(&self, message: &TaskMessage) -> Result<(), PublishError> {
+    /// Publishes a task to its named queue `queue` (`tasks.<queue>`, or its
+    /// priority lane under `QUEUE_TYPE=quorum`): persistent, with its
+    /// priority and `message_id`, confirmed by the broker before this
+    /// returns. When traces are on, the headers carry the current span's
+    /// `traceparent`.
+    pub async fn publish_task(
+        &self,
+        message: &TaskMessage,
+        queue: &str,
+    ) -> Result<(), PublishError> {
+        let routing_key = self.routing.topology.lane_for(queue, message.priority);
         let body = serde_json::to_vec(message).expect("a TaskMessage always serializes");
         let mut properties = BasicProperties::default()
             .with_delivery_mode(2)
@@ -279,13 +309,49 @@ impl Publisher {
         if let Some(headers) = crate::telemetry::amqp_trace_headers() {
             properties = properties.with_headers(headers);
         }
-        self.publish(
-            topology::TASKS_EXCHANGE,
-            topology::TASKS_ROUTING_KEY,
-            &body,
-            properties,
-        )
-        .await
+        self.publish(topology::TASKS_EXCHANGE, &routing_key, &body, properties)
+            .await
+    }
+
+    /// How queues are declared and tasks routed.
+    pub fn routing(&self) -> &Routing {
+        &self.routing
+    }
+
+    /// Messages ready and consumers of named queue `queue`, summed over its
+    /// RabbitMQ queues (its lanes under quorum): passive declares on a
+    /// channel of their own.
+    pub async fn queue_counts(&self, queue: &str) -> Result<(u32, u32), PublishError> {
+        let channel = {
+            let guard = self.link.read().await;
+            let link = guard.as_ref().ok_or(PublishError::NotConnected)?;
+            link.connection.create_channel().await?
+        };
+        let mut totals = (0, 0);
+        let mut result = Ok(());
+        for lane in self.routing.topology.task_queues(queue) {
+            let passive = QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            };
+            let declared = channel
+                .queue_declare(lane.name.as_str().into(), passive, FieldTable::default())
+                .await;
+            match declared {
+                Ok(q) => {
+                    totals.0 += q.message_count();
+                    totals.1 += q.consumer_count();
+                }
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        if channel.status().connected() {
+            let _ = channel.close(200, "done".into()).await;
+        }
+        result.map(|()| totals).map_err(Into::into)
     }
 
     /// Broadcasts a cancel to every worker.
@@ -322,7 +388,7 @@ impl Publisher {
     }
 }
 
-async fn connect(url: &str) -> anyhow::Result<Link> {
+async fn connect(url: &str, routing: &Routing) -> anyhow::Result<Link> {
     use anyhow::Context;
     let props = ConnectionProperties::default().with_connection_name("taskforge-api".into());
     let connection = tokio::time::timeout(Duration::from_secs(5), Connection::connect(url, props))
@@ -337,7 +403,8 @@ async fn connect(url: &str) -> anyhow::Result<Link> {
         .confirm_select(ConfirmSelectOptions::default())
         .await
         .context("enabling publisher confirms")?;
-    broker_topology::declare_topology(&channel).await?;
+    let queues: Vec<&str> = routing.queues.iter().map(String::as_str).collect();
+    routing.topology.declare(&channel, &queues).await?;
     Ok(Link {
         connection,
         channel,

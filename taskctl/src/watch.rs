@@ -538,6 +538,7 @@ mod tests {
             result: None,
             error: None,
             webhook: None,
+            queue: "algo".into(),
         }
     }
 

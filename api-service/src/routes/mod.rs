@@ -3,6 +3,7 @@
 //! - [`tasks`]: the public task API.
 //! - [`algorithms`]: the catalogue of algorithms.
 //! - [`blobs`]: blob upload and download, public and for workers.
+//! - [`queues`]: the named queues, their pause and resume.
 //! - [`stream`]: live events over SSE.
 //! - [`callbacks`]: the worker callback API.
 //! - [`health`]: `/healthz`, `/readyz`, `/metrics`.
@@ -13,6 +14,7 @@ pub mod blobs;
 pub mod callbacks;
 pub mod dashboard;
 pub mod health;
+pub mod queues;
 pub mod stream;
 pub mod tasks;
 
@@ -64,6 +66,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::delete().to(tasks::cancel_task)),
     )
     .service(resource("/algorithms", "GET").route(web::get().to(algorithms::list_algorithms)))
+    .service(resource("/queues", "GET").route(web::get().to(queues::list_queues)))
+    .service(resource("/queues/{name}/pause", "POST").route(web::post().to(queues::pause_queue)))
+    .service(
+        resource("/queues/{name}/resume", "POST").route(web::post().to(queues::resume_queue)),
+    )
+    .service(resource("/internal/queues", "GET").route(web::get().to(queues::internal_queues)))
     .service(resource("/blobs", "POST").route(web::post().to(blobs::upload_blob)))
     .service(resource("/blobs/{id}", "GET").route(web::get().to(blobs::get_blob)))
     .service(resource("/internal/blobs", "POST").route(web::post().to(blobs::worker_upload_blob)))

@@ -120,6 +120,7 @@ fn validate(state: &AppState, mut request: CreateTaskRequest) -> Result<NewTask,
     if let Some(url) = &task.webhook_url {
         webhooks::check_url(url, &state.webhook_hosts)?;
     }
+    super::queues::check_known(state, &task.queue)?;
     Ok(task)
 }
 
@@ -191,7 +192,7 @@ async fn store_and_publish(
         tracing::info_span!("publish", task_id = %id, exchange = topology::TASKS_EXCHANGE);
     if let Err(e) = state
         .publisher
-        .publish_task(&TaskMessage::new(id, task))
+        .publish_task(&TaskMessage::new(id, task), &task.queue)
         .instrument(publish)
         .await
     {

@@ -16,6 +16,7 @@ mod leases;
 mod listing;
 mod maintenance;
 mod queued;
+mod queues;
 mod record;
 
 use std::time::Duration;
@@ -31,6 +32,7 @@ pub use leases::LeaseCheck;
 pub use listing::{Cursor, Page};
 pub use maintenance::{EvictionPolicy, IndexRepair};
 pub use queued::OldestQueued;
+pub use queues::QueueState;
 use record::{parse_event, parse_task};
 pub use record::{TaskRecord, WebhookState};
 
@@ -244,6 +246,8 @@ impl Store {
             task.priority.to_string(),
             "input".into(),
             task.input.to_string(),
+            "queue".into(),
+            task.queue.clone(),
         ];
         if let Some(url) = &task.webhook_url {
             args.extend(["webhook_url".into(), url.clone()]);
