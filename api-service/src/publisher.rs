@@ -45,6 +45,10 @@ pub enum PublishError {
     /// The broker failed the publish or nacked it.
     #[error("rabbitmq refused the message: {0}")]
     Refused(String),
+    /// No queue is bound where the message went (e.g. a broadcast while no
+    /// worker runs).
+    #[error("rabbitmq refused the message: unroutable: {0}")]
+    Unroutable(String),
     /// The channel failed under the publish.
     #[error(transparent)]
     Amqp(#[from] lapin::Error),
@@ -258,10 +262,9 @@ impl Publisher {
                 .await?;
             match confirm.await? {
                 Confirmation::Ack(None) => Ok(()),
-                Confirmation::Ack(Some(returned)) => Err(PublishError::Refused(format!(
-                    "unroutable: {}",
-                    returned.reply_text
-                ))),
+                Confirmation::Ack(Some(returned)) => {
+                    Err(PublishError::Unroutable(returned.reply_text.to_string()))
+                }
                 Confirmation::Nack(_) => Err(PublishError::Refused("nacked".into())),
                 Confirmation::NotRequested => Err(PublishError::Refused("confirms are off".into())),
             }

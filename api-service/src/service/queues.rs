@@ -111,13 +111,22 @@ pub async fn set_paused(state: &AppState, queue: &str, paused: bool) -> Result<(
         paused,
         version,
     };
-    if let Err(e) = state.publisher.publish_control(&message).await {
-        tracing::error!(queue, paused, version, error = %e, "recorded, but the broadcast to the workers failed");
-        return Err(match e {
-            PublishError::Blocked => ApiError::BrokerBlocked,
-            e => ApiError::Unavailable(e.into()),
-        });
+    match state.publisher.publish_control(&message).await {
+        Ok(()) => {}
+        // No worker runs: none to tell (one that starts asks).
+        Err(PublishError::Unroutable(_)) => {
+            tracing::debug!(queue, "no worker listens on tasks.control");
+        }
+        Err(e) => return Err(broadcast_failed(queue, paused, version, e)),
     }
     tracing::info!(queue, paused, version, "queue {}", if paused { "paused" } else { "resumed" });
     Ok(())
+}
+
+fn broadcast_failed(queue: &str, paused: bool, version: u64, e: PublishError) -> ApiError {
+    tracing::error!(queue, paused, version, error = %e, "recorded, but the broadcast to the workers failed");
+    match e {
+        PublishError::Blocked => ApiError::BrokerBlocked,
+        e => ApiError::Unavailable(e.into()),
+    }
 }
