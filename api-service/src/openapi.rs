@@ -5,8 +5,8 @@
 //! routes; [`crate::startup`] hands the document to the server.
 
 use task_model::{
-    CallbackAnswer, CreateTaskRequest, EventView, ProgressReport, QueuePause, StatusReport, TaskId, TaskPage,
-    TaskRef, TaskSpec, TaskStatus, TaskView, WebhookView,
+    CallbackAnswer, CreateTaskRequest, EventView, ProgressReport, QueuePause, StatusReport, TaskId,
+    TaskPage, TaskRef, TaskSpec, TaskStatus, TaskView, WebhookView,
 };
 use utoipa::{
     openapi::security::{Http, HttpAuthScheme, SecurityScheme},

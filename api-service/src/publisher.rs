@@ -23,12 +23,12 @@
 
 use std::{sync::Arc, time::Duration};
 
+use broker_topology::Topology;
 use lapin::{
     options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions},
     types::{FieldTable, ShortString},
     BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ConnectionStatus,
 };
-use broker_topology::Topology;
 use task_model::{topology, ControlMessage, TaskMessage};
 use tokio::sync::{Notify, RwLock};
 

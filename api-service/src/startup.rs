@@ -157,8 +157,7 @@ fn connect(
         topology: Topology::new(settings.queue_type),
         queues: settings.queue_names()?,
     };
-    let (publisher, supervisor) =
-        Publisher::new(settings.amqp_url.clone(), routing, stop.clone());
+    let (publisher, supervisor) = Publisher::new(settings.amqp_url.clone(), routing, stop.clone());
     background.spawn(supervisor);
     let events = Arc::new(EventHub::default());
     background.spawn(Arc::clone(&events).run(

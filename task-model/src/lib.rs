@@ -25,8 +25,7 @@ pub mod topology;
 
 pub use id::{TaskId, TaskIdError};
 pub use messages::{
-    CallbackAnswer, ControlMessage, ProgressReport, QueuePause, StatusReport, TaskMessage,
-    TaskSpec,
+    CallbackAnswer, ControlMessage, ProgressReport, QueuePause, StatusReport, TaskMessage, TaskSpec,
 };
 pub use status::{TaskStatus, UnknownStatus};
 pub use task::{

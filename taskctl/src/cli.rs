@@ -117,6 +117,42 @@ Examples:
   taskctl events 2f1c0c6e-8a4b-4f7e-9d0a-3b5e6c7d8e9f
   taskctl events \"$ID\" --json")]
     Events(GetArgs),
+
+    /// List the api's named queues: depth, consumers, paused.
+    #[command(after_help = "\
+Examples:
+  taskctl queues
+  taskctl queues --json")]
+    Queues(JsonArg),
+
+    /// Pause a queue: it still accepts tasks, but within 1 s no worker takes
+    /// new ones from it (running tasks run on). Pausing twice is not an error.
+    #[command(after_help = "\
+Examples:
+  taskctl pause gpu")]
+    Pause(QueueArg),
+
+    /// Resume a paused queue: workers take its tasks again.
+    #[command(after_help = "\
+Examples:
+  taskctl resume gpu")]
+    Resume(QueueArg),
+}
+
+/// `taskctl queues`.
+#[derive(Debug, Args)]
+pub struct JsonArg {
+    /// Print the api's JSON (pretty) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `taskctl pause` and `taskctl resume`.
+#[derive(Debug, Args)]
+pub struct QueueArg {
+    /// The queue's name (one of the api's QUEUES).
+    #[arg(value_name = "QUEUE")]
+    pub queue: String,
 }
 
 /// `taskctl submit`.
@@ -145,6 +181,10 @@ pub struct SubmitArgs {
     /// The routine to run (the api's default, `hello`, when left out).
     #[arg(long, value_name = "NAME")]
     pub algorithm: Option<String>,
+
+    /// The named queue to send it to (one of the api's QUEUES; `algo` when left out).
+    #[arg(long, value_name = "QUEUE")]
+    pub queue: Option<String>,
 
     /// http(s) URL the api POSTs the finished task to (its host must be allowed by the api).
     #[arg(long, value_name = "URL")]

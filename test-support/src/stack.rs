@@ -244,7 +244,9 @@ impl Stack {
 
     /// `GET /queues` (asserting 200).
     pub async fn queues(&self) -> Value {
-        let res = self.send(self.http.get(self.url("/queues")), "GET /queues").await;
+        let res = self
+            .send(self.http.get(self.url("/queues")), "GET /queues")
+            .await;
         assert_eq!(res.status(), 200, "GET /queues");
         res.json().await.expect("a JSON answer")
     }

@@ -34,6 +34,11 @@ use crate::{
     handler,
 };
 
+/// How long a session waits for the api's pause state before it consumes
+/// anyway (an api that is down cannot have tasks claimed either; its answer,
+/// or a broadcast, applies when it comes).
+const LEARN_WAIT: Duration = Duration::from_secs(3);
+
 /// Why a session stopped consuming.
 enum SessionEnd {
     Shutdown,
@@ -107,10 +112,22 @@ async fn run_session(
     consuming: &watch::Sender<bool>,
     control_ended: &CancellationToken,
 ) -> SessionEnd {
-    if !pause::learn(&shared.ctx.api, shared.pauses, shared.shutdown).await {
-        return SessionEnd::Shutdown;
-    }
     let mut changes = shared.pauses.subscribe();
+    let mut learning = Box::pin(pause::learn(
+        shared.ctx.api.clone(),
+        shared.pauses.clone(),
+        shared.shutdown.clone(),
+    ));
+    match tokio::time::timeout(LEARN_WAIT, &mut learning).await {
+        Ok(false) => return SessionEnd::Shutdown,
+        Ok(true) => {}
+        Err(_) => {
+            tracing::warn!(
+                "consuming before the api said which queues are paused; its answer applies when it comes"
+            );
+            tokio::spawn(learning);
+        }
+    }
     changes.mark_unchanged();
     if let Err(e) = active.sync(session, shared.pauses, shared.tracker).await {
         return SessionEnd::Broken(format!("{e:#}"));

@@ -37,14 +37,15 @@ impl Pauses {
     /// Records a change unless a newer one of `queue` is known; notifies the
     /// subscribers when whether `queue` is paused changed.
     pub(crate) fn apply(&self, queue: &str, paused: bool, version: u64) -> bool {
-        self.states.send_if_modified(|states| match states.get(queue) {
-            Some(&(_, known)) if known >= version => false,
-            old => {
-                let flipped = old.map_or(paused, |&(was, _)| was != paused);
-                states.insert(queue.to_owned(), (paused, version));
-                flipped
-            }
-        })
+        self.states
+            .send_if_modified(|states| match states.get(queue) {
+                Some(&(_, known)) if known >= version => false,
+                old => {
+                    let flipped = old.map_or(paused, |&(was, _)| was != paused);
+                    states.insert(queue.to_owned(), (paused, version));
+                    flipped
+                }
+            })
     }
 
     /// Whether `queue` is paused.
@@ -61,13 +62,13 @@ impl Pauses {
 /// Asks the api for the pause state (`GET /internal/queues`), retrying
 /// until it answers; `false` if `shutdown` fires first. An api that does not
 /// know the endpoint (404: older than this worker) pauses nothing.
-pub(crate) async fn learn(api: &ApiClient, pauses: &Pauses, shutdown: &CancellationToken) -> bool {
+pub(crate) async fn learn(api: ApiClient, pauses: Pauses, shutdown: CancellationToken) -> bool {
     let mut backoff = retry_policy().build();
     for attempt in 1u32.. {
         let asked = tokio::select! {
             biased;
             () = shutdown.cancelled() => return false,
-            asked = ask(api) => asked,
+            asked = ask(&api) => asked,
         };
         match asked {
             Ok(states) => {

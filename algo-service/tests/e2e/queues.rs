@@ -52,7 +52,11 @@ async fn add_worker_on(sys: &mut Stack, name: &str, queues: &str, queue_type: &s
 async fn assert_stays_queued(sys: &Stack, id: &str, hold: Duration) {
     let until = tokio::time::Instant::now() + hold;
     while tokio::time::Instant::now() < until {
-        assert_eq!(sys.task(id).await["status"], "QUEUED", "task {id} was taken from a paused queue");
+        assert_eq!(
+            sys.task(id).await["status"],
+            "QUEUED",
+            "task {id} was taken from a paused queue"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -74,12 +78,19 @@ async fn tasks_land_only_on_the_workers_of_their_queue() {
         ids.push((q, sys.create(task(q, 1, 20)).await));
     }
     // The default queue is algo.
-    ids.push(("algo", sys.create(json!({"stages": 1, "stage_ms": 20})).await));
+    ids.push((
+        "algo",
+        sys.create(json!({"stages": 1, "stage_ms": 20})).await,
+    ));
     for (q, id) in &ids {
         let done = sys.wait_terminal(id, Duration::from_secs(20)).await;
         assert_eq!(done["status"], "COMPLETED", "{done}");
         assert_eq!(done["queue"], *q);
-        assert_eq!(done["worker"], format!("w-{q}"), "task of {q} ran elsewhere: {done}");
+        assert_eq!(
+            done["worker"],
+            format!("w-{q}"),
+            "task of {q} ran elsewhere: {done}"
+        );
     }
     let queues = sys.queues().await;
     assert_eq!(
@@ -104,14 +115,18 @@ async fn pause_holds_new_work_resume_releases_it_also_across_a_worker_restart() 
     let mut sys = Stack::start(&[]).await;
     let w = add_worker_on(&mut sys, "w1", "algo", "classic").await;
     let running = sys.create(task("algo", 4, 400)).await;
-    sys.wait_for(&running, Duration::from_secs(10), |t| t["status"] == "PROCESSING")
-        .await;
+    sys.wait_for(&running, Duration::from_secs(10), |t| {
+        t["status"] == "PROCESSING"
+    })
+    .await;
 
     set_paused(&sys, "algo", true).await;
     // Within 1 s the worker has let go of the queue.
-    eventually("the worker to stop consuming within 1 s", Duration::from_secs(1), || async {
-        (queue(&sys, "algo").await["consumers"] == 0).then_some(())
-    })
+    eventually(
+        "the worker to stop consuming within 1 s",
+        Duration::from_secs(1),
+        || async { (queue(&sys, "algo").await["consumers"] == 0).then_some(()) },
+    )
     .await;
     let held = sys.create(task("algo", 1, 20)).await;
     assert_stays_queued(&sys, &held, Duration::from_millis(1500)).await;
@@ -182,11 +197,15 @@ async fn quorum_queues_run_the_lifecycle_with_priority_lanes() {
         json!({"name": "algo", "depth": 0, "consumers": 3, "paused": false})
     );
     set_paused(&sys, "algo", true).await;
-    eventually("the lanes to lose their consumer", Duration::from_secs(1), || async {
-        (queue(&sys, "algo").await["consumers"] == 0).then_some(())
-    })
+    eventually(
+        "the lanes to lose their consumer",
+        Duration::from_secs(1),
+        || async { (queue(&sys, "algo").await["consumers"] == 0).then_some(()) },
+    )
     .await;
-    let held = sys.create(json!({"stages": 1, "stage_ms": 20, "priority": 9})).await;
+    let held = sys
+        .create(json!({"stages": 1, "stage_ms": 20, "priority": 9}))
+        .await;
     assert_stays_queued(&sys, &held, Duration::from_millis(1500)).await;
     assert_eq!(queue(&sys, "algo").await["depth"], 1);
     set_paused(&sys, "algo", false).await;

@@ -68,9 +68,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(resource("/algorithms", "GET").route(web::get().to(algorithms::list_algorithms)))
     .service(resource("/queues", "GET").route(web::get().to(queues::list_queues)))
     .service(resource("/queues/{name}/pause", "POST").route(web::post().to(queues::pause_queue)))
-    .service(
-        resource("/queues/{name}/resume", "POST").route(web::post().to(queues::resume_queue)),
-    )
+    .service(resource("/queues/{name}/resume", "POST").route(web::post().to(queues::resume_queue)))
     .service(resource("/internal/queues", "GET").route(web::get().to(queues::internal_queues)))
     .service(resource("/blobs", "POST").route(web::post().to(blobs::upload_blob)))
     .service(resource("/blobs/{id}", "GET").route(web::get().to(blobs::get_blob)))

@@ -119,7 +119,13 @@ pub async fn set_paused(state: &AppState, queue: &str, paused: bool) -> Result<(
         }
         Err(e) => return Err(broadcast_failed(queue, paused, version, e)),
     }
-    tracing::info!(queue, paused, version, "queue {}", if paused { "paused" } else { "resumed" });
+    tracing::info!(
+        queue,
+        paused,
+        version,
+        "queue {}",
+        if paused { "paused" } else { "resumed" }
+    );
     Ok(())
 }
 

@@ -35,7 +35,10 @@ async fn an_unknown_queue_is_refused_naming_the_field() {
         let body: Value = res.json().await.unwrap();
         assert_eq!(body["error"], "unknown_queue", "{body}");
         assert_eq!(body["field"], "queue");
-        assert!(body["message"].as_str().unwrap().contains("algo, gpu"), "{body}");
+        assert!(
+            body["message"].as_str().unwrap().contains("algo, gpu"),
+            "{body}"
+        );
     }
     let res = app.post_task(json!({"queue": 7})).await;
     assert_eq!(res.status(), 400);
@@ -69,9 +72,17 @@ async fn pause_and_resume_answer_204_and_are_what_workers_read() {
     assert_eq!(app.post_empty("/queues/gpu/resume").await.status(), 204);
     let resumed: Value = internal(&app).await.unwrap().json().await.unwrap();
     assert_eq!(resumed[1]["paused"], false);
-    assert!(resumed[1]["version"].as_u64().unwrap() > v1, "versions grow");
+    assert!(
+        resumed[1]["version"].as_u64().unwrap() > v1,
+        "versions grow"
+    );
     // Without the callback token.
-    let res = app.http.get(app.url("/internal/queues")).send().await.unwrap();
+    let res = app
+        .http
+        .get(app.url("/internal/queues"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 401);
     app.stop().await;
 }
@@ -88,7 +99,12 @@ async fn pausing_an_unknown_or_malformed_queue_is_a_json_error() {
         assert_eq!(res.status(), status, "{path}");
         assert_eq!(res.json::<Value>().await.unwrap()["error"], code, "{path}");
     }
-    let res = app.http.get(app.url("/queues/algo/pause")).send().await.unwrap();
+    let res = app
+        .http
+        .get(app.url("/queues/algo/pause"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 405);
     app.stop().await;
 }
