@@ -410,6 +410,18 @@ fn root_cause(e: &reqwest::Error) -> String {
     }
 }
 
+/// `queue` for a URL path: kept as is when it is a queue name, percent-encoded otherwise
+/// (the api then answers 400 `invalid_queue`).
+fn urlencoding(queue: &str) -> String {
+    queue
+        .bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' => (b as char).to_string(),
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -445,14 +457,3 @@ mod tests {
     }
 }
 
-/// `queue` for a URL path: kept as is when it is a queue name, percent-encoded otherwise
-/// (the api then answers 400 `invalid_queue`).
-fn urlencoding(queue: &str) -> String {
-    queue
-        .bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' => (b as char).to_string(),
-            other => format!("%{other:02X}"),
-        })
-        .collect()
-}
