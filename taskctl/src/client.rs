@@ -456,4 +456,3 @@ mod tests {
         assert_eq!(c.url("/tasks"), "http://h:1/tasks");
     }
 }
-

@@ -45,7 +45,7 @@ pub async fn list_queues(state: web::Data<AppState>, _: Caller) -> Result<HttpRe
 
 /// `POST /queues/{name}/pause`.
 #[utoipa::path(post, path = "/queues/{name}/pause", tag = "queues", security(("api_key" = [])),
-    params(("name" = String, Path, description = "A queue of `QUEUES`")),
+    params(("name" = String, Path, pattern = "^[a-z0-9][a-z0-9_-]{0,62}$", description = "A queue of `QUEUES`")),
     responses(PauseAnswers))]
 pub async fn pause_queue(
     path: web::Path<String>,
@@ -58,7 +58,7 @@ pub async fn pause_queue(
 
 /// `POST /queues/{name}/resume`.
 #[utoipa::path(post, path = "/queues/{name}/resume", tag = "queues", security(("api_key" = [])),
-    params(("name" = String, Path, description = "A queue of `QUEUES`")),
+    params(("name" = String, Path, pattern = "^[a-z0-9][a-z0-9_-]{0,62}$", description = "A queue of `QUEUES`")),
     responses(PauseAnswers))]
 pub async fn resume_queue(
     path: web::Path<String>,
