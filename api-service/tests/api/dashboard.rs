@@ -178,3 +178,14 @@ async fn with_api_keys_the_shell_is_open_but_its_data_calls_need_the_key() {
     assert_ne!(get(&app, "/readyz").await.status(), 401);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn the_page_has_a_queue_view_with_pause_and_resume() {
+    let app = spawn_app().await;
+    let html = get(&app, "/").await.text().await.unwrap();
+    assert!(html.contains("id=\"queues\""), "a queue table");
+    let js = get(&app, "/assets/app.js").await.text().await.unwrap();
+    assert!(js.contains("api('/queues')"), "it lists GET /queues");
+    assert!(js.contains("'/queues/' + encodeURIComponent(name) + '/' + verb"), "it pauses and resumes");
+    app.stop().await;
+}

@@ -6,6 +6,7 @@
 mod commands;
 mod errors;
 mod hardening;
+mod queues;
 mod helpers;
 mod reconnect;
 mod submit;
