@@ -186,6 +186,9 @@ async fn the_page_has_a_queue_view_with_pause_and_resume() {
     assert!(html.contains("id=\"queues\""), "a queue table");
     let js = get(&app, "/assets/app.js").await.text().await.unwrap();
     assert!(js.contains("api('/queues')"), "it lists GET /queues");
-    assert!(js.contains("'/queues/' + encodeURIComponent(name) + '/' + verb"), "it pauses and resumes");
+    assert!(
+        js.contains("'/queues/' + encodeURIComponent(name) + '/' + verb"),
+        "it pauses and resumes"
+    );
     app.stop().await;
 }

@@ -6,8 +6,8 @@
 mod commands;
 mod errors;
 mod hardening;
-mod queues;
 mod helpers;
+mod queues;
 mod reconnect;
 mod submit;
 mod watch;

@@ -9,7 +9,11 @@ use crate::helpers::{run, Taskctl};
 async fn queues_pause_resume_and_submit_to_a_queue() {
     let api = Stack::start(&["--queues", "algo,gpu"]).await;
 
-    let out = run(api.taskctl(), &["submit", "--queue", "gpu", "--stages", "1"]).await;
+    let out = run(
+        api.taskctl(),
+        &["submit", "--queue", "gpu", "--stages", "1"],
+    )
+    .await;
     assert_eq!(out.code, 0, "{out:?}");
     let id = out.stdout.trim().to_owned();
     assert_eq!(api.task(&id).await["queue"], "gpu");
