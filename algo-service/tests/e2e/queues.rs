@@ -120,6 +120,7 @@ async fn pause_holds_new_work_resume_releases_it_also_across_a_worker_restart() 
     })
     .await;
 
+    let asked = tokio::time::Instant::now();
     set_paused(&sys, "algo", true).await;
     // Within 1 s the worker has let go of the queue.
     eventually(
@@ -128,6 +129,7 @@ async fn pause_holds_new_work_resume_releases_it_also_across_a_worker_restart() 
         || async { (queue(&sys, "algo").await["consumers"] == 0).then_some(()) },
     )
     .await;
+    eprintln!("the pause reached the broker after {:?}", asked.elapsed());
     let held = sys.create(task("algo", 1, 20)).await;
     assert_stays_queued(&sys, &held, Duration::from_millis(1500)).await;
     // The task in flight ran on.
