@@ -222,3 +222,36 @@ fn split_list(s: &str) -> Vec<String> {
         .map(str::to_owned)
         .collect()
 }
+
+#[cfg(test)]
+mod queue_tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Settings {
+        let mut argv = vec!["api-service"];
+        argv.extend_from_slice(args);
+        Settings::try_parse_from(argv).expect("parses")
+    }
+
+    #[test]
+    fn queues_default_to_algo_classic_and_are_checked() {
+        let s = parse(&[]);
+        assert_eq!(s.queue_names().unwrap(), ["algo"]);
+        assert_eq!(s.queue_type, QueueType::Classic);
+        let s = parse(&["--queues", " gpu,algo, gpu ,", "--queue-type", "quorum"]);
+        assert_eq!(s.queue_names().unwrap(), ["gpu", "algo"]);
+        assert_eq!(s.queue_type, QueueType::Quorum);
+        for bad in ["a.b", " , ", "Gpu"] {
+            assert!(parse(&["--queues", bad]).queue_names().is_err(), "{bad}");
+        }
+        let mut argv = vec!["api-service", "--queue-type", "mirrored"];
+        assert!(Settings::try_parse_from(argv.drain(..)).is_err());
+        let help = <Settings as clap::CommandFactory>::command()
+            .render_long_help()
+            .to_string();
+        assert!(
+            help.contains("[env: QUEUES=") && help.contains("[env: QUEUE_TYPE="),
+            "{help}"
+        );
+    }
+}
