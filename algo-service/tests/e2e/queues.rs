@@ -215,3 +215,64 @@ async fn quorum_queues_run_the_lifecycle_with_priority_lanes() {
     assert_eq!(done["status"], "COMPLETED");
     sys.stop().await;
 }
+
+/// Most tasks running at once, from their `started_at` and `finished_at`.
+fn max_overlap(tasks: &[Value]) -> usize {
+    let span =
+        |t: &Value, k: &str| chrono::DateTime::parse_from_rfc3339(t[k].as_str().unwrap()).unwrap();
+    tasks
+        .iter()
+        .map(|t| {
+            let at = span(t, "started_at");
+            tasks
+                .iter()
+                .filter(|o| span(o, "started_at") <= at && at < span(o, "finished_at"))
+                .count()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+async fn in_flight_stays_bounded_across_queues(queue_type: &str) {
+    let mut sys = Stack::start(&["--queues", "algo,gpu", "--queue-type", queue_type]).await;
+    sys.add_worker_with_env(
+        "w1",
+        WorkerOpts {
+            concurrency: 2,
+            ..WorkerOpts::default()
+        },
+        &[("WORKER_QUEUES", "algo,gpu"), ("QUEUE_TYPE", queue_type)],
+    )
+    .await;
+    let mut ids = Vec::new();
+    for i in 0..8 {
+        let q = if i % 2 == 0 { "algo" } else { "gpu" };
+        ids.push(
+            sys.create(json!({"stages": 1, "stage_ms": 300, "queue": q, "priority": i}))
+                .await,
+        );
+    }
+    let mut done = Vec::new();
+    for id in &ids {
+        let task = sys.wait_terminal(id, Duration::from_secs(30)).await;
+        assert_eq!(task["status"], "COMPLETED", "{task}");
+        done.push(task);
+    }
+    let most = max_overlap(&done);
+    assert!(
+        most <= 2,
+        "{most} tasks ran at once with WORKER_CONCURRENCY=2"
+    );
+    assert_eq!(most, 2, "both slots were used");
+    sys.stop().await;
+}
+
+#[tokio::test]
+async fn tasks_in_flight_stay_bounded_across_queues_classic() {
+    in_flight_stays_bounded_across_queues("classic").await;
+}
+
+#[tokio::test]
+async fn tasks_in_flight_stay_bounded_across_queues_quorum() {
+    in_flight_stays_bounded_across_queues("quorum").await;
+}
