@@ -12,7 +12,7 @@
 #     REDIS_CLUSTER_URLS listing the Redis seeds, API_URL = HAProxy.
 #
 # Not yet usable end to end: the api and the workers do not read
-# REDIS_CLUSTER_URLS, an AMQP_URL list or QUEUE_TYPE yet (issue 11's service
+# REDIS_CLUSTER_URLS or an AMQP_URL list yet (QUEUE_TYPE they do; issue 11's service
 # half), so the apis and workers it starts do not become ready. The
 # infrastructure (both clusters, HAProxy) comes up and is checked.
 #

@@ -11,6 +11,7 @@
 
 use std::{ffi::OsString, fmt, net::SocketAddr, time::Duration};
 
+use broker_topology::QueueType;
 use clap::{
     builder::{PossibleValuesParser, TypedValueParser},
     CommandFactory, FromArgMatches, Parser,
@@ -36,7 +37,7 @@ pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 30;
 /// Default `CALLBACK_TIMEOUT_MS` (the flag's default says the same).
 pub const DEFAULT_CALLBACK_TIMEOUT_MS: u64 = 5_000;
 
-/// Taskforge worker: consumes tasks.algo, runs the native algorithms (`hello`,
+/// Taskforge worker: consumes its named queues (tasks.algo by default), runs the native algorithms (`hello`,
 /// `grayscale`, `pi`) in stages, and reports through the api's callback API.
 ///
 /// Configuration comes from the environment variables named below (flags
@@ -65,6 +66,16 @@ pub struct Settings {
     /// Tasks in flight in this process, also the AMQP prefetch.
     #[arg(long, env = "WORKER_CONCURRENCY", default_value_t = DEFAULT_CONCURRENCY, value_parser = clap::value_parser!(u16).range(1..))]
     pub worker_concurrency: u16,
+
+    /// Comma-separated named queues this worker consumes (queue `q` is the
+    /// RabbitMQ queue `tasks.q`, and its priority lanes under quorum); the
+    /// total in flight stays bounded by the concurrency.
+    #[arg(long, env = "WORKER_QUEUES", default_value = task_model::DEFAULT_QUEUE, value_parser = queue_list)]
+    pub worker_queues: String,
+
+    /// How task queues are declared, as the api's QUEUE_TYPE: `classic` or `quorum`.
+    #[arg(long, env = "QUEUE_TYPE", default_value = "classic", value_parser = clap::value_parser!(QueueType))]
+    pub queue_type: QueueType,
 
     /// Address of /metrics and /healthz (port 0 picks a free one).
     #[arg(long, env = "METRICS_BIND", default_value = DEFAULT_METRICS_BIND)]
@@ -106,6 +117,8 @@ impl fmt::Debug for Settings {
             .field("callback_token", &"<redacted>")
             .field("worker_name", &self.worker_name)
             .field("worker_concurrency", &self.worker_concurrency)
+            .field("worker_queues", &self.worker_queues)
+            .field("queue_type", &self.queue_type)
             .field("metrics_bind", &self.metrics_bind)
             .field("shutdown_grace", &self.shutdown_grace)
             .field("callback_timeout", &self.callback_timeout)
@@ -162,6 +175,33 @@ impl Settings {
         });
         Self::from_arg_matches(&command.try_get_matches_from(argv)?).map_err(finish_error)
     }
+}
+
+impl Settings {
+    /// The named queues of `WORKER_QUEUES`, in order (checked when parsed).
+    pub fn queue_names(&self) -> Vec<String> {
+        self.worker_queues.split(',').map(str::to_owned).collect()
+    }
+}
+
+/// A comma-separated list of queue names, normalized (trimmed, no empties
+/// or duplicates); at least one.
+fn queue_list(value: &str) -> Result<String, String> {
+    let mut names: Vec<&str> = Vec::new();
+    for name in value.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        if !broker_topology::is_valid_queue_name(name) {
+            return Err(format!(
+                "{name:?} is not a queue name ([a-z0-9][a-z0-9_-]{{0,62}})"
+            ));
+        }
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    if names.is_empty() {
+        return Err("names no queue".to_owned());
+    }
+    Ok(names.join(","))
 }
 
 fn finish_error(e: clap::Error) -> clap::Error {
@@ -269,6 +309,16 @@ mod tests {
             ("w1", 3, "http://127.0.0.1:1")
         );
         assert_eq!(s.log_format, LogFormat::Json);
+        assert_eq!(s.queue_names(), ["algo"]);
+        assert_eq!(s.queue_type, QueueType::Classic);
+        let s = settings(&[
+            ("CALLBACK_TOKEN", "t"),
+            ("WORKER_QUEUES", " gpu, algo ,gpu"),
+            ("QUEUE_TYPE", "quorum"),
+        ])
+        .unwrap();
+        assert_eq!(s.queue_names(), ["gpu", "algo"]);
+        assert_eq!(s.queue_type, QueueType::Quorum);
 
         for (name, bad) in [
             ("WORKER_CONCURRENCY", "0"),
@@ -278,6 +328,9 @@ mod tests {
             ("SHUTDOWN_GRACE_SECS", "-1"),
             ("LOG_FORMAT", "xml"),
             ("API_URL", "127.0.0.1:8080"),
+            ("WORKER_QUEUES", "a.b"),
+            ("WORKER_QUEUES", " , "),
+            ("QUEUE_TYPE", "mirrored"),
         ] {
             let flag = format!("--{}", name.to_ascii_lowercase().replace('_', "-"));
             match settings(&[("CALLBACK_TOKEN", "t"), (name, bad)]) {
@@ -299,6 +352,8 @@ mod tests {
             "METRICS_BIND",
             "SHUTDOWN_GRACE_SECS",
             "CALLBACK_TIMEOUT_MS",
+            "WORKER_QUEUES",
+            "QUEUE_TYPE",
             "LOG_FORMAT",
             "RUST_LOG",
         ] {

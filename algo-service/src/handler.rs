@@ -1,4 +1,4 @@
-//! One delivery from `tasks.algo`, from parse to ack: [`process_one`].
+//! One delivery from a task queue (`tasks.<queue>`), from parse to ack: [`process_one`].
 //!
 //! ```text
 //! name the task (body task_id, else message_id) ──none──> reject (dead-letters to tasks.dead)
@@ -26,7 +26,7 @@ use lapin::{
     options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions},
 };
 use serde::Deserialize;
-use task_model::{topology::TASKS_QUEUE, CallbackAnswer, TaskId, TaskStatus, ALGORITHMS};
+use task_model::{CallbackAnswer, TaskId, TaskStatus, ALGORITHMS};
 use tracing::{field, Instrument};
 
 pub use crate::context::{Disposition, HandlerContext};
@@ -116,7 +116,7 @@ pub async fn process_one(ctx: Arc<HandlerContext>, delivery: Delivery) {
         "task",
         task_id = field::Empty,
         worker = ctx.api.worker(),
-        queue = TASKS_QUEUE,
+        queue = delivery.routing_key.as_str(),
         message_id = message_id.as_deref().unwrap_or(""),
         redelivered = delivery.redelivered,
     );

@@ -6,6 +6,7 @@
 
 use std::{net::SocketAddr, time::Duration};
 
+use broker_topology::QueueType;
 use clap::Parser;
 use task_model::TaskDefaults;
 
@@ -109,6 +110,17 @@ pub struct Settings {
     /// a test sees many due times in a few seconds. 1/0, true/false.
     #[arg(long, env = "SCHEDULE_SECONDS", value_parser = clap::builder::BoolishValueParser::new())]
     pub schedule_seconds: bool,
+    /// Comma-separated named queues a task may name in `queue` (others are
+    /// refused with 400 `unknown_queue`); queue `q` is the RabbitMQ queue
+    /// `tasks.q`. Names match `[a-z0-9][a-z0-9_-]{0,62}`.
+    #[arg(long, env = "QUEUES", default_value = task_model::DEFAULT_QUEUE)]
+    pub queues: String,
+
+    /// How task queues are declared: `classic` (one priority queue per named
+    /// queue, v1's) or `quorum` (replicated, three priority lanes per named
+    /// queue). Workers must be given the same.
+    #[arg(long, env = "QUEUE_TYPE", default_value = "classic", value_parser = clap::value_parser!(QueueType))]
+    pub queue_type: QueueType,
 
     /// HTTP worker threads (default: one per core).
     #[arg(long, env = "API_WORKERS")]
@@ -166,6 +178,26 @@ impl Settings {
         split_list(&self.api_keys)
     }
 
+    /// The named queues of `QUEUES`, in order, duplicates dropped.
+    ///
+    /// # Errors
+    /// None at all, or a name that is not `[a-z0-9][a-z0-9_-]{0,62}`.
+    pub fn queue_names(&self) -> anyhow::Result<Vec<String>> {
+        let mut names: Vec<String> = Vec::new();
+        for name in split_list(&self.queues) {
+            if !broker_topology::is_valid_queue_name(&name) {
+                anyhow::bail!("QUEUES: {name:?} is not a queue name ([a-z0-9][a-z0-9_-]{{0,62}})");
+            }
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+        if names.is_empty() {
+            anyhow::bail!("QUEUES names no queue");
+        }
+        Ok(names)
+    }
+
     /// Hosts webhooks may target.
     pub fn webhook_hosts(&self) -> Vec<String> {
         split_list(&self.webhook_allowed_hosts)
@@ -197,4 +229,37 @@ fn split_list(s: &str) -> Vec<String> {
         .filter(|k| !k.is_empty())
         .map(str::to_owned)
         .collect()
+}
+
+#[cfg(test)]
+mod queue_tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Settings {
+        let mut argv = vec!["api-service"];
+        argv.extend_from_slice(args);
+        Settings::try_parse_from(argv).expect("parses")
+    }
+
+    #[test]
+    fn queues_default_to_algo_classic_and_are_checked() {
+        let s = parse(&[]);
+        assert_eq!(s.queue_names().unwrap(), ["algo"]);
+        assert_eq!(s.queue_type, QueueType::Classic);
+        let s = parse(&["--queues", " gpu,algo, gpu ,", "--queue-type", "quorum"]);
+        assert_eq!(s.queue_names().unwrap(), ["gpu", "algo"]);
+        assert_eq!(s.queue_type, QueueType::Quorum);
+        for bad in ["a.b", " , ", "Gpu"] {
+            assert!(parse(&["--queues", bad]).queue_names().is_err(), "{bad}");
+        }
+        let mut argv = vec!["api-service", "--queue-type", "mirrored"];
+        assert!(Settings::try_parse_from(argv.drain(..)).is_err());
+        let help = <Settings as clap::CommandFactory>::command()
+            .render_long_help()
+            .to_string();
+        assert!(
+            help.contains("[env: QUEUES=") && help.contains("[env: QUEUE_TYPE="),
+            "{help}"
+        );
+    }
 }

@@ -38,6 +38,9 @@ pub enum ApiError {
     /// 404 about something other than a task (the message names it).
     #[error("{0}")]
     NoSuch(String),
+    /// 404 `not_found` for a named queue not in `QUEUES`.
+    #[error("no queue named {0:?} (QUEUES lists the queues)")]
+    QueueNotFound(String),
     /// 409, with the task's current status where it explains the conflict.
     #[error("{message}")]
     Conflict {
@@ -138,7 +141,7 @@ impl ApiError {
             | ApiError::Invalid { code, .. }
             | ApiError::Conflict { code, .. } => code,
             ApiError::Unauthorized(_) => "unauthorized",
-            ApiError::NotFound(_) | ApiError::NoSuch(_) => "not_found",
+            ApiError::NotFound(_) | ApiError::NoSuch(_) | ApiError::QueueNotFound(_) => "not_found",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::BrokerBlocked => "broker_blocked",
@@ -207,7 +210,9 @@ impl ResponseError for ApiError {
             ApiError::AtIndex { error, .. } => error.status_code(),
             ApiError::BadRequest { .. } | ApiError::Invalid { .. } => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            ApiError::NotFound(_) | ApiError::NoSuch(_) => StatusCode::NOT_FOUND,
+            ApiError::NotFound(_) | ApiError::NoSuch(_) | ApiError::QueueNotFound(_) => {
+                StatusCode::NOT_FOUND
+            }
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unavailable(_) | ApiError::BrokerBlocked => StatusCode::SERVICE_UNAVAILABLE,

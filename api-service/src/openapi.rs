@@ -6,8 +6,8 @@
 
 use task_model::{
     BatchAnswer, BatchRequest, CallbackAnswer, CreateScheduleRequest, CreateTaskRequest, EventView,
-    ProgressReport, ScheduleCreated, ScheduleList, ScheduleView, StatusReport, TaskId, TaskPage,
-    TaskRef, TaskSpec, TaskStatus, TaskView, WebhookView,
+    ProgressReport, QueuePause, ScheduleCreated, ScheduleList, ScheduleView, StatusReport, TaskId,
+    TaskPage, TaskRef, TaskSpec, TaskStatus, TaskView, WebhookView,
 };
 use utoipa::{
     openapi::security::{Http, HttpAuthScheme, SecurityScheme},
@@ -18,7 +18,7 @@ use crate::{
     error::ErrorBody,
     routes::algorithms::AlgorithmView,
     routes::health::{CheckView, Liveness, QueueView, Readiness},
-    service::blobs::BlobView,
+    service::{blobs::BlobView, queues::QueueInfo},
 };
 
 #[derive(Debug)]
@@ -115,6 +115,10 @@ impl Modify for OptionalBlobBodies {
         crate::routes::tasks::cancel_task_post,
         crate::routes::tasks::task_events,
         crate::routes::algorithms::list_algorithms,
+        crate::routes::queues::list_queues,
+        crate::routes::queues::pause_queue,
+        crate::routes::queues::resume_queue,
+        crate::routes::queues::internal_queues,
         crate::routes::blobs::upload_blob,
         crate::routes::blobs::get_blob,
         crate::routes::blobs::worker_upload_blob,
@@ -130,13 +134,14 @@ impl Modify for OptionalBlobBodies {
         CreateTaskRequest, TaskView, EventView, WebhookView, TaskStatus, TaskId, StatusReport, ProgressReport,
         CallbackAnswer, TaskSpec, ErrorBody, TaskRef, TaskPage, Readiness, CheckView, QueueView, Liveness,
         AlgorithmView, BlobView, BatchRequest, BatchAnswer, CreateScheduleRequest, ScheduleCreated,
-        ScheduleList, ScheduleView
+        ScheduleList, ScheduleView, QueueInfo, QueuePause
     )),
     modifiers(&Security, &UuidIds, &OptionalBlobBodies),
     tags(
         (name = "tasks", description = "The public task API"),
         (name = "schedules", description = "Periodic tasks: a cron expression and a create body"),
         (name = "blobs", description = "Bytes tasks take and give (images)"),
+        (name = "queues", description = "Named queues: depth, consumers, pause and resume"),
         (name = "callbacks", description = "Worker → api; bearer CALLBACK_TOKEN"),
         (name = "operations", description = "Health, readiness, metrics, this document"),
     )

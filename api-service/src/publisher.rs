@@ -23,6 +23,7 @@
 
 use std::{sync::Arc, time::Duration};
 
+use broker_topology::Topology;
 use lapin::{
     options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions},
     types::{FieldTable, ShortString},
@@ -44,6 +45,10 @@ pub enum PublishError {
     /// The broker failed the publish or nacked it.
     #[error("rabbitmq refused the message: {0}")]
     Refused(String),
+    /// No queue is bound where the message went (e.g. a broadcast while no
+    /// worker runs).
+    #[error("rabbitmq refused the message: unroutable: {0}")]
+    Unroutable(String),
     /// The channel failed under the publish.
     #[error(transparent)]
     Amqp(#[from] lapin::Error),
@@ -70,10 +75,9 @@ const PUBLISH_OPTIONS: BasicPublishOptions = BasicPublishOptions {
 fn confirmed(confirmation: Confirmation) -> Result<(), PublishError> {
     match confirmation {
         Confirmation::Ack(None) => Ok(()),
-        Confirmation::Ack(Some(returned)) => Err(PublishError::Refused(format!(
-            "unroutable: {}",
-            returned.reply_text
-        ))),
+        Confirmation::Ack(Some(returned)) => {
+            Err(PublishError::Unroutable(returned.reply_text.to_string()))
+        }
         Confirmation::Nack(_) => Err(PublishError::Refused("nacked".into())),
         Confirmation::NotRequested => Err(PublishError::Refused("confirms are off".into())),
     }
@@ -94,6 +98,25 @@ fn task_envelope(message: &TaskMessage) -> (Vec<u8>, BasicProperties) {
     (body, properties)
 }
 
+/// Where tasks go: the task queues to declare (`QUEUES`) and how
+/// (`QUEUE_TYPE`), and so which routing key a task is published with.
+#[derive(Debug, Clone)]
+pub struct Routing {
+    pub topology: Topology,
+    /// The named queues (`QUEUES`).
+    pub queues: Vec<String>,
+}
+
+impl Default for Routing {
+    /// v1's: the classic `tasks.algo` alone.
+    fn default() -> Self {
+        Self {
+            topology: Topology::default(),
+            queues: vec![task_model::DEFAULT_QUEUE.to_owned()],
+        }
+    }
+}
+
 struct Link {
     connection: Connection,
     channel: Channel,
@@ -107,6 +130,7 @@ pub struct Publisher {
     /// Set when a publish timed out: the supervisor replaces the connection.
     hung: Arc<std::sync::atomic::AtomicBool>,
     connected: tokio::sync::watch::Sender<bool>,
+    routing: Arc<Routing>,
 }
 
 impl std::fmt::Debug for Publisher {
@@ -120,6 +144,7 @@ impl Publisher {
     /// with backoff) until `stop`; spawn the future.
     pub fn new(
         url: String,
+        routing: Routing,
         stop: CancellationToken,
     ) -> (Self, impl std::future::Future<Output = ()>) {
         let publisher = Self {
@@ -127,6 +152,7 @@ impl Publisher {
             broken: Arc::default(),
             hung: Arc::default(),
             connected: tokio::sync::watch::Sender::new(false),
+            routing: Arc::new(routing),
         };
         let supervisor = publisher.clone().supervise(url, stop);
         (publisher, supervisor)
@@ -135,7 +161,7 @@ impl Publisher {
     async fn supervise(self, url: String, stop: CancellationToken) {
         let mut delay = Duration::from_millis(100);
         loop {
-            let stopped = match connect(&url).await {
+            let stopped = match connect(&url, &self.routing).await {
                 Ok(link) => {
                     delay = Duration::from_millis(100);
                     self.hold(link, &stop).await
@@ -299,34 +325,82 @@ impl Publisher {
         result
     }
 
-    /// Publishes a task to `tasks.algo`: persistent, with its priority and
-    /// `message_id`, confirmed by the broker before this returns. When traces
-    /// are on, the headers carry the current span's `traceparent`.
-    pub async fn publish_task(&self, message: &TaskMessage) -> Result<(), PublishError> {
+    /// Publishes a task to its named queue `queue` (`tasks.<queue>`, or its
+    /// priority lane under `QUEUE_TYPE=quorum`): persistent, with its
+    /// priority and `message_id`, confirmed by the broker before this
+    /// returns. When traces are on, the headers carry the current span's
+    /// `traceparent`.
+    pub async fn publish_task(
+        &self,
+        message: &TaskMessage,
+        queue: &str,
+    ) -> Result<(), PublishError> {
+        let routing_key = self.routing.topology.lane_for(queue, message.priority);
         let (body, properties) = task_envelope(message);
-        self.publish(
-            topology::TASKS_EXCHANGE,
-            topology::TASKS_ROUTING_KEY,
-            &body,
-            properties,
-        )
-        .await
+        self.publish(topology::TASKS_EXCHANGE, &routing_key, &body, properties)
+            .await
     }
 
-    /// Publishes many tasks as [`Publisher::publish_task`] publishes one, but
+    /// How queues are declared and tasks routed.
+    pub fn routing(&self) -> &Routing {
+        &self.routing
+    }
+
+    /// Messages ready and consumers of named queue `queue`, summed over its
+    /// RabbitMQ queues (its lanes under quorum): passive declares on a
+    /// channel of their own.
+    pub async fn queue_counts(&self, queue: &str) -> Result<(u32, u32), PublishError> {
+        let channel = {
+            let guard = self.link.read().await;
+            let link = guard.as_ref().ok_or(PublishError::NotConnected)?;
+            link.connection.create_channel().await?
+        };
+        let mut totals = (0, 0);
+        let mut result = Ok(());
+        for lane in self.routing.topology.task_queues(queue) {
+            let passive = QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            };
+            let declared = channel
+                .queue_declare(lane.name.as_str().into(), passive, FieldTable::default())
+                .await;
+            match declared {
+                Ok(q) => {
+                    totals.0 += q.message_count();
+                    totals.1 += q.consumer_count();
+                }
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        if channel.status().connected() {
+            let _ = channel.close(200, "done".into()).await;
+        }
+        result.map(|()| totals).map_err(Into::into)
+    }
+
+    /// Publishes many tasks, each to its named queue, as
+    /// [`Publisher::publish_task`] publishes one, but
     /// pipelined: every message is sent first, then every confirm awaited
     /// (within [`PUBLISH_TIMEOUT`] plus 10 ms a message). `Ok` only when the
     /// broker confirmed them all; after an error some may have been routed.
-    pub async fn publish_tasks(&self, messages: &[TaskMessage]) -> Result<(), PublishError> {
+    pub async fn publish_tasks(
+        &self,
+        messages: &[(TaskMessage, &str)],
+    ) -> Result<(), PublishError> {
         let (channel, status) = self.channel().await?;
         let publishing = async {
             let mut confirms = Vec::with_capacity(messages.len());
-            for message in messages {
+            for (message, queue) in messages {
+                let routing_key = self.routing.topology.lane_for(queue, message.priority);
                 let (body, properties) = task_envelope(message);
                 let confirm = channel
                     .basic_publish(
                         topology::TASKS_EXCHANGE.into(),
-                        topology::TASKS_ROUTING_KEY.into(),
+                        routing_key.as_str().into(),
                         PUBLISH_OPTIONS,
                         &body,
                         properties,
@@ -377,7 +451,7 @@ impl Publisher {
     }
 }
 
-async fn connect(url: &str) -> anyhow::Result<Link> {
+async fn connect(url: &str, routing: &Routing) -> anyhow::Result<Link> {
     use anyhow::Context;
     let props = ConnectionProperties::default().with_connection_name("taskforge-api".into());
     let connection = tokio::time::timeout(Duration::from_secs(5), Connection::connect(url, props))
@@ -392,7 +466,8 @@ async fn connect(url: &str) -> anyhow::Result<Link> {
         .confirm_select(ConfirmSelectOptions::default())
         .await
         .context("enabling publisher confirms")?;
-    broker_topology::declare_topology(&channel).await?;
+    let queues: Vec<&str> = routing.queues.iter().map(String::as_str).collect();
+    routing.topology.declare(&channel, &queues).await?;
     Ok(Link {
         connection,
         channel,

@@ -10,6 +10,7 @@ use actix_web::{
     web, App, HttpResponse, HttpServer,
 };
 use anyhow::Context;
+use broker_topology::Topology;
 use health::HealthChecker;
 use task_model::{topology, TaskId};
 use tokio::sync::mpsc;
@@ -21,7 +22,7 @@ use crate::{
     error::{error_body, json_error_body},
     metrics::Metrics,
     openapi,
-    publisher::Publisher,
+    publisher::{Publisher, Routing},
     routes::{self, health::OpenApiJson},
     service::{backlog, reoffer, republish, schedules, webhooks},
     state::Backends,
@@ -146,6 +147,7 @@ impl Application {
 /// The settings a start needs beyond parsing; answers the callback token.
 fn check(settings: &Settings) -> anyhow::Result<String> {
     let callback_token = settings.require_callback_token()?.to_owned();
+    settings.queue_names()?;
     if !settings.webhook_hosts().is_empty()
         && settings.webhook_secret.as_deref().is_none_or(str::is_empty)
     {
@@ -167,7 +169,11 @@ fn connect(
         settings.redis_pool_size,
     )
     .context("configuring redis")?;
-    let (publisher, supervisor) = Publisher::new(settings.amqp_url.clone(), stop.clone());
+    let routing = Routing {
+        topology: Topology::new(settings.queue_type),
+        queues: settings.queue_names()?,
+    };
+    let (publisher, supervisor) = Publisher::new(settings.amqp_url.clone(), routing, stop.clone());
     background.spawn(supervisor);
     let events = Arc::new(EventHub::default());
     background.spawn(Arc::clone(&events).run(
@@ -269,7 +275,12 @@ async fn check_rabbitmq(
     // Right after start the connection may still be coming up: give it most
     // of the check's time before calling it down.
     let _ = tokio::time::timeout(Duration::from_millis(1500), publisher.wait_connected()).await;
-    for queue in [topology::TASKS_QUEUE, topology::DEAD_LETTER_QUEUE] {
+    // The first lane of the first named queue (v1's `tasks.algo` by default).
+    let first = publisher.routing().queues.first().map_or_else(
+        || topology::TASKS_QUEUE.to_owned(),
+        |q| format!("tasks.{q}"),
+    );
+    for queue in [first.as_str(), topology::DEAD_LETTER_QUEUE] {
         let depth = publisher
             .queue_depth(queue)
             .await

@@ -32,6 +32,8 @@ pub struct AppState {
     pub defaults: TaskDefaults,
     pub cursor: Cursor,
     pub webhook_hosts: Vec<String>,
+    /// `QUEUES`: the named queues a task may name, in order.
+    pub queues: Vec<String>,
     pub webhook_secret: Option<String>,
     /// Wait before the first webhook retry; doubles per attempt.
     pub webhook_retry_base: Duration,
@@ -92,6 +94,7 @@ impl AppState {
             blob_max_bytes: usize::try_from(settings.blob_max_bytes).unwrap_or(usize::MAX),
             defaults: settings.defaults(),
             webhook_hosts: settings.webhook_hosts(),
+            queues: settings.queue_names()?,
             webhook_secret: settings.webhook_secret.clone(),
             webhook_retry_base: Duration::from_millis(settings.webhook_retry_base_ms),
             http,

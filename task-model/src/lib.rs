@@ -30,11 +30,11 @@ pub mod topology;
 pub use batch::{BatchAnswer, BatchError, BatchRequest, MAX_BATCH_TASKS};
 pub use id::{TaskId, TaskIdError};
 pub use messages::{
-    CallbackAnswer, ControlMessage, ProgressReport, StatusReport, TaskMessage, TaskSpec,
+    CallbackAnswer, ControlMessage, ProgressReport, QueuePause, StatusReport, TaskMessage, TaskSpec,
 };
 pub use schedule::{CreateScheduleRequest, ScheduleCreated, ScheduleList, ScheduleView};
 pub use status::{TaskStatus, UnknownStatus};
 pub use task::{
     progress_percent, CreateTaskRequest, EventView, NewTask, TaskDefaults, TaskPage, TaskRef,
-    TaskView, ValidationError, WebhookView, ALGORITHMS,
+    TaskView, ValidationError, WebhookView, ALGORITHMS, DEFAULT_QUEUE,
 };

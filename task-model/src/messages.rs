@@ -82,6 +82,32 @@ pub enum ControlMessage {
         /// The task to stop.
         task_id: TaskId,
     },
+    /// A named queue was paused or resumed: stop (or start again) taking
+    /// deliveries from it. `version` orders the changes (it grows with each
+    /// one), so a worker keeps, per queue, the state of the highest version
+    /// it has seen, whether from a broadcast or from `GET /internal/queues`.
+    QueueState {
+        /// The named queue (`gpu`, not `tasks.gpu`).
+        queue: String,
+        /// `true`: paused.
+        paused: bool,
+        /// The change's version.
+        version: u64,
+    },
+}
+
+/// One entry of `GET /internal/queues`: a named queue's pause state, as
+/// workers learn it when they start or reconnect (then from
+/// [`ControlMessage::QueueState`] broadcasts).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueuePause {
+    /// The named queue.
+    pub queue: String,
+    /// `true`: no worker takes new deliveries from it.
+    pub paused: bool,
+    /// The version of the change that set it (0: never paused or resumed).
+    pub version: u64,
 }
 
 /// `POST /internal/tasks/{id}/status`.
@@ -193,6 +219,7 @@ mod tests {
             result: None,
             error: None,
             webhook: None,
+            queue: task.queue.clone(),
         };
         assert_eq!(TaskMessage::from(&view), TaskMessage::new(id, &task));
         assert_eq!(TaskMessage::new(id, &task).priority, 7);

@@ -41,6 +41,12 @@ pub struct CreateTaskRequest {
     /// Where to POST the finished task (checked by the api against its allow-list).
     #[cfg_attr(feature = "openapi", schema(format = "uri"))]
     pub webhook_url: Option<String>,
+    /// The named queue it goes to, one of the api's `QUEUES`; `algo` by default.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[a-z0-9][a-z0-9_-]{0,62}$"))]
+    // Absent stays absent when serialized, so idempotency fingerprints of
+    // requests without a queue are those of v1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
 }
 
 /// The fields of a [`CreateTaskRequest`], as spelled in JSON.
@@ -52,7 +58,11 @@ pub const CREATE_FIELDS: &[&str] = &[
     "priority",
     "input",
     "webhook_url",
+    "queue",
 ];
+
+/// The queue of a task that names none.
+pub const DEFAULT_QUEUE: &str = "algo";
 
 impl CreateTaskRequest {
     /// Reads a create body (a JSON object) field by field, so that every
@@ -98,6 +108,7 @@ impl CreateTaskRequest {
                 "priority" => req.priority = integer(v)?,
                 "input" => req.input = (!v.is_null()).then(|| v.clone()),
                 "webhook_url" => req.webhook_url = string(v)?,
+                "queue" => req.queue = string(v)?,
                 _ => {
                     return Err(ValidationError::new(
                         name,
@@ -159,6 +170,8 @@ pub struct NewTask {
     pub input: serde_json::Value,
     /// Not yet checked against an allow-list.
     pub webhook_url: Option<String>,
+    /// The named queue; not yet checked against the api's `QUEUES`.
+    pub queue: String,
 }
 
 /// A create request that breaks a rule; the message is for a person.
@@ -242,6 +255,7 @@ impl NewTask {
             priority,
             input,
             webhook_url: req.webhook_url,
+            queue: req.queue.unwrap_or_else(|| DEFAULT_QUEUE.to_owned()),
         })
     }
 }
@@ -300,6 +314,13 @@ pub struct TaskView {
     pub error: Option<String>,
     /// Webhook delivery, when the task has a `webhook_url`.
     pub webhook: Option<WebhookView>,
+    /// The named queue it was routed to (`algo` for tasks stored before v2).
+    #[serde(default = "default_queue")]
+    pub queue: String,
+}
+
+fn default_queue() -> String {
+    DEFAULT_QUEUE.to_owned()
 }
 
 /// A task's id and status: the answer of `POST /tasks` and of a cancel.
@@ -414,6 +435,7 @@ mod tests {
             (r#"{"timeout_secs":[1]}"#, "timeout_secs"),
             (r#"{"algorithm":7}"#, "algorithm"),
             (r#"{"webhook_url":{}}"#, "webhook_url"),
+            (r#"{"queue":3}"#, "queue"),
             (r#"{"colour":"red"}"#, "colour"),
         ] {
             let value: serde_json::Value = serde_json::from_str(bad).unwrap();

@@ -119,6 +119,26 @@ Examples:
   taskctl events \"$ID\" --json")]
     Events(GetArgs),
 
+    /// List the api's named queues: depth, consumers, paused.
+    #[command(after_help = "\
+Examples:
+  taskctl queues
+  taskctl queues --json")]
+    Queues(JsonFlag),
+
+    /// Pause a queue: it still accepts tasks, but within 1 s no worker takes
+    /// new ones from it (running tasks run on). Pausing twice is not an error.
+    #[command(after_help = "\
+Examples:
+  taskctl pause gpu")]
+    Pause(QueueArg),
+
+    /// Resume a paused queue: workers take its tasks again.
+    #[command(after_help = "\
+Examples:
+  taskctl resume gpu")]
+    Resume(QueueArg),
+
     /// Periodic tasks: a cron expression (UTC) and the task each due time creates.
     #[command(subcommand)]
     Schedules(SchedulesCommand),
@@ -198,6 +218,14 @@ pub struct ScheduleGetArgs {
     pub json: bool,
 }
 
+/// `taskctl pause` and `taskctl resume`.
+#[derive(Debug, Args)]
+pub struct QueueArg {
+    /// The queue's name (one of the api's QUEUES).
+    #[arg(value_name = "QUEUE")]
+    pub queue: String,
+}
+
 /// `taskctl submit`.
 #[derive(Debug, Args)]
 pub struct SubmitArgs {
@@ -224,6 +252,10 @@ pub struct SubmitArgs {
     /// The routine to run (the api's default, `hello`, when left out).
     #[arg(long, value_name = "NAME")]
     pub algorithm: Option<String>,
+
+    /// The named queue to send it to (one of the api's QUEUES; `algo` when left out).
+    #[arg(long, value_name = "QUEUE")]
+    pub queue: Option<String>,
 
     /// http(s) URL the api POSTs the finished task to (its host must be allowed by the api).
     #[arg(long, value_name = "URL")]

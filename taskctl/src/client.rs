@@ -368,6 +368,28 @@ impl Client {
         self.json(res).await
     }
 
+    /// `GET /queues`, as the api's JSON.
+    ///
+    /// # Errors
+    /// See [`ClientError`].
+    pub async fn queues_json(&self) -> Result<Value, ClientError> {
+        let res = self
+            .send(self.request(Method::GET, "/queues"), None)
+            .await?;
+        self.json(res).await
+    }
+
+    /// `POST /queues/{queue}/pause` (or `/resume`).
+    ///
+    /// # Errors
+    /// See [`ClientError`]; an unknown queue is an `Api` error `not_found`.
+    pub async fn set_paused(&self, queue: &str, paused: bool) -> Result<(), ClientError> {
+        let verb = if paused { "pause" } else { "resume" };
+        let path = format!("/queues/{}/{verb}", urlencoding(queue));
+        self.send(self.request(Method::POST, &path), None).await?;
+        Ok(())
+    }
+
     /// `GET /tasks/{id}/events`, as the api's JSON.
     ///
     /// # Errors
@@ -474,6 +496,18 @@ fn root_cause(e: &reqwest::Error) -> String {
     } else {
         text
     }
+}
+
+/// `queue` for a URL path: kept as is when it is a queue name, percent-encoded otherwise
+/// (the api then answers 400 `invalid_queue`).
+fn urlencoding(queue: &str) -> String {
+    queue
+        .bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' => (b as char).to_string(),
+            other => format!("%{other:02X}"),
+        })
+        .collect()
 }
 
 #[cfg(test)]

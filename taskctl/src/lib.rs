@@ -72,6 +72,9 @@ pub async fn run(cli: Cli) -> Result<Outcome, ClientError> {
         Command::List(args) => list(&client, args).await,
         Command::Events(args) => events(&client, args).await,
         Command::Schedules(command) => schedules::run(&client, command).await,
+        Command::Queues(args) => queues(&client, args.json).await,
+        Command::Pause(args) => set_paused(&client, &args.queue, true).await,
+        Command::Resume(args) => set_paused(&client, &args.queue, false).await,
     }
 }
 
@@ -89,6 +92,7 @@ fn submit_body(args: &SubmitArgs) -> Value {
     put("priority", args.priority.map(Value::from));
     put("input", args.input.clone());
     put("webhook_url", args.webhook_url.clone().map(Value::from));
+    put("queue", args.queue.clone().map(Value::from));
     Value::Object(body)
 }
 
@@ -218,6 +222,25 @@ async fn list(client: &Client, args: ListArgs) -> Result<Outcome, ClientError> {
     if next.is_some() {
         output::note("more tasks: use --all to list every page");
     }
+    Ok(Outcome::Success)
+}
+
+async fn queues(client: &Client, json: bool) -> Result<Outcome, ClientError> {
+    let value = client.queues_json().await?;
+    if json {
+        output::line(output::pretty_json(&value));
+    } else {
+        output::line(output::queue_table(&value));
+    }
+    Ok(Outcome::Success)
+}
+
+async fn set_paused(client: &Client, queue: &str, paused: bool) -> Result<Outcome, ClientError> {
+    client.set_paused(queue, paused).await?;
+    output::note(format!(
+        "queue {queue} {}",
+        if paused { "paused" } else { "resumed" }
+    ));
     Ok(Outcome::Success)
 }
 

@@ -185,6 +185,26 @@ pub fn task_table(tasks: &[TaskView]) -> String {
     table(&["ID", "STATUS", "PROGRESS", "CREATED"], &rows)
 }
 
+/// `taskctl queues`: name, depth, consumers, paused, from `GET /queues`.
+pub fn queue_table(queues: &Value) -> String {
+    let rows: Vec<Vec<String>> = queues
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|q| {
+            let paused = q["paused"].as_bool().unwrap_or(false);
+            vec![
+                q["name"].as_str().unwrap_or("?").to_owned(),
+                q["depth"].to_string(),
+                q["consumers"].to_string(),
+                if paused { "yes" } else { "no" }.to_owned(),
+            ]
+        })
+        .collect();
+    table(&["QUEUE", "DEPTH", "CONSUMERS", "PAUSED"], &rows)
+}
+
 /// `taskctl events`: the history, oldest first.
 pub fn events_table(events: &[EventView]) -> String {
     let rows: Vec<Vec<String>> = events

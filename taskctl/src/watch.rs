@@ -540,6 +540,7 @@ mod tests {
             result: None,
             error: None,
             webhook: None,
+            queue: "algo".into(),
         }
     }
 

@@ -237,6 +237,20 @@ impl Stack {
             .expect("a JSON answer")
     }
 
+    /// POSTs to `path` without a body (e.g. `/queues/algo/pause`).
+    pub async fn post_empty(&self, path: &str) -> reqwest::Response {
+        self.send(self.http.post(self.url(path)), path).await
+    }
+
+    /// `GET /queues` (asserting 200).
+    pub async fn queues(&self) -> Value {
+        let res = self
+            .send(self.http.get(self.url("/queues")), "GET /queues")
+            .await;
+        assert_eq!(res.status(), 200, "GET /queues");
+        res.json().await.expect("a JSON answer")
+    }
+
     pub async fn post_task(&self, body: Value) -> reqwest::Response {
         self.send(
             self.http.post(self.url("/tasks")).json(&body),

@@ -5,7 +5,10 @@
 //!
 //! - `consume.rs`: the session loop: connect, hand each delivery to
 //!   [`crate::handler::process_one`], reconnect.
-//! - `control.rs`: cancel broadcasts from `tasks.control` to the registry.
+//! - `control.rs`: broadcasts from `tasks.control`: cancels to the registry,
+//!   pauses and resumes to `pause.rs`.
+//! - `pause.rs`: which queues are paused (broadcasts, and the api's answer
+//!   when a session opens).
 //!
 //! A broken AMQP session never stops running tasks: they hold their leases
 //! through the callback API, not the broker. Their acks fail if their channel
@@ -14,6 +17,7 @@
 
 mod consume;
 mod control;
+mod pause;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -90,7 +94,8 @@ impl Worker {
         &self.settings.worker_name
     }
 
-    /// `true` while the worker consumes `tasks.algo` (what `/healthz` reports).
+    /// `true` while the worker consumes its queues, or would but for their
+    /// being paused (what `/healthz` reports).
     pub fn consuming(&self) -> watch::Receiver<bool> {
         self.consuming.subscribe()
     }
@@ -120,6 +125,8 @@ impl Worker {
             amqp_url = %redact_url(&settings.amqp_url),
             api_url = %settings.api_url,
             concurrency = settings.worker_concurrency,
+            queues = %settings.worker_queues,
+            queue_type = %settings.queue_type,
             %metrics_addr,
             "algo-service starting"
         );

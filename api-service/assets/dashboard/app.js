@@ -723,6 +723,54 @@
     }
   }
 
+  // ---------------------------------------------------------------- queues
+
+  const queuesBody = $('#queues');
+  const queuesError = $('#queues-error');
+
+  function queueRow(q) {
+    const verb = q.paused ? 'resume' : 'pause';
+    const button = el('button', {
+      type: 'button',
+      class: 'secondary small',
+      'aria-label': (q.paused ? 'Resume' : 'Pause') + ' queue ' + q.name,
+      onclick: () => setQueuePaused(q.name, verb, button),
+    }, q.paused ? 'Resume' : 'Pause');
+    return el('tr', {},
+      el('td', { class: 'mono' }, q.name),
+      el('td', {}, String(q.depth)),
+      el('td', {}, String(q.consumers)),
+      el('td', {}, q.paused ? 'paused' : 'running'),
+      el('td', {}, button));
+  }
+
+  async function loadQueues() {
+    try {
+      const { body } = await api('/queues');
+      queuesBody.replaceChildren(...(body || []).map(queueRow));
+      queuesError.hidden = true;
+    } catch (e) {
+      queuesError.textContent = 'Queues: ' + e.message;
+      queuesError.hidden = false;
+    }
+  }
+
+  async function setQueuePaused(name, verb, button) {
+    button.disabled = true;
+    try {
+      await api('/queues/' + encodeURIComponent(name) + '/' + verb, { method: 'POST' });
+      announce('Queue ' + name + (verb === 'pause' ? ' paused' : ' resumed'));
+    } catch (e) {
+      queuesError.textContent = 'Could not ' + verb + ' ' + name + ': ' + e.message;
+      queuesError.hidden = false;
+    }
+    await loadQueues();
+  }
+
+  function pollQueues() {
+    loadQueues().finally(() => setTimeout(pollQueues, HEALTH_MS));
+  }
+
   // ------------------------------------------------------------------ start
 
   function restart() {
@@ -745,4 +793,5 @@
   pollHealth();
   loadTasks();
   loadSchedules();
+  pollQueues();
 })();

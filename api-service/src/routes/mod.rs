@@ -5,6 +5,7 @@
 //! - [`algorithms`]: the catalogue of algorithms.
 //! - [`blobs`]: blob upload and download, public and for workers.
 //! - [`schedules`]: periodic tasks.
+//! - [`queues`]: the named queues, their pause and resume.
 //! - [`stream`]: live events over SSE.
 //! - [`callbacks`]: the worker callback API.
 //! - [`health`]: `/healthz`, `/readyz`, `/metrics`.
@@ -16,6 +17,7 @@ pub mod blobs;
 pub mod callbacks;
 pub mod dashboard;
 pub mod health;
+pub mod queues;
 pub mod schedules;
 pub mod stream;
 pub mod tasks;
@@ -88,6 +90,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::delete().to(schedules::delete_schedule)),
     )
     .service(resource("/algorithms", "GET").route(web::get().to(algorithms::list_algorithms)))
+    .service(resource("/queues", "GET").route(web::get().to(queues::list_queues)))
+    .service(resource("/queues/{name}/pause", "POST").route(web::post().to(queues::pause_queue)))
+    .service(resource("/queues/{name}/resume", "POST").route(web::post().to(queues::resume_queue)))
+    .service(resource("/internal/queues", "GET").route(web::get().to(queues::internal_queues)))
     .service(resource("/blobs", "POST").route(web::post().to(blobs::upload_blob)))
     .service(resource("/blobs/{id}", "GET").route(web::get().to(blobs::get_blob)))
     .service(resource("/internal/blobs", "POST").route(web::post().to(blobs::worker_upload_blob)))

@@ -195,9 +195,9 @@ async fn store_and_publish(
             return Err(e.into());
         }
     }
-    let messages: Vec<TaskMessage> = pairs
+    let messages: Vec<(TaskMessage, &str)> = pairs
         .iter()
-        .map(|(id, task)| TaskMessage::new(*id, task))
+        .map(|(id, task)| (TaskMessage::new(*id, task), task.queue.as_str()))
         .collect();
     let publish = tracing::info_span!("publish_batch", task_id = %ids[0], tasks = ids.len());
     if let Err(e) = state

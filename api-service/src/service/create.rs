@@ -123,6 +123,7 @@ pub(crate) fn validate(
     if let Some(url) = &task.webhook_url {
         webhooks::check_url(url, &state.webhook_hosts)?;
     }
+    super::queues::check_known(state, &task.queue)?;
     Ok(task)
 }
 
@@ -195,7 +196,7 @@ async fn store_and_publish(
         tracing::info_span!("publish", task_id = %id, exchange = topology::TASKS_EXCHANGE);
     if let Err(e) = state
         .publisher
-        .publish_task(&TaskMessage::new(id, task))
+        .publish_task(&TaskMessage::new(id, task), &task.queue)
         .instrument(publish)
         .await
     {

@@ -11,6 +11,8 @@
 //! - [`claim`]: a worker takes a task (`PROCESSING`).
 //! - [`report`]: a worker's progress and its terminal state.
 //! - [`query`]: a task, a page of tasks, a task's history and live events.
+//! - [`queues`]: the named queues: `GET /queues`, pause and resume, and
+//!   the pause state workers ask for.
 //! - [`webhooks`]: signed notifications of finished tasks, in the background.
 //! - [`republish`]: the outbox sweep for creates cut short.
 //! - [`backlog`]: the age of the oldest QUEUED task, sampled for `/metrics`
@@ -26,6 +28,7 @@ pub mod cancel;
 pub mod claim;
 pub mod create;
 pub mod query;
+pub mod queues;
 pub mod reoffer;
 pub mod report;
 pub mod republish;

@@ -97,7 +97,7 @@ pub async fn sweep_once(state: &AppState) -> Result<usize, StoreError> {
         };
         match state
             .publisher
-            .publish_task(&TaskMessage::from(&task))
+            .publish_task(&TaskMessage::from(&task), &task.queue)
             .await
         {
             Ok(()) => {

@@ -75,7 +75,7 @@ pub async fn sweep_once(state: &AppState, after: Duration) -> Result<usize, Stor
         let created_ms = task.created_at.timestamp_millis();
         match state
             .publisher
-            .publish_task(&TaskMessage::from(&task))
+            .publish_task(&TaskMessage::from(&task), &task.queue)
             .await
         {
             Ok(()) => {

@@ -17,6 +17,7 @@ mod leases;
 mod listing;
 mod maintenance;
 mod queued;
+mod queues;
 mod record;
 mod schedules;
 
@@ -34,6 +35,7 @@ pub use leases::LeaseCheck;
 pub use listing::{Cursor, Page};
 pub use maintenance::{EvictionPolicy, IndexRepair};
 pub use queued::OldestQueued;
+pub use queues::QueueState;
 use record::{parse_event, parse_task};
 pub use record::{TaskRecord, WebhookState};
 pub use schedules::{ScheduleRecord, SHARDS as SCHEDULE_SHARDS};
@@ -481,6 +483,8 @@ fn create_args(task: &NewTask) -> Vec<String> {
         task.priority.to_string(),
         "input".into(),
         task.input.to_string(),
+        "queue".into(),
+        task.queue.clone(),
     ];
     if let Some(url) = &task.webhook_url {
         args.extend(["webhook_url".into(), url.clone()]);

@@ -116,6 +116,7 @@ pub(super) fn parse_task(
         result: json("result")?,
         error: get("error").map(str::to_owned),
         webhook,
+        queue: get("queue").unwrap_or(task_model::DEFAULT_QUEUE).to_owned(),
     };
     Ok(TaskRecord { view, webhook_url })
 }

@@ -194,3 +194,17 @@ async fn the_page_has_a_schedules_list_that_the_script_fills_from_the_api() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn the_page_has_a_queue_view_with_pause_and_resume() {
+    let app = spawn_app().await;
+    let html = get(&app, "/").await.text().await.unwrap();
+    assert!(html.contains("id=\"queues\""), "a queue table");
+    let js = get(&app, "/assets/app.js").await.text().await.unwrap();
+    assert!(js.contains("api('/queues')"), "it lists GET /queues");
+    assert!(
+        js.contains("'/queues/' + encodeURIComponent(name) + '/' + verb"),
+        "it pauses and resumes"
+    );
+    app.stop().await;
+}

@@ -322,7 +322,13 @@ async fn the_openapi_document_states_the_constraints() {
     for (path, item) in spec["paths"].as_object().unwrap() {
         for (method, op) in item.as_object().unwrap() {
             for p in op["parameters"].as_array().into_iter().flatten() {
-                if p["in"] == "path" {
+                if p["in"] == "path" && p["name"] == "name" {
+                    // A queue name (`/queues/{name}/…`).
+                    assert_eq!(
+                        p["schema"]["pattern"], "^[a-z0-9][a-z0-9_-]{0,62}$",
+                        "{method} {path}: {p}"
+                    );
+                } else if p["in"] == "path" {
                     assert_eq!(p["schema"]["format"], "uuid", "{method} {path}: {p}");
                     ids += 1;
                 }

@@ -17,6 +17,7 @@ mod http;
 mod leases;
 mod listing;
 mod openapi;
+mod queues;
 mod redis_limits;
 mod schedules;
 mod schemathesis;

@@ -8,6 +8,7 @@ mod commands;
 mod errors;
 mod hardening;
 mod helpers;
+mod queues;
 mod reconnect;
 mod submit;
 mod watch;
