@@ -5,6 +5,7 @@
 
 mod commands;
 mod errors;
+mod files;
 mod hardening;
 mod helpers;
 mod reconnect;
