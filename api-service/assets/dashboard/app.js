@@ -775,7 +775,9 @@
       ['Task', el('code', {}, d.task_id)],
       ['Status', statusLabel(d.status) + (d.cancel_requested && !TERMINAL.has(d.status) ? ' (cancel requested)' : '')],
       ['Progress', (d.progress || 0) + ' % · stage ' + (d.stage || 0) + ' of ' + d.stages],
-      ['Stage length', d.stage_ms != null ? d.stage_ms + ' ms' : null],
+      ['Algorithm', d.algorithm],
+      // Stage length is hello's sleep; other algorithms' stages are real work.
+      ['Stage length', d.stage_ms != null && (d.algorithm || 'hello') === 'hello' ? d.stage_ms + ' ms' : null],
       ['Timeout', d.timeout_secs != null ? d.timeout_secs + ' s' : null],
       ['Priority', d.priority != null ? String(d.priority) : null],
       ['Worker', d.worker],
