@@ -410,7 +410,10 @@ mod tests {
     fn input_files_name_their_field_or_default_to_image() {
         let file = |s: &str| parse_input_file(s).map(|f| (f.field, f.path));
         assert_eq!(file("cat.png"), Ok(("image".into(), "cat.png".into())));
-        assert_eq!(file("photo=cat.png"), Ok(("photo".into(), "cat.png".into())));
+        assert_eq!(
+            file("photo=cat.png"),
+            Ok(("photo".into(), "cat.png".into()))
+        );
         assert_eq!(file("./a=b.png"), Ok(("image".into(), "./a=b.png".into())));
         assert!(file("image=").is_err());
         assert!(file("").is_err());

@@ -186,9 +186,11 @@ fn waiting_style() -> ProgressStyle {
 /// A bar whose task has ended (or that gave up): where it got to and the
 /// outcome, without an ETA — nothing is left to estimate.
 fn ended_style() -> ProgressStyle {
-    ProgressStyle::with_template("{prefix:.bold} [{bar:30.cyan/blue}] {pos:>3}% {elapsed_precise} {msg}")
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> ")
+    ProgressStyle::with_template(
+        "{prefix:.bold} [{bar:30.cyan/blue}] {pos:>3}% {elapsed_precise} {msg}",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar())
+    .progress_chars("=> ")
 }
 
 fn short(id: &TaskId) -> String {

@@ -164,7 +164,9 @@ async fn completed_grayscale(api: &Stack) -> (String, Vec<u8>) {
     };
     let input: Value = upload("/blobs", false).await.unwrap().json().await.unwrap();
     let id = api
-        .create(json!({"algorithm": "grayscale", "stages": 2, "input": {"image": input["blob_id"]}}))
+        .create(
+            json!({"algorithm": "grayscale", "stages": 2, "input": {"image": input["blob_id"]}}),
+        )
         .await;
     api.claim(&id, "w1").await;
     api.progress(&id, "w1", 1, 2).await;
