@@ -172,7 +172,9 @@ pub struct SubmitArgs {
     pub webhook_url: Option<String>,
 
     /// Makes the submission safe to retry: the same key with the same
-    /// options returns the first task instead of creating another.
+    /// options returns the first task instead of creating another. (With
+    /// --input-file each run uploads a new blob, so a rerun's input differs
+    /// and the api answers 409 idempotency_conflict rather than replaying.)
     #[arg(long, value_name = "KEY", value_parser = parse_idempotency_key)]
     pub idempotency_key: Option<String>,
 
