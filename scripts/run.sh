@@ -151,14 +151,15 @@ taskctl() {
 }
 
 # demo_submit ARGS...: `taskctl submit ARGS... --wait`, its progress lines
-# logged; prints the task id. Fails unless the task COMPLETED.
+# logged (on stderr); prints the task id. Fails unless the task COMPLETED.
 demo_submit() {
     local out line
     out="$(taskctl submit "$@" --wait)" || {
         printf '%s\n' "$out" >&2
         return 1
     }
-    while IFS= read -r line; do log "demo:   $line" >&2; done <<<"$out"
+    # The first line is the id alone; the rest are the task's progress.
+    while IFS= read -r line; do log "demo:   $line" >&2; done < <(tail -n +2 <<<"$out")
     head -n 1 <<<"$out"
 }
 
