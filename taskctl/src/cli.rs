@@ -21,8 +21,10 @@ Examples:
 Exit codes:
   0  success (watch and submit --wait: the task COMPLETED; cancel: the task
      is CANCELLING or CANCELLED now, also when it already was)
-  1  the task ended FAILED, TIMED_OUT or CANCELLED
-  2  bad usage or argument
+  1  the task ended FAILED, TIMED_OUT or CANCELLED (get --output: the task
+     has no result file)
+  2  bad usage or argument (also an --input-file that cannot be read, an
+     --output that cannot be written)
   3  the api is unreachable
   4  no such task
   5  any other error answer from the api (cancel: the task had already

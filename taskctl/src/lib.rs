@@ -7,8 +7,9 @@
 //!
 //! # Exit codes
 //! 0 success (for `watch` and `submit --wait`: only when every task
-//! COMPLETED); 1 a followed task ended FAILED, TIMED_OUT or CANCELLED; 2 bad
-//! usage or argument; 3 the api is unreachable; 4 no such task; 5 any other
+//! COMPLETED); 1 a followed task ended FAILED, TIMED_OUT or CANCELLED (or
+//! `get --output` found no result file); 2 bad usage or argument (or a local
+//! file that cannot be read or written); 3 the api is unreachable; 4 no such task; 5 any other
 //! error answer; 130 `watch` interrupted by Ctrl-C (the tasks go on).
 //! A command whose goal already holds succeeds: `cancel` of a task already
 //! CANCELLED (or CANCELLING) exits 0. Errors are one line on stderr:
