@@ -2,12 +2,14 @@
 # Takes this machine to a running Taskforge: a Rust toolchain checked (rustup,
 # at least the workspace's rust-version) and a C toolchain installed from
 # Debian if missing (gcc, libc6-dev), Redis and RabbitMQ (infra.sh),
-# a release build, the api and two workers in the background, then a demo
-# task followed to its end. Rerunning restarts the api and workers with a
+# a release build, the api and two workers in the background, then a demo:
+# a hello task followed to its end, a grayscale of scripts/demo/colours.png
+# (the result written to run/demo-grayscale.png) and a pi estimate, both
+# through taskctl. Rerunning restarts the api and workers with a
 # fresh build; scripts/stop.sh stops them.
 #
 # Files in run/: callback_token (kept across runs), api.log, worker-N.log,
-# *.pid. Environment passed through to the services (REDIS_URL, AMQP_URL,
+# *.pid, demo-grayscale.png. Environment passed through to the services (REDIS_URL, AMQP_URL,
 # API_KEYS, RUST_LOG, ...) is honoured; API_BIND defaults to 127.0.0.1:8080.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
@@ -108,7 +110,8 @@ cat <<EOF
 
 EOF
 
-# Demo: one short task, followed until it ends.
+# Demo: a short hello task followed with curl, then a grayscale of the
+# bundled image and a pi estimate with taskctl.
 auth=()
 if [ -n "${API_KEYS:-}" ]; then
     auth=(-H "authorization: Bearer ${API_KEYS%%,*}")
@@ -131,7 +134,7 @@ while :; do
     case "$status" in
         COMPLETED)
             log "demo: result $(json_get result <<<"$task")"
-            exit 0
+            break
             ;;
         FAILED | TIMED_OUT | CANCELLED)
             die "demo: task ended $status: $(json_get error <<<"$task")"
@@ -140,3 +143,37 @@ while :; do
     [ "$SECONDS" -lt "$deadline" ] || die "demo: task not finished after ${DEMO_SECS}s"
     sleep 1
 done
+
+# taskctl, as a person would use it; API_URL and API_KEY tell it where.
+taskctl() {
+    local key="${API_KEYS:-}"
+    API_URL="$API_URL" API_KEY="${key%%,*}" timeout "$DEMO_SECS" target/release/taskctl "$@"
+}
+
+# demo_submit ARGS...: `taskctl submit ARGS... --wait`, its progress lines
+# logged (on stderr); prints the task id. Fails unless the task COMPLETED.
+demo_submit() {
+    local out line
+    out="$(taskctl submit "$@" --wait)" || {
+        printf '%s\n' "$out" >&2
+        return 1
+    }
+    # The first line is the id alone; the rest are the task's progress.
+    while IFS= read -r line; do log "demo:   $line" >&2; done < <(tail -n +2 <<<"$out")
+    head -n 1 <<<"$out"
+}
+
+demo_image="scripts/demo/colours.png"
+demo_out="$RUN_DIR/demo-grayscale.png"
+log "demo: taskctl submit --algorithm grayscale --input-file $demo_image --wait"
+gray_id="$(demo_submit --algorithm grayscale --input-file "$demo_image")" ||
+    die "demo: the grayscale task did not complete"
+taskctl get "$gray_id" --output "$demo_out" >/dev/null ||
+    die "demo: downloading the grayscale result failed"
+log "demo: grayscale $gray_id COMPLETED: $demo_image in grey is $demo_out"
+
+log "demo: taskctl submit --algorithm pi --input '{\"samples\": 10000000, \"seed\": 42}' --wait"
+pi_id="$(demo_submit --algorithm pi --input '{"samples": 10000000, "seed": 42}')" ||
+    die "demo: the pi task did not complete"
+pi_result="$(taskctl get "$pi_id" --json)" || die "demo: GET /tasks/$pi_id failed"
+log "demo: pi $pi_id COMPLETED: pi ≈ $(json_get result <<<"$pi_result" | json_get pi) from 10^7 samples"

@@ -4,6 +4,8 @@
 //! the contract's range, input that is not JSON, an unknown status) is caught
 //! here, before any request, and ends with exit code 2.
 
+use std::path::PathBuf;
+
 use clap::{Args, Parser, Subcommand};
 use task_model::{TaskId, TaskStatus};
 
@@ -19,8 +21,10 @@ Examples:
 Exit codes:
   0  success (watch and submit --wait: the task COMPLETED; cancel: the task
      is CANCELLING or CANCELLED now, also when it already was)
-  1  the task ended FAILED, TIMED_OUT or CANCELLED
-  2  bad usage or argument
+  1  the task ended FAILED, TIMED_OUT or CANCELLED (get --output: the task
+     has no result file)
+  2  bad usage or argument (also an --input-file that cannot be read, an
+     --output that cannot be written)
   3  the api is unreachable
   4  no such task
   5  any other error answer from the api (cancel: the task had already
@@ -73,8 +77,19 @@ Examples:
   taskctl submit --stages 3 --stage-ms 1000 --wait
   taskctl submit --priority 9 --timeout 120 --input '{\"name\": \"x\"}'
   taskctl submit --idempotency-key order-42   # a replay returns the first task's id
-  taskctl submit --batch tasks.json            # up to 1,000 tasks at once, all or none")]
+  taskctl submit --batch tasks.json            # up to 1,000 tasks at once, all or none
+  taskctl submit --algorithm grayscale --input-file cat.png --wait
+  taskctl submit --algorithm pi --input '{\"samples\": 10000000, \"seed\": 7}'")]
     Submit(SubmitArgs),
+
+    /// List the algorithms a task may name: name, default stages, whether
+    /// CPU-bound, description (`--json`: the api's catalogue, with each
+    /// input's JSON Schema).
+    #[command(after_help = "\
+Examples:
+  taskctl algorithms
+  taskctl algorithms --json | jq '.[] | select(.name == \"pi\") | .input_schema'")]
+    Algorithms(JsonArg),
 
     /// Follow tasks live until they end: a progress bar each (stage k/n,
     /// elapsed, ETA), or plain lines when stdout is not a terminal.
@@ -101,8 +116,9 @@ Examples:
     #[command(after_help = "\
 Examples:
   taskctl get 2f1c0c6e-8a4b-4f7e-9d0a-3b5e6c7d8e9f
-  taskctl get \"$ID\" --json | jq -r .status")]
-    Get(GetArgs),
+  taskctl get \"$ID\" --json | jq -r .status
+  taskctl get \"$ID\" --output out.png   # a grayscale task's result image")]
+    Get(GetTaskArgs),
 
     /// List tasks, newest first.
     #[command(after_help = "\
@@ -249,7 +265,8 @@ pub struct SubmitArgs {
     #[arg(long, value_name = "JSON", value_parser = parse_json)]
     pub input: Option<serde_json::Value>,
 
-    /// The routine to run (the api's default, `hello`, when left out).
+    /// The routine to run (the api's default, `hello`, when left out; see
+    /// `taskctl algorithms`).
     #[arg(long, value_name = "NAME")]
     pub algorithm: Option<String>,
 
@@ -257,12 +274,20 @@ pub struct SubmitArgs {
     #[arg(long, value_name = "QUEUE")]
     pub queue: Option<String>,
 
+    /// Uploads the file as a blob (POST /blobs; its content type guessed
+    /// from the extension, else sniffed) and puts the blob's id in the
+    /// input as FIELD (default `image`), beside what --input gives.
+    #[arg(long, value_name = "[FIELD=]PATH", value_parser = parse_input_file)]
+    pub input_file: Option<InputFile>,
+
     /// http(s) URL the api POSTs the finished task to (its host must be allowed by the api).
     #[arg(long, value_name = "URL")]
     pub webhook_url: Option<String>,
 
     /// Makes the submission safe to retry: the same key with the same
-    /// options returns the first task instead of creating another.
+    /// options returns the first task instead of creating another. (With
+    /// --input-file each run uploads a new blob, so a rerun's input differs
+    /// and the api answers 409 idempotency_conflict rather than replaying.)
     #[arg(long, value_name = "KEY", value_parser = parse_idempotency_key)]
     pub idempotency_key: Option<String>,
 
@@ -302,6 +327,40 @@ pub struct GetArgs {
     pub id: TaskId,
 
     /// Print the api's JSON (pretty) instead of a summary.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `--input-file [FIELD=]PATH`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputFile {
+    /// The input field that gets the blob id.
+    pub field: String,
+    /// The file to upload.
+    pub path: PathBuf,
+}
+
+/// `taskctl get`.
+#[derive(Debug, Args)]
+pub struct GetTaskArgs {
+    /// Task id (canonical UUID).
+    #[arg(value_name = "ID", value_parser = parse_task_id)]
+    pub id: TaskId,
+
+    /// Print the api's JSON (pretty) instead of a summary.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Also download the task's result file (the blob `result.image`, e.g.
+    /// grayscale's PNG) to PATH; fails (exit 1) when the task has none.
+    #[arg(long, short = 'o', value_name = "PATH")]
+    pub output: Option<PathBuf>,
+}
+
+/// A command whose only option is `--json`.
+#[derive(Debug, Args)]
+pub struct JsonArg {
+    /// Print the api's JSON (pretty) instead of a table.
     #[arg(long)]
     pub json: bool,
 }
@@ -366,6 +425,25 @@ fn parse_batch_file(path: &str) -> Result<serde_json::Value, String> {
             "{path} must hold a JSON list of task bodies or {{\"tasks\": [...]}}"
         )),
     }
+}
+
+/// `[FIELD=]PATH`: a leading `name=` (lowercase letters, digits, `_`) names
+/// the field; anything else is all path.
+fn parse_input_file(s: &str) -> Result<InputFile, String> {
+    let named = s.split_once('=').filter(|(field, _)| {
+        field.starts_with(|c: char| c.is_ascii_lowercase())
+            && field
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    });
+    let (field, path) = named.unwrap_or(("image", s));
+    if path.is_empty() {
+        return Err("expected a file path, e.g. cat.png or image=cat.png".to_owned());
+    }
+    Ok(InputFile {
+        field: field.to_owned(),
+        path: PathBuf::from(path),
+    })
 }
 
 fn parse_idempotency_key(s: &str) -> Result<String, String> {
@@ -470,5 +548,18 @@ mod tests {
         };
         assert_eq!((s.stages, s.stage_ms, s.wait), (Some(3), Some(0), true));
         assert_eq!(s.input, Some(serde_json::json!([1, 2])));
+    }
+
+    #[test]
+    fn input_files_name_their_field_or_default_to_image() {
+        let file = |s: &str| parse_input_file(s).map(|f| (f.field, f.path));
+        assert_eq!(file("cat.png"), Ok(("image".into(), "cat.png".into())));
+        assert_eq!(
+            file("photo=cat.png"),
+            Ok(("photo".into(), "cat.png".into()))
+        );
+        assert_eq!(file("./a=b.png"), Ok(("image".into(), "./a=b.png".into())));
+        assert!(file("image=").is_err());
+        assert!(file("").is_err());
     }
 }

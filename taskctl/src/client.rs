@@ -54,6 +54,24 @@ pub enum ClientError {
     /// A success answer that is not what the contract describes.
     #[error("unexpected answer from the api: {0}")]
     InvalidResponse(String),
+    /// A local file (`--input-file`, `--output`) cannot be read or written.
+    #[error("{action} {path}: {reason}")]
+    File {
+        /// `cannot read` or `cannot write`.
+        action: &'static str,
+        /// The file, as given.
+        path: String,
+        /// What the system said.
+        reason: String,
+    },
+    /// `get --output` of a task without a result file.
+    #[error("task {id} has no result file to download: {why}")]
+    NoResultFile {
+        /// The task.
+        id: TaskId,
+        /// Why, e.g. `it is PROCESSING` or `its result has no "image" blob`.
+        why: String,
+    },
 }
 
 fn api_message(status: u16, code: &str, message: &str) -> String {
@@ -72,6 +90,8 @@ impl ClientError {
             ClientError::Unreachable { .. } => 3,
             ClientError::NotFound { .. } | ClientError::NoSchedule { .. } => 4,
             ClientError::Api { .. } | ClientError::InvalidResponse(_) => 5,
+            ClientError::File { .. } => 2,
+            ClientError::NoResultFile { .. } => 1,
         }
     }
 }
@@ -119,6 +139,32 @@ pub struct Page {
     pub tasks: Vec<Value>,
     /// Where the next page starts, if there is one.
     pub next_cursor: Option<String>,
+}
+
+/// `POST /blobs`' answer.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct Blob {
+    /// The new blob's id (a UUID).
+    pub blob_id: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// The content type the api stored.
+    pub content_type: String,
+    /// Lowercase hex SHA-256 of the bytes.
+    pub sha256: String,
+}
+
+/// One entry of `GET /algorithms` (its `input_schema` left out).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct Algorithm {
+    /// What a task's `algorithm` names.
+    pub name: String,
+    /// One line for a person.
+    pub description: String,
+    /// Stages of a task that names none.
+    pub default_stages: u32,
+    /// Whether its stages take a worker's CPU slot.
+    pub cpu_bound: bool,
 }
 
 /// A client of one api.
@@ -402,6 +448,45 @@ impl Client {
         self.json(res).await
     }
 
+    /// `GET /algorithms`, as the api's JSON.
+    ///
+    /// # Errors
+    /// See [`ClientError`].
+    pub async fn algorithms_json(&self) -> Result<Value, ClientError> {
+        let req = self.request(Method::GET, "/algorithms");
+        let res = self.send(req, None).await?;
+        self.json(res).await
+    }
+
+    /// `POST /blobs` with `bytes` as `content_type`.
+    ///
+    /// # Errors
+    /// See [`ClientError`]; a file over the api's `BLOB_MAX_BYTES` is an
+    /// `Api` error 413.
+    pub async fn upload_blob(
+        &self,
+        bytes: Vec<u8>,
+        content_type: &str,
+    ) -> Result<Blob, ClientError> {
+        let req = self
+            .request(Method::POST, "/blobs")
+            .header(header::CONTENT_TYPE, content_type)
+            .body(bytes);
+        let res = self.send(req, None).await?;
+        self.json(res).await
+    }
+
+    /// `GET /blobs/{id}`: the bytes.
+    ///
+    /// # Errors
+    /// See [`ClientError`]; an unknown or expired blob is an `Api` error 404.
+    pub async fn download_blob(&self, id: &str) -> Result<Vec<u8>, ClientError> {
+        let req = self.request(Method::GET, &format!("/blobs/{id}"));
+        let res = self.send(req, None).await?;
+        let body = res.bytes().await.map_err(|e| self.unreachable(&e))?;
+        Ok(body.to_vec())
+    }
+
     /// Opens the SSE stream of a task's events, after `last_seen` (0 = all).
     ///
     /// # Errors
@@ -428,6 +513,15 @@ impl Client {
 pub fn view(value: Value) -> Result<TaskView, ClientError> {
     serde_json::from_value(value)
         .map_err(|e| ClientError::InvalidResponse(format!("not a task: {e}")))
+}
+
+/// Parses the api's algorithm catalogue.
+///
+/// # Errors
+/// The JSON is not a list of algorithms.
+pub fn algorithms(value: Value) -> Result<Vec<Algorithm>, ClientError> {
+    serde_json::from_value(value)
+        .map_err(|e| ClientError::InvalidResponse(format!("not a list of algorithms: {e}")))
 }
 
 /// Parses the api's event-history JSON.

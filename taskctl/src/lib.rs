@@ -1,14 +1,15 @@
 //! `taskctl`: Taskforge's command-line client for people.
 //!
-//! `submit [--wait]`, `watch ID…` (a live progress bar per task, from the
-//! api's Server-Sent Events), `cancel`, `get [--json]`, `list [--status]`,
-//! `events`. The api is found through `API_URL` / `--api-url`, with
+//! `submit [--wait] [--input-file]`, `algorithms`, `watch ID…` (a live
+//! progress bar per task, from the api's Server-Sent Events), `cancel`,
+//! `get [--json] [--output]`, `list [--status]`, `events`. The api is found through `API_URL` / `--api-url`, with
 //! `API_KEY` / `--api-key` when the api requires keys.
 //!
 //! # Exit codes
 //! 0 success (for `watch` and `submit --wait`: only when every task
-//! COMPLETED); 1 a followed task ended FAILED, TIMED_OUT or CANCELLED; 2 bad
-//! usage or argument; 3 the api is unreachable; 4 no such task; 5 any other
+//! COMPLETED); 1 a followed task ended FAILED, TIMED_OUT or CANCELLED (or
+//! `get --output` found no result file); 2 bad usage or argument (or a local
+//! file that cannot be read or written); 3 the api is unreachable; 4 no such task; 5 any other
 //! error answer; 130 `watch` interrupted by Ctrl-C (the tasks go on).
 //! A command whose goal already holds succeeds: `cancel` of a task already
 //! CANCELLED (or CANCELLING) exits 0. Errors are one line on stderr:
@@ -21,10 +22,12 @@
 //!   shown as indicatif bars on a terminal, plain lines otherwise.
 //! - [`output`]: summaries, tables, pretty JSON and the error line.
 //! - [`schedules`]: `taskctl schedules list|create|get|delete`.
+//! - [`files`]: local files: uploads' content types, result downloads.
 //! - [`run`] (here): each subcommand, tying the three together.
 
 pub mod cli;
 pub mod client;
+pub mod files;
 pub mod output;
 pub mod schedules;
 pub mod watch;
@@ -35,7 +38,7 @@ use task_model::{TaskId, TaskStatus};
 pub use cli::Cli;
 pub use client::{Client, ClientError};
 
-use cli::{Command, GetArgs, IdArg, ListArgs, SubmitArgs, WatchArgs};
+use cli::{Command, GetArgs, GetTaskArgs, IdArg, JsonArg, ListArgs, SubmitArgs, WatchArgs};
 use watch::Display;
 
 /// How a command that did not fail ended.
@@ -66,6 +69,7 @@ pub async fn run(cli: Cli) -> Result<Outcome, ClientError> {
     let client = Client::new(cli.api_url, cli.api_key)?;
     match cli.command {
         Command::Submit(args) => submit(&client, args).await,
+        Command::Algorithms(args) => algorithms(&client, args).await,
         Command::Watch(WatchArgs { ids }) => watch(&client, &ids).await,
         Command::Cancel(IdArg { id }) => cancel(&client, id).await,
         Command::Get(args) => get(&client, args).await,
@@ -96,11 +100,46 @@ fn submit_body(args: &SubmitArgs) -> Value {
     Value::Object(body)
 }
 
+/// `--input-file`: uploads the file and puts its blob id into the body's
+/// `input` (made an object when absent). Checks everything local first.
+async fn attach_input_file(
+    client: &Client,
+    args: &SubmitArgs,
+    body: &mut Value,
+) -> Result<(), ClientError> {
+    let Some(file) = &args.input_file else {
+        return Ok(());
+    };
+    let input = body
+        .as_object_mut()
+        .map(|o| o.entry("input").or_insert_with(|| json!({})));
+    let Some(Value::Object(input)) = input else {
+        return Err(ClientError::File {
+            action: "cannot use",
+            path: file.path.display().to_string(),
+            reason: "--input-file needs --input to be a JSON object (or left out)".to_owned(),
+        });
+    };
+    let bytes = files::read(&file.path)?;
+    let content_type = files::content_type(&file.path, &bytes);
+    let blob = client.upload_blob(bytes, content_type).await?;
+    output::note(format!(
+        "uploaded {} as blob {} ({} bytes, {})",
+        file.path.display(),
+        blob.blob_id,
+        blob.size,
+        blob.content_type
+    ));
+    input.insert(file.field.clone(), Value::from(blob.blob_id));
+    Ok(())
+}
+
 async fn submit(client: &Client, args: SubmitArgs) -> Result<Outcome, ClientError> {
     if let Some(batch) = &args.batch {
         return submit_batch(client, batch, &args).await;
     }
-    let body = submit_body(&args);
+    let mut body = submit_body(&args);
+    attach_input_file(client, &args, &mut body).await?;
     let submitted = client
         .submit(&body, args.idempotency_key.as_deref())
         .await?;
@@ -183,12 +222,32 @@ async fn cancel(client: &Client, id: TaskId) -> Result<Outcome, ClientError> {
     Ok(Outcome::Success)
 }
 
-async fn get(client: &Client, args: GetArgs) -> Result<Outcome, ClientError> {
+async fn algorithms(client: &Client, args: JsonArg) -> Result<Outcome, ClientError> {
+    let value = client.algorithms_json().await?;
+    if args.json {
+        output::line(output::pretty_json(&value));
+    } else {
+        output::line(output::algorithm_table(&client::algorithms(value)?));
+    }
+    Ok(Outcome::Success)
+}
+
+async fn get(client: &Client, args: GetTaskArgs) -> Result<Outcome, ClientError> {
     let value = client.task_json(args.id).await?;
     if args.json {
         output::line(output::pretty_json(&value));
     } else {
-        output::line(output::task_summary(&client::view(value)?));
+        output::line(output::task_summary(&client::view(value.clone())?));
+    }
+    if let Some(path) = &args.output {
+        let blob = files::result_blob(&value)?;
+        let bytes = client.download_blob(&blob).await?;
+        files::write(path, &bytes)?;
+        output::note(format!(
+            "wrote {} ({} bytes, blob {blob})",
+            path.display(),
+            bytes.len()
+        ));
     }
     Ok(Outcome::Success)
 }

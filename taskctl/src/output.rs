@@ -14,6 +14,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::Value;
 use task_model::{EventView, TaskId, TaskStatus, TaskView};
 
+use crate::client::Algorithm;
+
 /// Prints one line (or block) to stdout.
 pub fn line(text: impl AsRef<str>) {
     let mut out = io::stdout().lock();
@@ -203,6 +205,22 @@ pub fn queue_table(queues: &Value) -> String {
         })
         .collect();
     table(&["QUEUE", "DEPTH", "CONSUMERS", "PAUSED"], &rows)
+}
+
+/// `taskctl algorithms`: name, default stages, CPU-bound, description.
+pub fn algorithm_table(algorithms: &[Algorithm]) -> String {
+    let rows: Vec<Vec<String>> = algorithms
+        .iter()
+        .map(|a| {
+            vec![
+                a.name.clone(),
+                a.default_stages.to_string(),
+                if a.cpu_bound { "yes" } else { "no" }.to_owned(),
+                a.description.clone(),
+            ]
+        })
+        .collect();
+    table(&["NAME", "STAGES", "CPU-BOUND", "DESCRIPTION"], &rows)
 }
 
 /// `taskctl events`: the history, oldest first.

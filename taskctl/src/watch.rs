@@ -130,6 +130,8 @@ impl Display {
                 Reporter::Bar {
                     bar: multi.add(pb),
                     processing: false,
+                    stage: 0,
+                    stages: 0,
                 }
             }
             Display::Lines => Reporter::Line { id, stages: 0 },
@@ -140,24 +142,35 @@ impl Display {
 /// Shows one task's progress.
 #[derive(Debug)]
 enum Reporter {
-    Bar { bar: ProgressBar, processing: bool },
-    Line { id: TaskId, stages: u32 },
+    Bar {
+        bar: ProgressBar,
+        processing: bool,
+        /// Stages done and in all, for the bar's message.
+        stage: u32,
+        stages: u32,
+    },
+    Line {
+        id: TaskId,
+        stages: u32,
+    },
 }
 
-/// The bar's look. `{eta}` is indicatif's estimate once a stage has been
-/// done; before that (nothing to measure yet) it is the plan: stages × stage_ms.
-fn bar_style(stage_ms: u64) -> ProgressStyle {
+/// The bar's look: the task's `progress` (percent, including the running
+/// stage's share when its algorithm reports one), stage k/n in the message.
+/// `{eta}` is indicatif's estimate once progress moved; before that
+/// (nothing to measure yet) it is the plan: what is left of stages × stage_ms.
+fn bar_style(planned_ms: u64) -> ProgressStyle {
     let planned = move |state: &ProgressState, w: &mut dyn std::fmt::Write| {
         let eta = if state.pos() == 0 {
             let left = state.len().unwrap_or(0).saturating_sub(state.pos());
-            Duration::from_millis(left.saturating_mul(stage_ms))
+            Duration::from_millis(left.saturating_mul(planned_ms) / 100)
         } else {
             state.eta()
         };
         let _ = write!(w, "{:#}", HumanDuration(eta));
     };
     ProgressStyle::with_template(
-        "{prefix:.bold} [{bar:30.cyan/blue}] {pos}/{len} stages {elapsed_precise} ETA {eta} {msg}",
+        "{prefix:.bold} [{bar:30.cyan/blue}] {pos:>3}% {elapsed_precise} ETA {eta} {msg}",
     )
     .unwrap_or_else(|_| ProgressStyle::default_bar())
     .with_key("eta", planned)
@@ -174,7 +187,7 @@ fn waiting_style() -> ProgressStyle {
 /// outcome, without an ETA — nothing is left to estimate.
 fn ended_style() -> ProgressStyle {
     ProgressStyle::with_template(
-        "{prefix:.bold} [{bar:30.cyan/blue}] {pos}/{len} stages {elapsed_precise} {msg}",
+        "{prefix:.bold} [{bar:30.cyan/blue}] {pos:>3}% {elapsed_precise} {msg}",
     )
     .unwrap_or_else(|_| ProgressStyle::default_bar())
     .progress_chars("=> ")
@@ -184,11 +197,25 @@ fn short(id: &TaskId) -> String {
     id.to_string().chars().take(8).collect()
 }
 
+/// `stage 1/3 PROCESSING on w1`.
+fn bar_message(stage: u32, stages: u32, status: TaskStatus, worker: Option<&str>) -> String {
+    let mut msg = format!("stage {stage}/{stages} {status}");
+    if let Some(worker) = worker {
+        msg.push_str(&format!(" on {worker}"));
+    }
+    msg
+}
+
 impl Reporter {
     fn start(&mut self, task: &TaskView) {
         match self {
-            Reporter::Bar { bar, processing } => {
-                bar.set_length(u64::from(task.stages));
+            Reporter::Bar {
+                bar,
+                processing,
+                stage,
+                stages,
+            } => {
+                bar.set_length(100);
                 if let (Some(started), false) = (task.started_at, task.status.is_terminal()) {
                     let since = (chrono::Utc::now() - started).to_std().unwrap_or_default();
                     // `with_elapsed` sets the shared state of every clone.
@@ -197,9 +224,11 @@ impl Reporter {
                 } else {
                     bar.reset_elapsed();
                 }
-                bar.set_position(u64::from(task.stage));
-                bar.set_style(bar_style(task.stage_ms));
-                bar.set_message(task.status.as_str());
+                (*stage, *stages) = (task.stage, task.stages);
+                bar.set_position(u64::from(task.progress));
+                let planned = u64::from(task.stages).saturating_mul(task.stage_ms);
+                bar.set_style(bar_style(planned));
+                bar.set_message(bar_message(task.stage, task.stages, task.status, None));
                 bar.enable_steady_tick(Duration::from_millis(200));
             }
             Reporter::Line { stages, .. } => *stages = task.stages,
@@ -211,6 +240,8 @@ impl Reporter {
             Reporter::Bar {
                 bar: pb,
                 processing,
+                stage,
+                stages,
             } => {
                 if e.status == TaskStatus::Processing && !*processing {
                     // Elapsed and ETA count the running time, not the wait in the queue.
@@ -218,12 +249,9 @@ impl Reporter {
                     pb.reset_elapsed();
                     pb.reset_eta();
                 }
-                pb.set_position(u64::from(e.stage).max(pb.position()));
-                let mut msg = e.status.as_str().to_owned();
-                if let Some(worker) = &e.worker {
-                    msg.push_str(&format!(" on {worker}"));
-                }
-                pb.set_message(msg);
+                pb.set_position(u64::from(e.progress).max(pb.position()));
+                *stage = e.stage.max(*stage);
+                pb.set_message(bar_message(*stage, *stages, e.status, e.worker.as_deref()));
             }
             // The terminal status event's line is `finish`'s.
             Reporter::Line { .. } if e.kind == "status" && e.status.is_terminal() => {}
@@ -234,7 +262,13 @@ impl Reporter {
     fn finish(&mut self, status: TaskStatus, detail: Option<&str>) {
         let text = output::final_status(status, detail);
         match self {
-            Reporter::Bar { bar: pb, .. } => {
+            Reporter::Bar {
+                bar: pb,
+                stage,
+                stages,
+                ..
+            } => {
+                let text = format!("stage {stage}/{stages} {text}");
                 pb.set_style(ended_style());
                 if status == TaskStatus::Completed {
                     pb.finish_with_message(text);
@@ -351,7 +385,9 @@ fn retryable(e: &ClientError) -> bool {
         ClientError::Api { status, .. } => *status >= 500,
         ClientError::NotFound { .. }
         | ClientError::NoSchedule { .. }
-        | ClientError::InvalidResponse(_) => false,
+        | ClientError::InvalidResponse(_)
+        | ClientError::File { .. }
+        | ClientError::NoResultFile { .. } => false,
     }
 }
 
@@ -590,6 +626,28 @@ mod tests {
             assert!(frame.contains(shown), "{frame:?}");
             assert!(!frame.contains("ETA"), "{frame:?}");
         }
+    }
+
+    #[test]
+    fn a_bar_moves_within_a_stage_with_the_tasks_progress() {
+        let screen = Screen::default();
+        let mut reporter = screen.display().reporter(TaskId::parse(IDS[0]).unwrap());
+        reporter.start(&task(IDS[0], TaskStatus::Processing, 1));
+        assert!(screen.last().contains(" 33% "), "{:?}", screen.last());
+        // Half of stage 2 of 3 done: floor(100 × 1.5 / 3) = 50.
+        reporter.event(&EventView {
+            seq: 4,
+            at: chrono::Utc::now(),
+            kind: "progress".into(),
+            status: TaskStatus::Processing,
+            progress: 50,
+            stage: 1,
+            worker: Some("w1".into()),
+            detail: None,
+        });
+        let frame = screen.last();
+        assert!(frame.contains(" 50% "), "{frame:?}");
+        assert!(frame.contains("stage 1/3 PROCESSING on w1"), "{frame:?}");
     }
 
     #[test]

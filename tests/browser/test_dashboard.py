@@ -58,6 +58,30 @@ FILL_AT_FULL_WIDTH_JS = """(taskId) => {
   return bar.width > 0 && Math.abs(fill.width - bar.width) < 1;
 }"""
 
+DEMO_IMAGE = Path(__file__).resolve().parents[2] / "scripts" / "demo" / "colours.png"
+
+# The preview's pixels, read back through a canvas: [[r, g, b], ...] at a few points.
+PREVIEW_PIXELS_JS = """() => {
+  const img = document.querySelector('#result-image');
+  const canvas = document.createElement('canvas');
+  canvas.width = img.naturalWidth;
+  canvas.height = img.naturalHeight;
+  const ctx = canvas.getContext('2d');
+  ctx.drawImage(img, 0, 0);
+  const points = [[0, 0], [40, 10], [96, 64], [150, 100], [191, 127]];
+  return points.map(([x, y]) => Array.from(ctx.getImageData(x, y, 1, 1).data.slice(0, 3)));
+}"""
+
+# The task's input blob, fetched with the page's stored API key.
+BLOB_OF_INPUT_JS = """async (taskId) => {
+  const key = localStorage.getItem('taskforge.apiKey');
+  const headers = key ? { Authorization: 'Bearer ' + key } : {};
+  const task = await (await fetch('/tasks/' + taskId, { headers })).json();
+  const res = await fetch('/blobs/' + task.input.image, { headers });
+  const size = (await res.arrayBuffer()).byteLength;
+  return { blob_id: task.input.image, content_type: res.headers.get('content-type'), size };
+}"""
+
 PROGRESS_AT_LEAST_30_JS = """(taskId) =>
   Number(document.querySelector(`li.task[data-task-id="${taskId}"] .bar`).getAttribute('aria-valuenow')) >= 30"""
 
@@ -95,7 +119,8 @@ class Dashboard(unittest.TestCase):
             return req.headers.get("accept") == "text/event-stream"
 
         def on_request(req):
-            if origin(req.url) != ORIGIN and not req.url.startswith("data:"):
+            # blob: URLs are this page's own memory (the result image preview).
+            if origin(req.url) != ORIGIN and not req.url.startswith(("data:", "blob:")):
                 cls.offsite.append(req.url)
             if is_stream(req):
                 cls.streams["open"] += 1
@@ -236,6 +261,97 @@ class Dashboard(unittest.TestCase):
         message = page.locator("#form-message.error")
         message.wait_for()
         self.assertRegex(message.text_content(), r"\(validation\)")
+
+    def choose_algorithm(self, name):
+        self.page.get_by_label("Algorithm").select_option(name)
+
+    def submit_algorithm_task(self):
+        """Clicks Submit and returns the new task's id from the api's answer."""
+        page = self.page
+        with page.expect_response(
+            lambda r: r.request.method == "POST" and urlsplit(r.url).path == "/tasks"
+        ) as answer:
+            page.get_by_role("button", name="Submit task").click()
+        self.assertEqual(answer.value.status, 202, answer.value.text())
+        task_id = answer.value.json()["task_id"]
+        self.row(task_id).wait_for()
+        return task_id
+
+    def test_5a_algorithm_picker(self):
+        """The picker lists the api's algorithms; pi with samples and a seed completes with its estimate."""
+        page = self.page
+        picker = page.get_by_label("Algorithm")
+        page.wait_for_function("() => document.querySelectorAll('#algorithm option').length > 1")
+        names = picker.locator("option").all_text_contents()
+        for name in ("hello", "grayscale", "pi"):
+            self.assertIn(name, names)
+        try:
+            self.choose_algorithm("pi")
+            self.assertRegex(page.locator("#algorithm-description").text_content(), r"(?i)monte carlo")
+            self.assertTrue(page.get_by_label("Samples").is_visible())
+            self.assertTrue(page.get_by_label("Stage length (ms)").is_hidden(), "pi has no stage length")
+            self.assertTrue(page.get_by_label("Image (PNG or JPEG)").is_hidden())
+            page.get_by_label("Stages").fill("2")
+            page.get_by_label("Samples").fill("200000")
+            page.get_by_label("Seed (optional)").fill("7")
+            page.get_by_label("Input (JSON, optional)").fill("")
+            task_id = self.submit_algorithm_task()
+            self.wait_for_status(task_id, "COMPLETED")
+
+            self.row(task_id).get_by_role("button", name=f"Show the history of task {task_id}").click()
+            summary = page.locator("#history-summary")
+            summary.get_by_text('"pi":').wait_for()
+            text = summary.text_content()
+            self.assertIn('"samples":200000', text.replace(" ", ""))
+            pi = float(re.search(r'"pi":\s*([0-9.]+)', text).group(1))
+            self.assertAlmostEqual(pi, 3.14159, delta=0.05)
+            self.assertTrue(page.locator("#result-preview").is_hidden(), "no image in pi's result")
+        finally:
+            self.choose_algorithm("hello")
+        self.assertTrue(page.get_by_label("Stage length (ms)").is_visible())
+
+    def test_5b_grayscale_preview(self):
+        """A grayscale of an uploaded PNG shows its grey result image in the side panel."""
+        page = self.page
+        try:
+            self.choose_algorithm("grayscale")
+            page.get_by_label("Stages").fill("")
+            # Without a file the form says so, and nothing is sent.
+            page.get_by_role("button", name="Submit task").click()
+            page.locator("#form-message.error", has_text="Choose an image").wait_for()
+
+            page.get_by_label("Image (PNG or JPEG)").set_input_files(str(DEMO_IMAGE))
+            with page.expect_response(
+                lambda r: r.request.method == "POST" and urlsplit(r.url).path == "/tasks"
+            ) as created:
+                with page.expect_response(
+                    lambda r: r.request.method == "POST" and urlsplit(r.url).path == "/blobs"
+                ) as upload:
+                    page.get_by_role("button", name="Submit task").click()
+            self.assertEqual(upload.value.status, 201)
+            self.assertEqual(created.value.status, 202)
+            task_id = created.value.json()["task_id"]
+            self.wait_for_status(task_id, "COMPLETED")
+            # The input names the uploaded blob, stored as the PNG it is.
+            # (Through the page: Chromium may drop an answer's body once read.)
+            blob = page.evaluate(BLOB_OF_INPUT_JS, task_id)
+            self.assertEqual(blob["content_type"], "image/png")
+            self.assertEqual(blob["size"], DEMO_IMAGE.stat().st_size)
+
+            self.row(task_id).get_by_role("button", name=f"Show the history of task {task_id}").click()
+            image = page.get_by_role("img", name=f"Result image of task {task_id[:8]}")
+            image.wait_for()
+            page.wait_for_function(
+                "() => { const i = document.querySelector('#result-image'); return i.complete && i.naturalWidth > 0; }"
+            )
+            self.assertEqual(image.evaluate("(i) => [i.naturalWidth, i.naturalHeight]"), [192, 128])
+            self.assertRegex(page.locator("#result-caption").text_content(), r"192×128 PNG")
+            for r, g, b in page.evaluate(PREVIEW_PIXELS_JS):
+                self.assertTrue(r == g == b, f"grey pixels: {(r, g, b)}")
+            self.assertIn(blob["blob_id"], page.locator("#history-summary").text_content(), "the input names the blob")
+        finally:
+            page.get_by_label("Image (PNG or JPEG)").set_input_files([])
+            self.choose_algorithm("hello")
 
     def test_6_screenshot(self):
         """Screenshot of the dashboard, with a task in progress."""

@@ -1,5 +1,7 @@
-// Taskforge dashboard: the task list with live progress (SSE), a submit form,
-// cancel, a task's event history, and the health of Redis and RabbitMQ.
+// Taskforge dashboard: the task list with live progress (SSE), a submit form
+// (with an algorithm picker; grayscale's image is uploaded as a blob), cancel,
+// a task's event history (with a finished task's result image), and the
+// health of Redis and RabbitMQ.
 //
 // It talks only to the api that served it (same origin). Live updates use
 // fetch() with a streamed body rather than EventSource, because EventSource
@@ -37,6 +39,11 @@
     keyInput: $('#key-input'),
     keyReason: $('#key-reason'),
     mgmt: $('#mgmt-link'),
+    algorithm: $('#algorithm'),
+    algorithmDescription: $('#algorithm-description'),
+    preview: $('#result-preview'),
+    previewImage: $('#result-image'),
+    previewCaption: $('#result-caption'),
   };
 
   /** id → { data: task JSON, el: <li>, lastSeq, retries } */
@@ -118,12 +125,18 @@
     }
   }
 
-  /** A JSON call to the api; throws ApiError with the api's {error, message}. */
-  async function api(path, { method = 'GET', body } = {}) {
+  /**
+   * A JSON call to the api; throws ApiError with the api's {error, message}.
+   * `raw` (a File or Blob) is sent as the body with its own type instead of JSON.
+   */
+  async function api(path, { method = 'GET', body, raw } = {}) {
     const init = { method, headers: authHeaders({ Accept: 'application/json' }), cache: 'no-store' };
     if (body !== undefined) {
       init.body = JSON.stringify(body);
       init.headers['Content-Type'] = 'application/json';
+    } else if (raw !== undefined) {
+      init.body = raw;
+      init.headers['Content-Type'] = raw.type || 'application/octet-stream';
     }
     let res;
     try {
@@ -506,6 +519,121 @@
     }
   }, 2000);
 
+  // ------------------------------------------------------------ algorithms
+
+  /** name → GET /algorithms entry */
+  const algorithms = new Map();
+
+  async function loadAlgorithms() {
+    try {
+      const { body } = await api('/algorithms');
+      algorithms.clear();
+      for (const a of body) algorithms.set(a.name, a);
+      const chosen = els.algorithm.value;
+      els.algorithm.replaceChildren(...body.map((a) => el('option', { value: a.name }, a.name)));
+      els.algorithm.value = algorithms.has(chosen) ? chosen : body[0].name;
+    } catch (e) {
+      els.algorithmDescription.textContent = 'Could not load the algorithms: ' + e.message;
+      return;
+    }
+    showAlgorithm();
+  }
+
+  /** Shows the chosen algorithm's description and its own inputs. */
+  function showAlgorithm() {
+    const name = els.algorithm.value;
+    const a = algorithms.get(name);
+    els.algorithmDescription.textContent = a ? a.description + (a.cpu_bound ? ' (CPU-bound)' : '') : '';
+    for (const group of els.form.querySelectorAll('.algo-fields')) group.hidden = group.dataset.algorithm !== name;
+    // Stage length is hello's sleep; the others' stages are real work.
+    const stageMs = els.form.elements.stage_ms;
+    stageMs.closest('label').hidden = name !== 'hello';
+    if (name !== 'hello') stageMs.value = '';
+    if (a) els.form.elements.stages.placeholder = String(a.default_stages);
+  }
+
+  els.algorithm.addEventListener('change', showAlgorithm);
+
+  /**
+   * Adds the chosen algorithm and its own inputs to the create body; returns
+   * a message for the user when something is missing, else null. The image
+   * file is left in `pending.file` for uploadInputFile.
+   */
+  function algorithmFields(body, pending) {
+    const name = els.algorithm.value;
+    if (name !== 'hello') body.algorithm = name;
+    const f = els.form.elements;
+    if (name === 'grayscale') {
+      const file = f.image_file.files[0];
+      if (!file) return 'Choose an image (PNG or JPEG) for grayscale.';
+      pending.file = file;
+    } else if (name === 'pi') {
+      const own = {};
+      for (const field of ['samples', 'seed']) {
+        const raw = f[field].value.trim();
+        if (raw === '' && f[field].validity.badInput) return field[0].toUpperCase() + field.slice(1) + ' must be a number.';
+        if (raw !== '') own[field] = Number(raw);
+      }
+      if (Object.keys(own).length) body.input = { ...(body.input || {}), ...own };
+    }
+    if (body.input !== undefined && (typeof body.input !== 'object' || Array.isArray(body.input)) && name !== 'hello') {
+      return 'Input must be a JSON object for ' + name + '.';
+    }
+    return null;
+  }
+
+  /** Uploads the chosen image as a blob (POST /blobs) and names it in the input. */
+  async function uploadInputFile(body, pending) {
+    if (!pending.file) return;
+    formMessage('Uploading ' + pending.file.name + '…');
+    const { body: blob } = await api('/blobs', { method: 'POST', raw: pending.file });
+    body.input = { ...(body.input || {}), image: blob.blob_id };
+    formMessage('Submitting…');
+  }
+
+  // ------------------------------------------------------- result preview
+
+  /** blob id → object URL of its bytes, fetched with the API key */
+  const previews = new Map();
+
+  /** The result image of the task in the side panel, when it has one. */
+  function renderPreview(d) {
+    const blobId = d && d.status === 'COMPLETED' && d.result && typeof d.result.image === 'string' ? d.result.image : null;
+    if (!blobId) {
+      els.preview.hidden = true;
+      delete els.preview.dataset.blobId;
+      return;
+    }
+    if (els.preview.dataset.blobId === blobId) return;
+    els.preview.dataset.blobId = blobId;
+    const size = d.result.width && d.result.height ? d.result.width + '×' + d.result.height + ' ' : '';
+    els.previewImage.alt = 'Result image of task ' + short(d.task_id);
+    els.previewImage.removeAttribute('src');
+    els.previewCaption.textContent = 'Result: ' + size + 'PNG, loading…';
+    els.preview.hidden = false;
+    loadPreview(blobId).then(
+      (url) => {
+        if (els.preview.dataset.blobId !== blobId) return;
+        els.previewImage.src = url;
+        els.previewCaption.textContent = 'Result: ' + size + 'PNG (blob ' + short(blobId) + ')';
+      },
+      (e) => {
+        if (els.preview.dataset.blobId === blobId) els.previewCaption.textContent = 'Could not load the result image: ' + e.message;
+      },
+    );
+  }
+
+  /** GET /blobs/{id} with the Authorization header an <img src> could not send. */
+  async function loadPreview(blobId) {
+    if (previews.has(blobId)) return previews.get(blobId);
+    const res = await fetch('/blobs/' + blobId, { headers: authHeaders({}), cache: 'no-store' });
+    if (res.status === 401) needKey();
+    if (!res.ok) throw new Error('HTTP ' + res.status + (res.status === 404 ? ' (expired)' : ''));
+    const url = URL.createObjectURL(await res.blob());
+    previews.set(blobId, url);
+    return url;
+  }
+
   // ----------------------------------------------------------- actions
 
   els.form.addEventListener('submit', async (e) => {
@@ -534,9 +662,16 @@
         return;
       }
     }
+    const pending = {};
+    const missing = algorithmFields(body, pending);
+    if (missing) {
+      formMessage(missing, 'error');
+      return;
+    }
     els.submit.disabled = true;
     formMessage('Submitting…');
     try {
+      await uploadInputFile(body, pending);
       const { body: created } = await api('/tasks', { method: 'POST', body });
       const id = created.task_id;
       let data;
@@ -619,6 +754,7 @@
     history.id = null;
     els.history.hidden = true;
     els.layout.classList.remove('with-history');
+    renderPreview(null);
     const t = id && tasks.get(id);
     if (t) {
       t.el.classList.remove('selected');
@@ -670,7 +806,9 @@
       ['Task', el('code', {}, d.task_id)],
       ['Status', statusLabel(d.status) + (d.cancel_requested && !TERMINAL.has(d.status) ? ' (cancel requested)' : '')],
       ['Progress', (d.progress || 0) + ' % · stage ' + (d.stage || 0) + ' of ' + d.stages],
-      ['Stage length', d.stage_ms != null ? d.stage_ms + ' ms' : null],
+      ['Algorithm', d.algorithm],
+      // Stage length is hello's sleep; other algorithms' stages are real work.
+      ['Stage length', d.stage_ms != null && (d.algorithm || 'hello') === 'hello' ? d.stage_ms + ' ms' : null],
       ['Timeout', d.timeout_secs != null ? d.timeout_secs + ' s' : null],
       ['Priority', d.priority != null ? String(d.priority) : null],
       ['Worker', d.worker],
@@ -688,6 +826,7 @@
       nodes.push(el('dt', {}, name), el('dd', {}, value));
     }
     els.historySummary.replaceChildren(...nodes);
+    renderPreview(d);
   }
 
   // ---------------------------------------------------------------- health
@@ -791,6 +930,7 @@
   els.mgmt.href = mgmt.href;
 
   pollHealth();
+  loadAlgorithms();
   loadTasks();
   loadSchedules();
   pollQueues();

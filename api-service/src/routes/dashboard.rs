@@ -4,7 +4,7 @@
 //!
 //! The shell is served without authentication: a browser cannot attach a
 //! bearer header to a navigation, and the shell holds no data. Every data
-//! call the page makes goes to the `/tasks` endpoints, which need an API key
+//! call the page makes goes to the `/tasks` and `/blobs` endpoints, which need an API key
 //! when `API_KEYS` is set; on a 401 the page asks for one and sends it as
 //! `Authorization: Bearer`.
 //!
@@ -21,9 +21,11 @@ use actix_web::{
 };
 use sha2::{Digest, Sha256};
 
-/// The page, its policy: scripts, styles and connections to this origin only.
+/// The page, its policy: scripts, styles and connections to this origin only;
+/// images also from `blob:` URLs, which is how a result image fetched with
+/// the API key (`GET /blobs/{id}`) is shown.
 const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
-     style-src 'self'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; \
+     style-src 'self'; connect-src 'self'; img-src 'self' data: blob:; base-uri 'none'; \
      form-action 'self'; frame-ancestors 'none'";
 
 /// One embedded file.

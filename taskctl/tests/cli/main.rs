@@ -6,6 +6,7 @@
 mod bulk;
 mod commands;
 mod errors;
+mod files;
 mod hardening;
 mod helpers;
 mod queues;

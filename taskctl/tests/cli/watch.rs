@@ -137,3 +137,41 @@ async fn watch_of_a_finished_task_replays_its_history_and_exits_at_once() {
     assert_eq!(lines.len(), 5, "{lines:?}");
     api.stop().await;
 }
+
+#[tokio::test]
+async fn watch_shows_progress_within_a_stage() {
+    let api = Stack::start(&[]).await;
+    let id = api
+        .create(json!({"algorithm": "pi", "stages": 2, "input": {"samples": 1000}}))
+        .await;
+    let mut live = Live::start(api.taskctl(), &["watch", &id]);
+    assert_eq!(
+        live.next_line().await,
+        format!("{id} QUEUED stage 0/2 (0%)")
+    );
+    api.claim(&id, "w1").await;
+    // Half of stage 1 done, as a worker running pi reports it:
+    // floor(100 × 0.5 / 2) = 25.
+    let res = reqwest::Client::new()
+        .post(api.url(&format!("/internal/tasks/{id}/progress")))
+        .bearer_auth(test_support::TOKEN)
+        .json(&json!({"progress": 25, "stage": 0, "stages": 2, "worker": "w1"}))
+        .send()
+        .await
+        .expect("progress callback");
+    assert_eq!(res.status(), 200);
+    api.run_to_completion(&id, "w1", 2).await;
+
+    let (out, lines) = live.finish().await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_in_order(
+        &lines,
+        &[
+            format!("{id} PROCESSING stage 0/2 (0%)"),
+            format!("{id} PROCESSING stage 0/2 (25%)"),
+            format!("{id} PROCESSING stage 1/2 (50%)"),
+            format!("{id} COMPLETED"),
+        ],
+    );
+    api.stop().await;
+}
