@@ -49,7 +49,7 @@ pub mod task_run;
 pub mod telemetry;
 pub mod worker;
 
-pub use config::{LogFormat, Settings};
+pub use config::{Isolation, LogFormat, Settings};
 use tokio_util::sync::CancellationToken;
 pub use worker::Worker;
 

@@ -4,6 +4,9 @@
 //!
 //! The job moves into the blocking thread for the stage and comes back with
 //! its outcome; a stage thread that panicked loses it (the run fails).
+//! Under `WORKER_ISOLATION=process` the FFI call happens in a helper
+//! process instead ([`super::isolation`]); [`StageArgs`] and [`ValidUntil`]
+//! serve both.
 
 use std::sync::{
     atomic::{AtomicI32, AtomicU64, Ordering},
@@ -39,6 +42,11 @@ impl ValidUntil {
 
     pub(crate) fn set(&self, until: Instant) {
         self.0.store(monotonic_ms_at(until), Ordering::Release);
+    }
+
+    /// The [`native::monotonic_ms`] time it holds now.
+    pub(crate) fn get(&self) -> u64 {
+        self.0.load(Ordering::Acquire)
     }
 }
 
