@@ -118,7 +118,13 @@ pub struct Settings {
     /// cross back from the helper; its `hello world` lines go to this
     /// process's stdout. `process` costs a process start per attempt and a
     /// pipe round trip per stage (docs/REFERENCE.md has the figures).
-    #[arg(long, env = "WORKER_ISOLATION", default_value = "thread", ignore_case = true, value_enum)]
+    #[arg(
+        long,
+        env = "WORKER_ISOLATION",
+        default_value = "thread",
+        ignore_case = true,
+        value_enum
+    )]
     pub worker_isolation: Isolation,
 
     /// `text` for people, `json` for machines.

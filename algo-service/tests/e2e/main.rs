@@ -6,4 +6,5 @@
 mod algorithms;
 mod failures;
 mod integrity;
+mod isolation;
 mod lifecycle;

@@ -173,12 +173,15 @@ fn build(
     blobs: &HashMap<String, String>,
 ) -> Result<Job, NativeError> {
     let Some(algorithm) = native::algorithm(algorithm) else {
-        return Err(NativeError::Fatal(format!("unknown algorithm {algorithm:?}")));
+        return Err(NativeError::Fatal(format!(
+            "unknown algorithm {algorithm:?}"
+        )));
     };
     let mut bytes = HashMap::with_capacity(blobs.len());
     for (id, text) in blobs {
-        let blob = wire::decode(text)
-            .map_err(|e| NativeError::Fatal(format!("blob {id} did not reach the stage helper: {e}")))?;
+        let blob = wire::decode(text).map_err(|e| {
+            NativeError::Fatal(format!("blob {id} did not reach the stage helper: {e}"))
+        })?;
         bytes.insert(id.clone(), blob);
     }
     Job::new(

@@ -125,8 +125,7 @@ pub async fn build(
             .map(StageJob::Process)
             .map_err(|e| e.to_string()),
         Isolation::Thread => {
-            let (input, stages, stage_ms) =
-                (params.input.clone(), params.stages, params.stage_ms);
+            let (input, stages, stage_ms) = (params.input.clone(), params.stages, params.stage_ms);
             let built = tokio::task::spawn_blocking(move || {
                 native::Job::new(
                     algorithm,
@@ -154,7 +153,7 @@ impl StageJob {
     ///
     /// # Errors
     /// The stage thread panicked (the job is lost; `thread` only).
-    pub(crate) async fn run_stage(
+    pub async fn run_stage(
         self,
         args: ffi::StageArgs,
         flag: &StopFlag,
@@ -180,7 +179,7 @@ impl StageJob {
     ///
     /// # Errors
     /// The job's error, as the task's `error`.
-    pub(crate) async fn finish(self) -> Result<Finished, String> {
+    pub async fn finish(self) -> Result<Finished, String> {
         match self {
             Self::Thread(job) => tokio::task::spawn_blocking(move || job.finish())
                 .await

@@ -84,9 +84,7 @@ pub(crate) fn crash_error(status: Option<ExitStatus>) -> NativeError {
 }
 
 fn protocol_error(what: &str, event: &Event) -> NativeError {
-    NativeError::Retryable(format!(
-        "the stage helper answered {what} with {event:?}"
-    ))
+    NativeError::Retryable(format!("the stage helper answered {what} with {event:?}"))
 }
 
 impl Helper {
@@ -112,7 +110,9 @@ impl Helper {
             .spawn()
             .map_err(|e| NativeError::Retryable(format!("cannot start a stage helper: {e}")))?;
         let (Some(stdin), Some(stderr)) = (child.stdin.take(), child.stderr.take()) else {
-            return Err(NativeError::Retryable("the stage helper has no pipes".to_owned()));
+            return Err(NativeError::Retryable(
+                "the stage helper has no pipes".to_owned(),
+            ));
         };
         let pid = child.id().unwrap_or_default();
         tracing::debug!(pid, "stage helper started");
@@ -191,7 +191,9 @@ impl Helper {
         drop(self.stdin);
         match tokio::time::timeout(EXIT_WAIT, self.child.wait()).await {
             Ok(Ok(status)) if status.success() => {}
-            other => tracing::warn!(pid = self.pid, exit = ?other, "the stage helper did not exit cleanly after its result"),
+            other => {
+                tracing::warn!(pid = self.pid, exit = ?other, "the stage helper did not exit cleanly after its result")
+            }
         }
         Ok(finished)
     }
@@ -270,7 +272,10 @@ impl Helper {
                     *told_to_stop = Some(Instant::now());
                 }
                 Some(at) if at.elapsed() >= KILL_AFTER => {
-                    tracing::warn!(pid = self.pid, "the stage helper ignored its cancel; killing it");
+                    tracing::warn!(
+                        pid = self.pid,
+                        "the stage helper ignored its cancel; killing it"
+                    );
                     let _ = self.child.start_kill();
                     let status = self.child.wait().await.ok();
                     self.gone = Some(crash_error(status));
@@ -311,7 +316,10 @@ impl Helper {
 
 /// The `init` line: base64 and JSON of the input blobs, on a blocking
 /// thread (an image may be megabytes).
-async fn init_line(params: &RunParams, blobs: HashMap<String, Vec<u8>>) -> Result<Vec<u8>, NativeError> {
+async fn init_line(
+    params: &RunParams,
+    blobs: HashMap<String, Vec<u8>>,
+) -> Result<Vec<u8>, NativeError> {
     let (algorithm, input, stages, stage_ms) = (
         params.algorithm.clone(),
         params.input.clone(),
@@ -319,7 +327,10 @@ async fn init_line(params: &RunParams, blobs: HashMap<String, Vec<u8>>) -> Resul
         params.stage_ms,
     );
     let encoded = tokio::task::spawn_blocking(move || {
-        let blobs = blobs.iter().map(|(id, b)| (id.clone(), wire::encode(b))).collect();
+        let blobs = blobs
+            .iter()
+            .map(|(id, b)| (id.clone(), wire::encode(b)))
+            .collect();
         let mut line = serde_json::to_vec(&Command::Init {
             algorithm,
             input,
@@ -333,8 +344,12 @@ async fn init_line(params: &RunParams, blobs: HashMap<String, Vec<u8>>) -> Resul
     .await;
     match encoded {
         Ok(Ok(line)) => Ok(line),
-        Ok(Err(e)) => Err(NativeError::Retryable(format!("encoding the job for the stage helper: {e}"))),
-        Err(e) => Err(NativeError::Retryable(format!("encoding the job for the stage helper crashed: {e}"))),
+        Ok(Err(e)) => Err(NativeError::Retryable(format!(
+            "encoding the job for the stage helper: {e}"
+        ))),
+        Err(e) => Err(NativeError::Retryable(format!(
+            "encoding the job for the stage helper crashed: {e}"
+        ))),
     }
 }
 
@@ -350,8 +365,11 @@ async fn parse(line: String) -> Result<Event, String> {
 }
 
 fn decode_blob(blob: wire::Blob) -> Result<FinishedBlob, NativeError> {
-    let bytes = wire::decode(&blob.bytes)
-        .map_err(|e| NativeError::Retryable(format!("the output blob did not cross from the stage helper: {e}")))?;
+    let bytes = wire::decode(&blob.bytes).map_err(|e| {
+        NativeError::Retryable(format!(
+            "the output blob did not cross from the stage helper: {e}"
+        ))
+    })?;
     Ok(FinishedBlob {
         field: blob.field,
         content_type: blob.content_type,
@@ -366,7 +384,10 @@ mod tests {
     #[test]
     fn a_signal_death_is_named_and_retryable() {
         let abort = crash_error(Some(ExitStatus::from_raw(6)));
-        assert_eq!(abort, NativeError::Retryable("algorithm_crashed: SIGABRT".into()));
+        assert_eq!(
+            abort,
+            NativeError::Retryable("algorithm_crashed: SIGABRT".into())
+        );
         assert!(abort.is_retryable());
         let segv = crash_error(Some(ExitStatus::from_raw(11)));
         assert_eq!(segv.to_string(), "algorithm_crashed: SIGSEGV");

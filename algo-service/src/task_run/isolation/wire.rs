@@ -57,10 +57,7 @@ pub(crate) enum Event {
     /// How the stage ended.
     Stage { outcome: Outcome },
     /// The finished job's result.
-    Output {
-        result: Value,
-        blob: Option<Blob>,
-    },
+    Output { result: Value, blob: Option<Blob> },
     /// `init` or `finish` failed.
     Error { error: WireError },
 }
