@@ -71,7 +71,7 @@ pub enum StageJob {
     /// In this process, a stage at a time on a blocking thread.
     Thread(native::Job),
     /// In a helper process.
-    Process(parent::Helper),
+    Process(Box<parent::Helper>),
 }
 
 /// A finished job's result, with its blob (owned, whichever side made it).
@@ -122,7 +122,7 @@ pub async fn build(
     match isolation {
         Isolation::Process => parent::Helper::start(params, blobs)
             .await
-            .map(StageJob::Process)
+            .map(|helper| StageJob::Process(Box::new(helper)))
             .map_err(|e| e.to_string()),
         Isolation::Thread => {
             let (input, stages, stage_ms) = (params.input.clone(), params.stages, params.stage_ms);
