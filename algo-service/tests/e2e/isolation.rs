@@ -170,6 +170,62 @@ async fn a_killed_worker_leaves_no_helper_running() {
     sys.stop().await;
 }
 
+#[tokio::test]
+async fn a_stopping_worker_interrupts_its_helper_and_requeues_the_task() {
+    let mut sys = Stack::start(&[]).await;
+    let w = sys
+        .add_worker_with_env("isot", WorkerOpts::default(), &[PROCESS])
+        .await;
+    let id = sys.create(test_support::body(1, 600_000)).await;
+    sys.wait_for(&id, WITHIN, |t| t["status"] == "PROCESSING")
+        .await;
+    sys.workers[w].signal("TERM");
+    // Grace 2 s, then the flag: the helper ends its stage, the delivery goes back.
+    let status = sys.workers[w].wait_exit(Duration::from_secs(15)).await;
+    assert!(status.success(), "{status:?}");
+    assert_eq!(sys.task(&id).await["status"], "PROCESSING");
+    test_support::eventually("the task back in its queue", WITHIN, || async {
+        (sys.queue_depth("tasks.algo").await == 1).then_some(())
+    })
+    .await;
+    assert_eq!(sys.hellos(), 0);
+    sys.stop().await;
+}
+
+#[tokio::test]
+async fn cpu_slots_hold_under_process_isolation() {
+    let mut sys = Stack::start(&[]).await;
+    let w = sys
+        .add_worker_with_env(
+            "isos",
+            WorkerOpts::default(),
+            &[PROCESS, ("WORKER_CPU_SLOTS", "1")],
+        )
+        .await;
+    let body = json!({"algorithm": "pi", "stages": 3, "input": {"samples": 6_000_000, "seed": 1}});
+    let ids = vec![sys.create(body.clone()).await, sys.create(body).await];
+    sys.assert_all_completed_once(&ids, WITHIN).await;
+    let logs = sys.workers[w].logs.lock().unwrap().clone();
+    let marks: Vec<bool> = logs
+        .iter()
+        .filter_map(|l| {
+            if l.contains("cpu stage started") {
+                Some(true)
+            } else if l.contains("cpu stage ended") {
+                Some(false)
+            } else {
+                None
+            }
+        })
+        .collect();
+    assert_eq!(marks.len(), 2 * 6, "{marks:?}");
+    assert!(
+        marks.chunks(2).all(|pair| pair == [true, false]),
+        "no stage started before the previous one ended: {marks:?}"
+    );
+    sys.stop().await;
+}
+
 async fn upload(sys: &Stack, bytes: Vec<u8>) -> String {
     let res = sys
         .http
