@@ -121,6 +121,7 @@ impl Worker {
             amqp_url = %redact_url(&settings.amqp_url),
             api_url = %settings.api_url,
             concurrency = settings.worker_concurrency,
+            isolation = ?settings.worker_isolation,
             %metrics_addr,
             "algo-service starting"
         );

@@ -100,6 +100,9 @@ impl Helper {
     ) -> Result<Self, NativeError> {
         let mut child = Process::new(program())
             .arg(wire::HELPER_ARG)
+            // It needs no secret: the worker does all the talking.
+            .env_remove("CALLBACK_TOKEN")
+            .env_remove("AMQP_URL")
             .stdin(Stdio::piped())
             .stdout(Stdio::inherit())
             .stderr(Stdio::piped())
