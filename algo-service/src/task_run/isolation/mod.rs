@@ -7,8 +7,8 @@
 //! - `process`: each task *attempt* gets a helper process, this very binary
 //!   run again as `algo-service --stage-helper` (`/proc/self/exe`, so a
 //!   rebuilt file on disk cannot mismatch the protocol). The job is built,
-//!   its stages run and its result is made there ([`child`]); the worker
-//!   ([`parent::Helper`]) keeps everything else as under `thread`: blobs in
+//!   its stages run and its result is made there (`child.rs`); the worker
+//!   (`parent.rs`, `Helper`) keeps everything else as under `thread`: blobs in
 //!   and out through the api, CPU slots, the lease and its reporting,
 //!   progress callbacks. A helper that dies (a signal, or an exit without
 //!   an answer) ends only that attempt, with the retryable error
@@ -16,7 +16,7 @@
 //!   input), through the same path as a stage's own retryable error; the
 //!   worker and its other tasks run on.
 //!
-//! The protocol ([`wire`]) is one JSON object a line: commands on the
+//! The protocol (`wire.rs`) is one JSON object a line: commands on the
 //! helper's stdin (`init` with the algorithm, input, stages and the input
 //! blobs in base64; `stage` k; `finish`; and at any time `cancel` and
 //! `valid_until`), events on its stderr (`ready`, `progress`, `stage` with
