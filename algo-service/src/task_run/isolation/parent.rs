@@ -13,7 +13,7 @@ use std::{
 
 use native::{NativeError, StageOutcome};
 use tokio::{
-    io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines},
+    io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Split},
     process::{Child, ChildStderr, ChildStdin, Command as Process},
     time::Instant,
 };
@@ -43,7 +43,7 @@ const LONG_LINE: usize = 64 * 1024;
 pub struct Helper {
     child: Child,
     stdin: ChildStdin,
-    events: Lines<BufReader<ChildStderr>>,
+    events: Split<BufReader<ChildStderr>>,
     pid: u32,
     /// Once the process is gone: what every later call returns.
     gone: Option<NativeError>,
@@ -122,7 +122,7 @@ impl Helper {
         let mut helper = Self {
             child,
             stdin,
-            events: BufReader::new(stderr).lines(),
+            events: BufReader::new(stderr).split(b'\n'),
             pid,
             gone: None,
         };
@@ -228,9 +228,10 @@ impl Helper {
         let mut sent_until = watch.map(|w| w.valid_until.get());
         loop {
             tokio::select! {
-                line = self.events.next_line() => {
+                line = self.events.next_segment() => {
                     let line = match line {
-                        Ok(Some(line)) => line,
+                        // Lossy: a stray non-UTF-8 byte from C is logged, not fatal.
+                        Ok(Some(line)) => String::from_utf8_lossy(&line).into_owned(),
                         Ok(None) => return Err(self.died().await),
                         Err(e) => {
                             tracing::warn!(pid = self.pid, error = %e, "reading the stage helper's events failed");
