@@ -57,14 +57,19 @@ async fn a_crash_under_process_isolation_fails_only_its_attempt_while_ten_tasks_
     let crash = sys
         .create(json!({"stages": 2, "stage_ms": 0, "input": {"fail": {"at_stage": 1, "attempts": 100, "mode": "crash"}}}))
         .await;
-    let task = sys.wait_terminal(&crash, WITHIN).await;
-    assert_eq!(task["status"], "FAILED", "{task}");
-    assert_eq!(task["error"], "algorithm_crashed: SIGABRT", "{task}");
+    test_support::eventually("the first crash", WITHIN, || async {
+        (sys.workers[w].log_lines("the stage helper process died") > 0).then_some(())
+    })
+    .await;
     let mut running = 0;
     for id in &others {
         running += usize::from(sys.task(id).await["status"] == "PROCESSING");
     }
     assert!(running > 0, "the crash happened while the others ran");
+    // FAILED at once without retries; with them, after its last attempt.
+    let task = sys.wait_terminal(&crash, WITHIN).await;
+    assert_eq!(task["status"], "FAILED", "{task}");
+    assert_eq!(task["error"], "algorithm_crashed: SIGABRT", "{task}");
     sys.assert_all_completed_once(&others, WITHIN).await;
     assert_eq!(
         sys.hellos(),
