@@ -14,7 +14,8 @@ use std::{ffi::OsString, fmt, net::SocketAddr, time::Duration};
 use broker_topology::QueueType;
 use clap::{
     builder::{PossibleValuesParser, TypedValueParser},
-    CommandFactory, FromArgMatches, Parser,
+    parser::ValueSource,
+    ArgMatches, CommandFactory, FromArgMatches, Parser, ValueEnum,
 };
 
 pub use crate::telemetry::LogFormat;
@@ -22,6 +23,18 @@ pub use crate::telemetry::LogFormat;
 /// Default `WORKER_CPU_SLOTS`: the number of cores.
 pub fn default_cpu_slots() -> u16 {
     std::thread::available_parallelism().map_or(1, |n| u16::try_from(n.get()).unwrap_or(u16::MAX))
+}
+
+/// `WORKER_ISOLATION`: where a task's stages run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum Isolation {
+    /// On this process's blocking threads (the default, and the cheapest):
+    /// a crash in C takes the whole worker down.
+    #[default]
+    Thread,
+    /// In a helper process per task attempt (this binary run again), so a
+    /// crash in C fails only that attempt.
+    Process,
 }
 
 /// Default `AMQP_URL`.
@@ -77,9 +90,16 @@ pub struct Settings {
     #[arg(long, env = "QUEUE_TYPE", default_value = "classic", value_parser = clap::value_parser!(QueueType))]
     pub queue_type: QueueType,
 
-    /// Address of /metrics and /healthz (port 0 picks a free one).
+    /// Address of /metrics and /healthz (port 0 picks a free one). When it
+    /// is not given and the default port is taken (another worker on this
+    /// host), a free port is taken instead and logged (`metrics_addr`); an
+    /// address given explicitly that is taken stops the worker at start.
     #[arg(long, env = "METRICS_BIND", default_value = DEFAULT_METRICS_BIND)]
     pub metrics_bind: SocketAddr,
+
+    /// Whether `metrics_bind` was given (flag or variable) rather than defaulted.
+    #[arg(skip)]
+    pub metrics_bind_explicit: bool,
 
     /// Time (s) in-flight tasks get to finish after SIGTERM/SIGINT.
     #[arg(long = "shutdown-grace-secs", env = "SHUTDOWN_GRACE_SECS", value_name = "SECS", default_value = "30", value_parser = clap::value_parser!(u64).map(Duration::from_secs))]
@@ -99,6 +119,24 @@ pub struct Settings {
     /// such a task fails with `crash_disabled`. For tests only.
     #[arg(long, env = "ALLOW_CRASH_INPUT", default_value = "0", action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
     pub allow_crash_input: bool,
+
+    /// Where stages run: `thread` (default) on this process's blocking
+    /// threads, where a crash in C (SIGSEGV, abort) takes the whole worker
+    /// down; `process` in a helper process per task attempt (this binary,
+    /// run again), where such a crash fails only that attempt, retryably,
+    /// with the error `algorithm_crashed: <signal>` (e.g. SIGABRT) while the
+    /// worker's other tasks run on. Cancel, deadline, progress and output
+    /// cross back from the helper; its `hello world` lines go to this
+    /// process's stdout. `process` costs a process start per attempt and a
+    /// pipe round trip per stage (docs/REFERENCE.md has the figures).
+    #[arg(
+        long,
+        env = "WORKER_ISOLATION",
+        default_value = "thread",
+        ignore_case = true,
+        value_enum
+    )]
+    pub worker_isolation: Isolation,
 
     /// `text` for people, `json` for machines.
     #[arg(long, env = "LOG_FORMAT", default_value = "text", ignore_case = true, value_parser = log_format())]
@@ -124,6 +162,8 @@ impl fmt::Debug for Settings {
             .field("callback_timeout", &self.callback_timeout)
             .field("cpu_slots", &self.cpu_slots)
             .field("allow_crash_input", &self.allow_crash_input)
+            .field("worker_isolation", &self.worker_isolation)
+            .field("metrics_bind_explicit", &self.metrics_bind_explicit)
             .field("log_format", &self.log_format)
             .field("log_filter", &self.log_filter)
             .finish()
@@ -152,7 +192,7 @@ impl Settings {
                 arg
             }
         });
-        Self::from_arg_matches(&command.try_get_matches()?).map_err(finish_error)
+        Self::parsed(&command.try_get_matches()?)
     }
 
     /// Settings from `lookup(name)` alone, never the process environment, with
@@ -173,7 +213,17 @@ impl Settings {
             }
             arg.env(None)
         });
-        Self::from_arg_matches(&command.try_get_matches_from(argv)?).map_err(finish_error)
+        Self::parsed(&command.try_get_matches_from(argv)?)
+    }
+
+    /// The settings in `matches`, with what clap alone does not record: whether
+    /// `METRICS_BIND` was given or defaulted.
+    fn parsed(matches: &ArgMatches) -> Result<Self, clap::Error> {
+        let mut settings = Self::from_arg_matches(matches).map_err(finish_error)?;
+        settings.metrics_bind_explicit = matches
+            .value_source("metrics_bind")
+            .is_some_and(|source| source != ValueSource::DefaultValue);
+        Ok(settings)
     }
 }
 
@@ -268,6 +318,8 @@ mod tests {
         assert_eq!(s.api_url, DEFAULT_API_URL);
         assert_eq!(s.worker_concurrency, 64);
         assert_eq!(s.metrics_bind.to_string(), "127.0.0.1:9091");
+        assert!(!s.metrics_bind_explicit, "the default is not explicit");
+        assert_eq!(s.worker_isolation, Isolation::Thread);
         assert_eq!(s.shutdown_grace, Duration::from_secs(30));
         assert_eq!(s.log_format, LogFormat::Text);
         assert_eq!(s.log_filter, "info");
@@ -319,6 +371,9 @@ mod tests {
         .unwrap();
         assert_eq!(s.queue_names(), ["gpu", "algo"]);
         assert_eq!(s.queue_type, QueueType::Quorum);
+        assert!(s.metrics_bind_explicit, "METRICS_BIND was given");
+        let s = settings(&[("CALLBACK_TOKEN", "t"), ("WORKER_ISOLATION", "Process")]).unwrap();
+        assert_eq!(s.worker_isolation, Isolation::Process);
 
         for (name, bad) in [
             ("WORKER_CONCURRENCY", "0"),
@@ -331,6 +386,7 @@ mod tests {
             ("WORKER_QUEUES", "a.b"),
             ("WORKER_QUEUES", " , "),
             ("QUEUE_TYPE", "mirrored"),
+            ("WORKER_ISOLATION", "fork"),
         ] {
             let flag = format!("--{}", name.to_ascii_lowercase().replace('_', "-"));
             match settings(&[("CALLBACK_TOKEN", "t"), (name, bad)]) {
@@ -354,6 +410,7 @@ mod tests {
             "CALLBACK_TIMEOUT_MS",
             "WORKER_QUEUES",
             "QUEUE_TYPE",
+            "WORKER_ISOLATION",
             "LOG_FORMAT",
             "RUST_LOG",
         ] {

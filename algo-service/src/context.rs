@@ -35,4 +35,6 @@ pub struct HandlerContext {
     pub cpu_slots: std::sync::Arc<tokio::sync::Semaphore>,
     /// `ALLOW_CRASH_INPUT`.
     pub allow_crash: bool,
+    /// `WORKER_ISOLATION`: stages on blocking threads or in helper processes.
+    pub isolation: crate::config::Isolation,
 }

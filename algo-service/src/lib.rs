@@ -17,6 +17,7 @@
 //! task_run/      a claimed task: the stage loop, its deadline
 //!   job.rs       the native::Job: blobs in, CPU slots, result and blob out
 //!   ffi.rs       the FFI boundary: one native stage on a blocking thread
+//!   isolation/   WORKER_ISOLATION=process: the job in a stage helper process
 //!   reporter.rs  progress callbacks, lease heartbeats, the lease
 //!   finish.rs    how the run ended, the terminal report
 //! callbacks.rs   the api's callback client and its retry policy
@@ -49,7 +50,7 @@ pub mod task_run;
 pub mod telemetry;
 pub mod worker;
 
-pub use config::{LogFormat, Settings};
+pub use config::{Isolation, LogFormat, Settings};
 use tokio_util::sync::CancellationToken;
 pub use worker::Worker;
 

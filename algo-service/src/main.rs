@@ -1,4 +1,6 @@
 //! `algo-service`: config → telemetry → run → flush traces. See the library for the parts.
+//! Started as `algo-service --stage-helper` it is a worker's stage helper
+//! process instead (`WORKER_ISOLATION=process`, see `task_run::isolation`).
 
 use std::{process::ExitCode, time::Duration};
 
@@ -7,6 +9,10 @@ use tokio::runtime::Runtime;
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
+    // `WORKER_ISOLATION=process`: this process is a worker's stage helper.
+    if algo_service::task_run::isolation::is_helper() {
+        return algo_service::task_run::isolation::helper_main();
+    }
     let settings = Settings::from_env().unwrap_or_else(|e| e.exit());
     let telemetry = match telemetry::init_with_traces(
         settings.log_format,

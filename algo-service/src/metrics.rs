@@ -126,14 +126,31 @@ async fn render_metrics(State(state): State<AppState>) -> impl IntoResponse {
     )
 }
 
-/// Binds `addr` (port 0 picks one) for [`serve`].
+/// Binds `addr` (port 0 picks one) for [`serve`]. With `fallback` (the
+/// address is the default, not one the operator gave), a taken port is not
+/// an error: a free port on the same interface is bound instead and logged,
+/// so several workers start on one host without settings.
 ///
 /// # Errors
-/// When the address cannot be bound.
-pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("binding METRICS_BIND {addr}"))
+/// When the address cannot be bound (with `fallback`: nor a free port).
+pub async fn bind(addr: SocketAddr, fallback: bool) -> anyhow::Result<TcpListener> {
+    match TcpListener::bind(addr).await {
+        Ok(listener) => Ok(listener),
+        Err(e) if fallback && e.kind() == std::io::ErrorKind::AddrInUse => {
+            let listener = TcpListener::bind(SocketAddr::new(addr.ip(), 0))
+                .await
+                .with_context(|| format!("binding a free port on {} (the default METRICS_BIND {addr} is taken)", addr.ip()))?;
+            tracing::warn!(
+                default = %addr,
+                metrics_addr = %listener.local_addr()?,
+                "the default METRICS_BIND is taken (another worker on this host?); /metrics and /healthz are on a free port instead"
+            );
+            Ok(listener)
+        }
+        Err(e) => Err(e).with_context(|| {
+            format!("binding METRICS_BIND {addr} (is another process on it? give another address, or leave METRICS_BIND unset to fall back to a free port)")
+        }),
+    }
 }
 
 /// Serves `/healthz` and `/metrics` on `listener` until `stop` fires.
@@ -159,6 +176,21 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_taken_default_falls_back_to_a_free_port_and_a_taken_explicit_address_fails() {
+        let taken = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = taken.local_addr().unwrap();
+        let other = bind(addr, true).await.expect("falls back");
+        let bound = other.local_addr().unwrap();
+        assert_eq!(bound.ip(), addr.ip());
+        assert_ne!(bound.port(), addr.port());
+        let err = bind(addr, false).await.expect_err("explicit and taken");
+        assert!(
+            format!("{err:#}").contains(&format!("binding METRICS_BIND {addr}")),
+            "{err:#}"
+        );
+    }
 
     #[test]
     fn every_contract_metric_is_exposed() {

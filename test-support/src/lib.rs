@@ -45,7 +45,8 @@ use anyhow::Context;
 use lapin::{options::BasicPublishOptions, types::ShortString, BasicProperties};
 
 pub use stack::{
-    body, status_trail, task_ids, terminal_events, Stack, WorkerOpts, WorkerProc, TERMINAL, TOKEN,
+    body, status_trail, task_ids, terminal_events, worker_binary, Stack, WorkerOpts, WorkerProc,
+    TERMINAL, TOKEN,
 };
 
 /// One test's private corner of Redis and RabbitMQ.

@@ -511,13 +511,19 @@ impl Stack {
     }
 
     /// [`Stack::add_worker_with`], with more environment variables (e.g.
-    /// `OTEL_EXPORTER_OTLP_ENDPOINT`) for the process.
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`) for the process. An empty
+    /// `METRICS_BIND` leaves it unset (the worker's default, with its
+    /// fallback to a free port): the address is then read from the worker's
+    /// `metrics_addr=` log line.
     pub async fn add_worker_with_env(
         &mut self,
         name: &str,
         opts: WorkerOpts,
         env: &[(&str, &str)],
     ) -> usize {
+        let defaulted = env
+            .iter()
+            .any(|(k, v)| *k == "METRICS_BIND" && v.is_empty());
         let metrics = format!("127.0.0.1:{}", free_port());
         let mut child = Command::new(worker_binary())
             .env_clear()
@@ -553,6 +559,11 @@ impl Stack {
                 sink.lock().unwrap().push(line);
             }
         });
+        let metrics = if defaulted {
+            logged_metrics_addr(&logs).await
+        } else {
+            metrics
+        };
         let worker = WorkerProc {
             name: name.to_owned(),
             child,
@@ -571,10 +582,25 @@ impl Stack {
     }
 }
 
+/// The address in a worker's first `metrics_addr=` log line (its start line).
+async fn logged_metrics_addr(logs: &Mutex<Vec<String>>) -> String {
+    eventually(
+        "the worker to log its metrics_addr",
+        Duration::from_secs(20),
+        || async {
+            logs.lock().unwrap().iter().find_map(|line| {
+                let rest = &line[line.find("metrics_addr=")? + "metrics_addr=".len()..];
+                Some(rest.split_whitespace().next()?.to_owned())
+            })
+        },
+    )
+    .await
+}
+
 /// The `algo-service` binary beside the running test's executable
 /// (`target/<profile>/deps/<test>` → `target/<profile>/algo-service`), which
 /// cargo builds before algo-service's own integration tests.
-fn worker_binary() -> PathBuf {
+pub fn worker_binary() -> PathBuf {
     let exe = std::env::current_exe().expect("the test knows its executable");
     let bin = exe
         .parent()

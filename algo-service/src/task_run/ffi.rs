@@ -4,6 +4,9 @@
 //!
 //! The job moves into the blocking thread for the stage and comes back with
 //! its outcome; a stage thread that panicked loses it (the run fails).
+//! Under `WORKER_ISOLATION=process` the FFI call happens in a helper
+//! process instead ([`super::isolation`]); [`StageArgs`] and [`ValidUntil`]
+//! serve both.
 
 use std::sync::{
     atomic::{AtomicI32, AtomicU64, Ordering},
@@ -30,24 +33,34 @@ pub(crate) fn monotonic_ms_at(at: Instant) -> u64 {
 /// Until when this run may print a stage's line: a [`native::monotonic_ms`]
 /// time, moved forward as the lease is renewed.
 #[derive(Debug, Clone)]
-pub(crate) struct ValidUntil(Arc<AtomicU64>);
+pub struct ValidUntil(Arc<AtomicU64>);
 
 impl ValidUntil {
-    pub(crate) fn new(until: Instant) -> Self {
+    /// Until `until`.
+    pub fn new(until: Instant) -> Self {
         Self(Arc::new(AtomicU64::new(monotonic_ms_at(until))))
     }
 
-    pub(crate) fn set(&self, until: Instant) {
+    /// Moves it to `until`.
+    pub fn set(&self, until: Instant) {
         self.0.store(monotonic_ms_at(until), Ordering::Release);
+    }
+
+    /// The [`native::monotonic_ms`] time it holds now.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Acquire)
     }
 }
 
 /// What a stage call needs besides the job and the flag.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct StageArgs {
-    pub(crate) stage: u32,
-    pub(crate) attempt: u32,
-    pub(crate) allow_crash: bool,
+pub struct StageArgs {
+    /// 0-based stage to run.
+    pub stage: u32,
+    /// 1-based attempt.
+    pub attempt: u32,
+    /// `ALLOW_CRASH_INPUT`.
+    pub allow_crash: bool,
 }
 
 /// One stage on a blocking thread; raises the flag when `deadline` passes

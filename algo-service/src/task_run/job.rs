@@ -8,10 +8,12 @@
 
 use std::collections::HashMap;
 
-use native::{Job, JobOutput, JobSpec};
 use tokio::{sync::OwnedSemaphorePermit, time::Instant};
 
-use super::RunParams;
+use super::{
+    isolation::{self, Finished, StageJob},
+    RunParams,
+};
 use crate::{
     blobs::{self, BlobError},
     context::HandlerContext,
@@ -21,8 +23,8 @@ use crate::{
 /// A job ready for its stages.
 #[derive(Debug)]
 pub struct Prepared {
-    /// The job.
-    pub job: Job,
+    /// The job, in this process or in its helper.
+    pub job: StageJob,
     /// Whether its stages take a CPU slot.
     pub cpu_bound: bool,
 }
@@ -37,12 +39,14 @@ fn blob_error(flag: &StopFlag, e: BlobError) -> Option<String> {
     }
 }
 
-/// Fetches the input blobs and builds the job (on a blocking thread:
-/// `grayscale` decodes its image here).
+/// Fetches the input blobs and builds the job (on a blocking thread, or in
+/// a helper process under `WORKER_ISOLATION=process`: `grayscale` decodes
+/// its image here).
 ///
 /// # Errors
 /// An unknown algorithm, a missing blob, an input the algorithm cannot use
-/// (e.g. a blob that is not an image): the task's `error`.
+/// (e.g. a blob that is not an image), a helper that died
+/// (`algorithm_crashed: …`): the task's `error`.
 pub async fn prepare(
     ctx: &HandlerContext,
     params: &RunParams,
@@ -59,29 +63,15 @@ pub async fn prepare(
         tracing::debug!(blob_id = %id, size = bytes.len(), "input blob fetched");
         blobs.insert(id, bytes);
     }
-    let (input, stages, stage_ms) = (params.input.clone(), params.stages, params.stage_ms);
-    let built = tokio::task::spawn_blocking(move || {
-        Job::new(
-            algorithm,
-            JobSpec {
-                input: &input,
-                stages,
-                stage_ms,
-                blobs: &blobs,
-            },
-        )
-    })
-    .await;
-    match built {
-        Ok(Ok(job)) => Ok(Prepared {
+    match isolation::build(ctx.isolation, algorithm, params, blobs).await {
+        Ok(job) => Ok(Prepared {
             job,
             cpu_bound: algorithm.cpu_bound,
         }),
-        Ok(Err(e)) => {
+        Err(e) => {
             tracing::warn!(error = %e, "the job could not be prepared");
-            Err(Some(e.to_string()))
+            Err(Some(e))
         }
-        Err(e) => Err(Some(format!("preparing the job crashed: {e}"))),
     }
 }
 
@@ -117,26 +107,23 @@ pub fn now_us() -> u64 {
 }
 
 /// The finished job's `result`, its output blob stored first (PNG encoding
-/// on a blocking thread).
+/// on a blocking thread, or in the helper).
 ///
 /// # Errors
 /// The output could not be built or stored: the task's `error`.
 pub async fn output(
     ctx: &HandlerContext,
-    job: Job,
+    job: StageJob,
     flag: &StopFlag,
 ) -> Result<serde_json::Value, Option<String>> {
-    let finished = tokio::task::spawn_blocking(move || job.finish())
-        .await
-        .map_err(|e| Some(format!("finishing the job crashed: {e}")))?;
-    let JobOutput { mut result, blob } = finished.map_err(|e| Some(e.to_string()))?;
+    let Finished { mut result, blob } = job.finish().await.map_err(Some)?;
     if let Some(blob) = blob {
         let size = blob.bytes.len();
-        let id = blobs::store(&ctx.api, blob.bytes, blob.content_type, &ctx.abandon)
+        let id = blobs::store(&ctx.api, blob.bytes, &blob.content_type, &ctx.abandon)
             .await
             .map_err(|e| blob_error(flag, e))?;
         tracing::info!(blob_id = %id, size, "output blob stored");
-        result[blob.field] = serde_json::Value::String(id);
+        result[blob.field.as_str()] = serde_json::Value::String(id);
     }
     Ok(result)
 }

@@ -39,11 +39,15 @@
 //!
 //! - [`job`]: building the job (blobs in), CPU slots, its output (blob out).
 //! - [`ffi`]: one stage through the native routine, on a blocking thread.
+//! - [`isolation`]: `WORKER_ISOLATION`: the job in this process (`thread`)
+//!   or in a helper process per attempt (`process`), where a crash in C
+//!   fails only the attempt (`algorithm_crashed: <signal>`).
 //! - [`reporter`]: progress callbacks, lease heartbeats, [`reporter::Lease`].
 //! - [`finish`]: how the run ended ([`finish::Ending`]) and the terminal report.
 
 pub mod ffi;
 pub mod finish;
+pub mod isolation;
 pub mod job;
 pub mod reporter;
 
@@ -62,6 +66,7 @@ use tracing::Instrument;
 
 pub use self::{
     finish::{ending, Ending},
+    isolation::StageJob,
     reporter::{heartbeat_period, Lease, Verdict, DEFAULT_LEASE, MIN_HEARTBEAT},
 };
 use crate::{
@@ -241,7 +246,7 @@ async fn run_stages(
     deadline: Instant,
     progress: &mpsc::UnboundedSender<u32>,
     (held_until, valid_until): (&mut watch::Receiver<Instant>, &ffi::ValidUntil),
-) -> (u32, Option<String>, Option<native::Job>) {
+) -> (u32, Option<String>, Option<StageJob>) {
     let job::Prepared { mut job, cpu_bound } = prepared;
     let within = Arc::new(AtomicI32::new(0));
     while stage < params.stages {
@@ -317,11 +322,11 @@ async fn run_stages(
 /// slot accounting.
 async fn stage_call(
     ctx: &HandlerContext,
-    job: native::Job,
+    job: StageJob,
     (params, stage, timed): (&RunParams, u32, bool),
     (flag, deadline, valid_until): (&StopFlag, Instant, &ffi::ValidUntil),
     within: &Arc<AtomicI32>,
-) -> Result<(native::Job, Result<StageOutcome, native::NativeError>), String> {
+) -> Result<(StageJob, Result<StageOutcome, native::NativeError>), String> {
     if timed {
         tracing::info!(stage, at_us = job::now_us(), "cpu stage started");
     }
@@ -331,8 +336,9 @@ async fn stage_call(
         allow_crash: ctx.allow_crash,
     };
     let span = tracing::info_span!("stage", stage = stage + 1, stages = params.stages);
-    let call =
-        ffi::run_stage(job, args, flag, deadline, valid_until, Arc::clone(within)).instrument(span);
+    let call = job
+        .run_stage(args, flag, deadline, valid_until, Arc::clone(within))
+        .instrument(span);
     let ran = within_stage(ctx, call, params, stage, within).await;
     if timed {
         tracing::info!(stage, at_us = job::now_us(), "cpu stage ended");
@@ -397,7 +403,7 @@ async fn within_stage<F: std::future::Future>(
 /// stages done and the failure as they are.
 async fn output_of(
     ctx: &HandlerContext,
-    (stage, failure, native_job): (u32, Option<String>, Option<native::Job>),
+    (stage, failure, native_job): (u32, Option<String>, Option<StageJob>),
     stages: u32,
     flag: &StopFlag,
 ) -> (u32, Option<String>, Option<serde_json::Value>) {

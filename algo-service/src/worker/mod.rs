@@ -63,7 +63,8 @@ impl Worker {
     /// When the metrics address cannot be bound or the HTTP client not built.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let metrics = Metrics::new()?;
-        let listener = metrics::bind(settings.metrics_bind).await?;
+        let listener =
+            metrics::bind(settings.metrics_bind, !settings.metrics_bind_explicit).await?;
         let metrics_addr = listener.local_addr()?;
         let api = ApiClient::new(
             &settings.api_url,
@@ -127,6 +128,7 @@ impl Worker {
             concurrency = settings.worker_concurrency,
             queues = %settings.worker_queues,
             queue_type = %settings.queue_type,
+            isolation = ?settings.worker_isolation,
             %metrics_addr,
             "algo-service starting"
         );
@@ -146,6 +148,7 @@ impl Worker {
             abandon: CancellationToken::new(),
             cpu_slots: Arc::new(tokio::sync::Semaphore::new(usize::from(settings.cpu_slots))),
             allow_crash: settings.allow_crash_input,
+            isolation: settings.worker_isolation,
         });
         let tracker = TaskTracker::new();
 

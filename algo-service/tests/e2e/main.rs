@@ -6,5 +6,6 @@
 mod algorithms;
 mod failures;
 mod integrity;
+mod isolation;
 mod lifecycle;
 mod queues;
