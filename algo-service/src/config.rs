@@ -361,6 +361,7 @@ mod tests {
             ("w1", 3, "http://127.0.0.1:1")
         );
         assert_eq!(s.log_format, LogFormat::Json);
+        assert!(s.metrics_bind_explicit, "METRICS_BIND was given");
         assert_eq!(s.queue_names(), ["algo"]);
         assert_eq!(s.queue_type, QueueType::Classic);
         let s = settings(&[
@@ -371,7 +372,6 @@ mod tests {
         .unwrap();
         assert_eq!(s.queue_names(), ["gpu", "algo"]);
         assert_eq!(s.queue_type, QueueType::Quorum);
-        assert!(s.metrics_bind_explicit, "METRICS_BIND was given");
         let s = settings(&[("CALLBACK_TOKEN", "t"), ("WORKER_ISOLATION", "Process")]).unwrap();
         assert_eq!(s.worker_isolation, Isolation::Process);
 
