@@ -29,6 +29,7 @@ pub use messages::{
 };
 pub use status::{TaskStatus, UnknownStatus};
 pub use task::{
-    progress_percent, CreateTaskRequest, EventView, NewTask, TaskDefaults, TaskPage, TaskRef,
-    TaskView, ValidationError, WebhookView, ALGORITHMS,
+    progress_percent, retry_wait_ms, AttemptError, CreateTaskRequest, EventView, NewTask,
+    TaskDefaults, TaskPage, TaskRef, TaskView, ValidationError, WebhookView, ALGORITHMS,
+    DEFAULT_MAX_ATTEMPTS, MAX_ERRORS_KEPT,
 };
