@@ -23,7 +23,7 @@ use crate::{
     openapi,
     publisher::Publisher,
     routes::{self, health::OpenApiJson},
-    service::{backlog, reoffer, republish, webhooks},
+    service::{backlog, due, reoffer, republish, webhooks},
     state::Backends,
     store::{EventHub, EvictionPolicy, Store},
 };
@@ -82,6 +82,7 @@ impl Application {
             stop.clone(),
         ));
         background.spawn(reoffer::run(Arc::clone(&state), stop.clone()));
+        background.spawn(due::run(Arc::clone(&state), stop.clone()));
         let (port, server) = serve(&settings, &state)?;
         tracing::info!(port, "api listening");
         Ok(Self {
