@@ -17,6 +17,7 @@ mod leases;
 mod listing;
 mod openapi;
 mod redis_limits;
+mod scheduling;
 mod schemathesis;
 mod state_machine;
 mod tasks;

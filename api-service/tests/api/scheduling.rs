@@ -1,0 +1,194 @@
+//! Delayed tasks: `run_at` / `delay_ms`, the SCHEDULED state, the due sweep
+//! (sharded, every api process taking part, each due task published once),
+//! and the validation of the time and retry fields.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use api_service::{config::Settings, service, startup::Application, state::AppState};
+use chrono::{DateTime, Utc};
+use clap::Parser;
+use serde_json::{json, Value};
+use task_model::CreateTaskRequest;
+use futures_util::StreamExt;
+use test_support::{eventually, status_trail};
+
+use crate::helpers::{spawn_app, TestApp, TOKEN};
+
+fn at(v: &Value) -> DateTime<Utc> {
+    v.as_str().expect("a time").parse().expect("RFC 3339")
+}
+
+#[tokio::test]
+async fn bad_time_and_retry_fields_are_400_naming_the_field() {
+    let app = spawn_app().await;
+    let soon = (Utc::now() + chrono::Duration::seconds(60)).to_rfc3339();
+    let far = (Utc::now() + chrono::Duration::days(31)).to_rfc3339();
+    for (body, field) in [
+        (json!({"run_at": soon, "delay_ms": 10}), "delay_ms"),
+        (json!({"retry_backoff_ms": 5000, "retry_backoff_max_ms": 4000}), "retry_backoff_max_ms"),
+        (json!({"max_attempts": 0}), "max_attempts"),
+        (json!({"max_attempts": 101}), "max_attempts"),
+        (json!({"retry_backoff_ms": 3_600_001}), "retry_backoff_ms"),
+        (json!({"delay_ms": 2_592_000_001_i64}), "delay_ms"),
+        (json!({"run_at": "next tuesday"}), "run_at"),
+        (json!({"run_at": far}), "run_at"),
+    ] {
+        let res = app.post_task(body.clone()).await;
+        assert_eq!(res.status(), 400, "{body}");
+        let err: Value = res.json().await.unwrap();
+        assert_eq!(err["field"], field, "{body}: {err}");
+    }
+    let res = app.post_task(json!({"max_attempts": 7})).await;
+    let id = res.json::<Value>().await.unwrap()["task_id"].as_str().unwrap().to_owned();
+    let task = app.task(&id).await;
+    assert_eq!((task["max_attempts"].as_u64(), task["attempt"].as_u64()), (Some(7), Some(1)));
+    assert_eq!((task["takeovers"].as_u64(), &task["errors"]), (Some(0), &json!([])));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_task_due_in_3_s_is_scheduled_then_queued_and_published_within_1_s_of_its_time() {
+    let app = spawn_app().await;
+    let due = Utc::now() + chrono::Duration::seconds(3);
+    let due_text = due.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let due: DateTime<Utc> = due_text.parse().unwrap();
+    let res = app.post_task(json!({"run_at": due_text, "stages": 1})).await;
+    assert_eq!(res.status(), 202);
+    let created: Value = res.json().await.unwrap();
+    assert_eq!(created["status"], "SCHEDULED");
+    let id = created["task_id"].as_str().unwrap().to_owned();
+    let task = app.task(&id).await;
+    assert_eq!(task["status"], "SCHEDULED");
+    assert_eq!(at(&task["scheduled_for"]), due);
+    assert_eq!(app.queue_depth("tasks.algo").await, 0, "not published while scheduled");
+
+    let queued = app
+        .wait_for(&id, Duration::from_secs(10), |t| t["status"] == "QUEUED")
+        .await;
+    assert!(queued["scheduled_for"].is_null());
+    let events = app.events(&id).await;
+    let trail: Vec<&str> = events.iter().map(|e| e["status"].as_str().unwrap()).collect();
+    assert_eq!(trail, ["SCHEDULED", "QUEUED"]);
+    let late = at(&events[1]["at"]) - due;
+    // The one timing assertion the issue asks for: QUEUED within 1 s of its time.
+    assert!(
+        late >= chrono::Duration::zero() && late <= chrono::Duration::seconds(1),
+        "QUEUED {late} after its time"
+    );
+    let channel = app.amqp().await;
+    let got = channel
+        .basic_get("tasks.algo".into(), lapin::options::BasicGetOptions { no_ack: true })
+        .await
+        .unwrap()
+        .expect("the due task's message");
+    let message: Value = serde_json::from_slice(&got.delivery.data).unwrap();
+    assert_eq!(message["task_id"], id.as_str());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_scheduled_task_cancels_at_once_and_is_never_published() {
+    let app = spawn_app().await;
+    let res = app.post_task(json!({"delay_ms": 1500})).await;
+    let id = res.json::<Value>().await.unwrap()["task_id"].as_str().unwrap().to_owned();
+    let res = app.cancel(&id).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.json::<Value>().await.unwrap()["status"], "CANCELLED");
+    let task = app.task(&id).await;
+    assert_eq!(task["status"], "CANCELLED");
+    assert!(task["started_at"].is_null() && task["scheduled_for"].is_null());
+    // Once its time passed, the sweep drops the stale entry without publishing.
+    let state = app.state();
+    eventually("the due index to empty", Duration::from_secs(10), || async {
+        (state.store.due_count().await.unwrap() == 0).then_some(())
+    })
+    .await;
+    assert_eq!(app.queue_depth("tasks.algo").await, 0);
+    assert_eq!(status_trail(&app.events(&id).await), ["SCHEDULED", "CANCELLED"]);
+    app.stop().await;
+}
+
+/// A second api process on the same Redis prefix and vhost as `app`.
+async fn second_api(app: &TestApp) -> (Arc<AppState>, actix_web::dev::ServerHandle) {
+    let args = [
+        "api-service",
+        "--bind",
+        "127.0.0.1:0",
+        "--redis-prefix",
+        &app.env.redis_prefix,
+        "--redis-url",
+        &app.env.redis_url,
+        "--amqp-url",
+        &app.env.amqp_url,
+        "--callback-token",
+        TOKEN,
+        "--workers",
+        "1",
+    ];
+    let built = Application::build(Settings::try_parse_from(args).unwrap())
+        .await
+        .expect("a second api builds");
+    let (state, handle) = (built.state(), built.handle());
+    tokio::spawn(built.run_until_stopped());
+    tokio::time::timeout(Duration::from_secs(30), state.publisher.wait_connected())
+        .await
+        .expect("the second api connects");
+    (state, handle)
+}
+
+#[tokio::test]
+async fn tasks_due_at_the_same_second_are_each_published_once_by_two_api_processes() {
+    const TASKS: usize = 2_000;
+    let app = spawn_app().await;
+    let (other, handle) = second_api(&app).await;
+    let first = app.state();
+    // All due at one instant, far enough ahead for the creates to finish.
+    let due = Utc::now() + chrono::Duration::seconds(20);
+    let request = CreateTaskRequest {
+        run_at: Some(due.to_rfc3339()),
+        stages: Some(1),
+        ..CreateTaskRequest::default()
+    };
+    let created = futures_util::stream::iter(0..TASKS)
+        .map(|i| {
+            let state = if i % 2 == 0 { &first } else { &other };
+            service::create::create(state, request.clone(), None)
+        })
+        .buffer_unordered(32);
+    let ids: Vec<String> = created
+        .map(|c| c.expect("created").task.task_id.to_string())
+        .collect()
+        .await;
+    assert!(Utc::now() < due, "the creates took too long for this test");
+    assert_eq!(first.store.due_count().await.unwrap(), TASKS as u64);
+
+    eventually("every task to be QUEUED", Duration::from_secs(60), || async {
+        (first.store.due_count().await.unwrap() == 0).then_some(())
+    })
+    .await;
+    // Every message was confirmed before its entry left the index: all are
+    // in the queue now. Take them all and count each task's.
+    let channel = app.amqp().await;
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    while let Some(got) = channel
+        .basic_get("tasks.algo".into(), lapin::options::BasicGetOptions { no_ack: true })
+        .await
+        .unwrap()
+    {
+        let message: Value = serde_json::from_slice(&got.delivery.data).unwrap();
+        *seen.entry(message["task_id"].as_str().unwrap().to_owned()).or_default() += 1;
+    }
+    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "published more than once: {twice:?}");
+    let missing = ids.iter().filter(|id| !seen.contains_key(*id)).count();
+    assert_eq!((missing, seen.len()), (0, TASKS), "each task published exactly once");
+    let by_first = first.metrics.due_lateness.get_sample_count();
+    let by_other = other.metrics.due_lateness.get_sample_count();
+    assert_eq!(by_first + by_other, TASKS as u64, "each fired once");
+    assert!(by_first > 0 && by_other > 0, "both processes took part: {by_first} + {by_other}");
+    for id in ids.iter().step_by(97) {
+        assert_eq!(app.task(id).await["status"], "QUEUED");
+    }
+    handle.stop(false).await;
+    app.stop().await;
+}
