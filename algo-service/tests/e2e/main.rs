@@ -7,3 +7,4 @@ mod algorithms;
 mod failures;
 mod integrity;
 mod lifecycle;
+mod retries;
