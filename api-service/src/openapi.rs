@@ -5,7 +5,7 @@
 //! routes; [`crate::startup`] hands the document to the server.
 
 use task_model::{
-    CallbackAnswer, CreateTaskRequest, EventView, ProgressReport, StatusReport, TaskId, TaskPage,
+    AttemptError, CallbackAnswer, CreateTaskRequest, EventView, ProgressReport, StatusReport, TaskId, TaskPage,
     TaskRef, TaskSpec, TaskStatus, TaskView, WebhookView,
 };
 use utoipa::{
@@ -123,7 +123,7 @@ impl Modify for OptionalBlobBodies {
     components(schemas(
         CreateTaskRequest, TaskView, EventView, WebhookView, TaskStatus, TaskId, StatusReport, ProgressReport,
         CallbackAnswer, TaskSpec, ErrorBody, TaskRef, TaskPage, Readiness, CheckView, QueueView, Liveness,
-        AlgorithmView, BlobView
+        AlgorithmView, BlobView, AttemptError
     )),
     modifiers(&Security, &UuidIds, &OptionalBlobBodies),
     tags(
