@@ -430,15 +430,24 @@ pub struct TaskView {
     /// Webhook delivery, when the task has a `webhook_url`.
     pub webhook: Option<WebhookView>,
     /// The current or last attempt, 1-based.
+    #[serde(default = "one")]
     pub attempt: u32,
     /// Attempts in all.
+    #[serde(default = "one")]
     pub max_attempts: u32,
     /// Times another worker took the task over after its holder was lost.
+    #[serde(default)]
     pub takeovers: u32,
     /// When a SCHEDULED task is due; null otherwise.
+    #[serde(default)]
     pub scheduled_for: Option<DateTime<Utc>>,
     /// The last 10 failed attempts, oldest first.
+    #[serde(default)]
     pub errors: Vec<AttemptError>,
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// A task's id and status: the answer of `POST /tasks` and of a cancel.
@@ -491,6 +500,7 @@ pub struct EventView {
     /// Free text, e.g. who took a task over or why it failed.
     pub detail: Option<String>,
     /// The task's attempt at the event (1-based).
+    #[serde(default = "one")]
     pub attempt: u32,
 }
 

@@ -538,6 +538,11 @@ mod tests {
             result: None,
             error: None,
             webhook: None,
+            attempt: 1,
+            max_attempts: 3,
+            takeovers: 0,
+            scheduled_for: None,
+            errors: Vec::new(),
         }
     }
 
