@@ -192,3 +192,91 @@ async fn tasks_due_at_the_same_second_are_each_published_once_by_two_api_process
     handle.stop(false).await;
     app.stop().await;
 }
+
+/// Creates `count` SCHEDULED tasks due at `due(i)`, 64 at a time, through
+/// the create service of `state`; answers their ids and due times.
+async fn schedule_many(
+    state: &AppState,
+    count: usize,
+    due: impl Fn(usize) -> DateTime<Utc>,
+) -> Vec<(String, DateTime<Utc>)> {
+    futures_util::stream::iter(0..count)
+        .map(|i| {
+            let at = due(i);
+            let request = CreateTaskRequest {
+                run_at: Some(at.to_rfc3339()),
+                stages: Some(1),
+                ..CreateTaskRequest::default()
+            };
+            async move {
+                let created = service::create::create(state, request, None).await.expect("created");
+                (created.task.task_id.to_string(), at)
+            }
+        })
+        .buffer_unordered(64)
+        .collect()
+        .await
+}
+
+/// How late due tasks reach the queue with many tasks scheduled:
+/// `DUE_BENCH_TASKS` (default 100,000) scheduled an hour ahead, then 2,000
+/// due evenly over 20 s; each one's lateness is its message's arrival (a
+/// consumer on `tasks.algo`) minus its `run_at`. Prints p50/p99/max.
+#[tokio::test]
+#[ignore = "a measurement: cargo test -p api-service --test api due_lateness -- --ignored --nocapture"]
+async fn due_lateness_with_many_tasks_scheduled() {
+    let background: usize = std::env::var("DUE_BENCH_TASKS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    const MEASURED: usize = 2_000;
+    let app = spawn_app().await;
+    let state = app.state();
+    let started = std::time::Instant::now();
+    let later = Utc::now() + chrono::Duration::hours(1);
+    schedule_many(&state, background, |_| later).await;
+    let created_in = started.elapsed();
+    let t0 = Utc::now() + chrono::Duration::seconds(5);
+    let window_ms = 20_000 / MEASURED as i64;
+    let measured = schedule_many(&state, MEASURED, |i| {
+        t0 + chrono::Duration::milliseconds(i as i64 * window_ms)
+    })
+    .await;
+    let due: HashMap<String, DateTime<Utc>> = measured.into_iter().collect();
+
+    let channel = app.amqp().await;
+    let mut consumer = channel
+        .basic_consume(
+            "tasks.algo".into(),
+            "bench".into(),
+            lapin::options::BasicConsumeOptions { no_ack: true, ..Default::default() },
+            lapin::types::FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let mut late_ms = Vec::with_capacity(MEASURED);
+    while late_ms.len() < MEASURED {
+        let delivery = tokio::time::timeout(Duration::from_secs(60), consumer.next())
+            .await
+            .expect("due tasks keep coming")
+            .expect("the consumer runs")
+            .expect("a delivery");
+        let arrived = Utc::now();
+        let message: Value = serde_json::from_slice(&delivery.data).unwrap();
+        if let Some(at) = due.get(message["task_id"].as_str().unwrap()) {
+            late_ms.push((arrived - *at).num_milliseconds());
+        }
+    }
+    late_ms.sort_unstable();
+    let pct = |p: usize| late_ms[(late_ms.len() * p / 100).min(late_ms.len() - 1)];
+    println!(
+        "due lateness with {} scheduled ({background} created in {:.1} s): p50 {} ms, p99 {} ms, max {} ms",
+        background + MEASURED,
+        created_in.as_secs_f64(),
+        pct(50),
+        pct(99),
+        late_ms[late_ms.len() - 1]
+    );
+    assert!(pct(99) <= 1000, "p99 lateness {} ms is over the contract's 1 s", pct(99));
+    app.stop().await;
+}
