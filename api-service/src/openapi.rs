@@ -5,8 +5,8 @@
 //! routes; [`crate::startup`] hands the document to the server.
 
 use task_model::{
-    AttemptError, CallbackAnswer, CreateTaskRequest, EventView, ProgressReport, StatusReport, TaskId, TaskPage,
-    TaskRef, TaskSpec, TaskStatus, TaskView, WebhookView,
+    AttemptError, CallbackAnswer, CreateTaskRequest, EventView, ProgressReport, StatusReport,
+    TaskId, TaskPage, TaskRef, TaskSpec, TaskStatus, TaskView, WebhookView,
 };
 use utoipa::{
     openapi::security::{Http, HttpAuthScheme, SecurityScheme},

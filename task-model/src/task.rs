@@ -357,7 +357,9 @@ fn start_time(
 /// `d/2 + fraction × d/2`, d = min(`max_ms`, `backoff_ms` × 2^(k−1)), so
 /// uniform in [d/2, d] for a uniform `fraction` in [0, 1).
 pub fn retry_wait_ms(backoff_ms: u64, max_ms: u64, attempt: u32, fraction: f64) -> u64 {
-    let factor = 1_u64.checked_shl(attempt.saturating_sub(1)).unwrap_or(u64::MAX);
+    let factor = 1_u64
+        .checked_shl(attempt.saturating_sub(1))
+        .unwrap_or(u64::MAX);
     let d = backoff_ms.saturating_mul(factor).min(max_ms);
     let half = d / 2;
     half + ((d - half) as f64 * fraction.clamp(0.0, 1.0)) as u64
@@ -601,7 +603,10 @@ mod tests {
             (5, 1000, 300_000)
         );
         let past = parse(r#"{"run_at":"2020-01-01T00:00:00Z"}"#).unwrap();
-        assert!(past.run_at.unwrap() < Utc::now(), "a past time is kept (means now)");
+        assert!(
+            past.run_at.unwrap() < Utc::now(),
+            "a past time is kept (means now)"
+        );
         let far = (Utc::now() + chrono::Duration::days(31)).to_rfc3339();
         assert!(parse(&format!(r#"{{"run_at":"{far}"}}"#)).is_err());
         assert_eq!(parse("{}").unwrap().max_attempts, DEFAULT_MAX_ATTEMPTS);

@@ -179,7 +179,9 @@ pub struct SubmitArgs {
 /// milliseconds), in milliseconds.
 fn parse_delay(text: &str) -> Result<u64, String> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     let n: u64 = number
         .parse()
@@ -323,7 +325,15 @@ mod tests {
         assert!(parse_time("2026-12-24T18:00:00Z").is_ok());
         assert!(parse_time("tomorrow").is_err());
         assert!(
-            Cli::try_parse_from(["taskctl", "submit", "--delay", "5s", "--at", "2026-12-24T18:00:00Z"]).is_err(),
+            Cli::try_parse_from([
+                "taskctl",
+                "submit",
+                "--delay",
+                "5s",
+                "--at",
+                "2026-12-24T18:00:00Z"
+            ])
+            .is_err(),
             "--delay and --at conflict"
         );
     }

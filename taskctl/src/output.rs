@@ -138,7 +138,10 @@ pub fn task_summary(t: &TaskView) -> String {
         row("error", error.clone());
     }
     for e in &t.errors {
-        row("failed", format!("attempt {} at {}: {}", e.attempt, time(e.at), e.error));
+        row(
+            "failed",
+            format!("attempt {} at {}: {}", e.attempt, time(e.at), e.error),
+        );
     }
     if let Some(w) = &t.webhook {
         let mut text = format!("{} after {} attempt(s)", w.state, w.attempts);

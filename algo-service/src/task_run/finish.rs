@@ -144,7 +144,10 @@ async fn report_retryable(ctx: &HandlerContext, task_id: TaskId, error: String) 
         .await;
     match answer {
         Ok(Answer::Accepted(a)) if a.status == TaskStatus::Scheduled => {
-            tracing::info!(attempt = a.attempt, "the api scheduled another attempt; acking");
+            tracing::info!(
+                attempt = a.attempt,
+                "the api scheduled another attempt; acking"
+            );
             Disposition::Ack
         }
         Ok(answer) => settle_after_report(ctx, TaskStatus::Failed, answer),

@@ -35,18 +35,39 @@ async fn a_stage_failing_in_two_attempts_reruns_alone_and_completes_in_the_third
     );
     let errors = task["errors"].as_array().unwrap();
     assert_eq!(errors.len(), 2, "{task}");
-    assert_eq!((errors[0]["attempt"].as_u64(), errors[1]["attempt"].as_u64()), (Some(1), Some(2)));
-    assert!(errors.iter().all(|e| e["error"].as_str().is_some_and(|e| !e.is_empty())));
+    assert_eq!(
+        (errors[0]["attempt"].as_u64(), errors[1]["attempt"].as_u64()),
+        (Some(1), Some(2))
+    );
+    assert!(errors
+        .iter()
+        .all(|e| e["error"].as_str().is_some_and(|e| !e.is_empty())));
 
     let events = sys.events(&id).await;
     assert_eq!(
         status_trail(&events),
-        ["QUEUED", "PROCESSING", "SCHEDULED", "QUEUED", "PROCESSING", "SCHEDULED", "QUEUED", "PROCESSING", "COMPLETED"]
+        [
+            "QUEUED",
+            "PROCESSING",
+            "SCHEDULED",
+            "QUEUED",
+            "PROCESSING",
+            "SCHEDULED",
+            "QUEUED",
+            "PROCESSING",
+            "COMPLETED"
+        ]
     );
     let status: Vec<&Value> = events.iter().filter(|e| e["type"] == "status").collect();
     for (k, pair) in [(1_u32, 2_usize), (2, 5)] {
         let (scheduled, queued) = (status[pair], status[pair + 1]);
-        assert!(scheduled["detail"].as_str().unwrap().starts_with(&format!("attempt {k} failed")), "{scheduled}");
+        assert!(
+            scheduled["detail"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("attempt {k} failed")),
+            "{scheduled}"
+        );
         // The timing assertion the issue asks for: each wait within [d/2, d]
         // plus the 1 s publishing allowance. The event times are the Redis
         // clock; the due time was drawn by the api just before the SCHEDULED
@@ -84,7 +105,10 @@ async fn a_fatal_error_fails_in_the_first_attempt() {
     assert_eq!(task["attempt"], 1);
     assert_eq!(task["errors"].as_array().unwrap().len(), 1, "{task}");
     assert_eq!(sys.hellos(), 1);
-    assert_eq!(status_trail(&sys.events(&id).await), ["QUEUED", "PROCESSING", "FAILED"]);
+    assert_eq!(
+        status_trail(&sys.events(&id).await),
+        ["QUEUED", "PROCESSING", "FAILED"]
+    );
     sys.stop().await;
 }
 
@@ -106,7 +130,14 @@ async fn a_retryable_error_in_the_last_attempt_fails() {
     assert_eq!(sys.hellos(), 0);
     assert_eq!(
         status_trail(&sys.events(&id).await),
-        ["QUEUED", "PROCESSING", "SCHEDULED", "QUEUED", "PROCESSING", "FAILED"]
+        [
+            "QUEUED",
+            "PROCESSING",
+            "SCHEDULED",
+            "QUEUED",
+            "PROCESSING",
+            "FAILED"
+        ]
     );
     sys.stop().await;
 }
@@ -115,7 +146,8 @@ async fn a_retryable_error_in_the_last_attempt_fails() {
 async fn a_task_that_kills_its_workers_fails_worker_lost_after_max_takeovers() {
     let mut sys = Stack::start(&["--lease-secs", "1", "--max-takeovers", "2"]).await;
     let crash = [("ALLOW_CRASH_INPUT", "1")];
-    sys.add_worker_with_env("w0", WorkerOpts::default(), &crash).await;
+    sys.add_worker_with_env("w0", WorkerOpts::default(), &crash)
+        .await;
     let id = sys
         .create(json!({"stages": 2, "stage_ms": 10, "input": {"fail": {"at_stage": 1, "mode": "crash"}}}))
         .await;
@@ -128,7 +160,8 @@ async fn a_task_that_kills_its_workers_fails_worker_lost_after_max_takeovers() {
         }
         deaths += 1;
         let name = format!("w{deaths}");
-        sys.add_worker_with_env(&name, WorkerOpts::default(), &crash).await;
+        sys.add_worker_with_env(&name, WorkerOpts::default(), &crash)
+            .await;
     };
     assert_eq!(task["error"], "worker_lost", "{task}");
     assert_eq!(task["takeovers"], 2);

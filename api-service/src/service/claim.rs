@@ -17,7 +17,13 @@ pub async fn claim(state: &AppState, id: TaskId, worker: &str) -> Result<Reply, 
     let timer = state.metrics.callback_timer("status");
     let outcome = state
         .store
-        .claim(&id, worker, state.lease, state.max_takeovers, state.result_ttl)
+        .claim(
+            &id,
+            worker,
+            state.lease,
+            state.max_takeovers,
+            state.result_ttl,
+        )
         .await?;
     if outcome.code == Code::WorkerLost {
         tracing::warn!(task_id = %id, worker, max_takeovers = state.max_takeovers, "the task lost its worker too often; FAILED worker_lost");

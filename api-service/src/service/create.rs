@@ -87,7 +87,10 @@ pub async fn create(
     };
     state.metrics.tasks_created.inc();
     tracing::info!(task_id = %id, stages = task.stages, stage_ms = task.stage_ms, %status, "task created");
-    let task = TaskRef { task_id: id, status };
+    let task = TaskRef {
+        task_id: id,
+        status,
+    };
     Ok(Created {
         task,
         replayed: false,

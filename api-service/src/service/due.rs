@@ -139,7 +139,11 @@ async fn publish(state: &AppState, entry: &DueEntry) {
             return;
         }
     };
-    if let Err(e) = state.publisher.publish_task(&TaskMessage::from(&task)).await {
+    if let Err(e) = state
+        .publisher
+        .publish_task(&TaskMessage::from(&task))
+        .await
+    {
         tracing::warn!(task_id = %id, error = %e, "could not publish a due task; the outbox sweep publishes it");
         return;
     }

@@ -106,9 +106,17 @@ async fn retry(
     );
     let outcome = state
         .store
-        .retry(&id, worker, (attempt, due_ms), error, &detail, state.result_ttl)
+        .retry(
+            &id,
+            worker,
+            (attempt, due_ms),
+            error,
+            &detail,
+            state.result_ttl,
+        )
         .await?;
-    let scheduled = outcome.code == Code::Ok && outcome.snapshot.status == Some(TaskStatus::Scheduled);
+    let scheduled =
+        outcome.code == Code::Ok && outcome.snapshot.status == Some(TaskStatus::Scheduled);
     if retries && !scheduled {
         let entry = DueEntry { id, due_ms };
         if let Err(e) = state.store.remove_due(&entry).await {

@@ -291,36 +291,35 @@ impl Store {
 
 /// A new task's hash fields, as `create` stores them.
 fn task_fields(task: &NewTask) -> Vec<String> {
-        let mut args: Vec<String> = vec![
-            "algorithm".into(),
-            task.algorithm.clone(),
-            "stages".into(),
-            task.stages.to_string(),
-            "stage_ms".into(),
-            task.stage_ms.to_string(),
-            "timeout_secs".into(),
-            task.timeout_secs.to_string(),
-            "priority".into(),
-            task.priority.to_string(),
-            "input".into(),
-            task.input.to_string(),
-        ];
-        if let Some(url) = &task.webhook_url {
-            args.extend(["webhook_url".into(), url.clone()]);
-        }
-        args.extend([
-            "max_attempts".into(),
-            task.max_attempts.to_string(),
-            "retry_backoff_ms".into(),
-            task.retry_backoff_ms.to_string(),
-            "retry_backoff_max_ms".into(),
-            task.retry_backoff_max_ms.to_string(),
-        ]);
-        args
+    let mut args: Vec<String> = vec![
+        "algorithm".into(),
+        task.algorithm.clone(),
+        "stages".into(),
+        task.stages.to_string(),
+        "stage_ms".into(),
+        task.stage_ms.to_string(),
+        "timeout_secs".into(),
+        task.timeout_secs.to_string(),
+        "priority".into(),
+        task.priority.to_string(),
+        "input".into(),
+        task.input.to_string(),
+    ];
+    if let Some(url) = &task.webhook_url {
+        args.extend(["webhook_url".into(), url.clone()]);
+    }
+    args.extend([
+        "max_attempts".into(),
+        task.max_attempts.to_string(),
+        "retry_backoff_ms".into(),
+        task.retry_backoff_ms.to_string(),
+        "retry_backoff_max_ms".into(),
+        task.retry_backoff_max_ms.to_string(),
+    ]);
+    args
 }
 
 impl Store {
-
     /// Removes every trace of a task that could not be published;
     /// `created_ms` is the creation time [`Store::create`] reported.
     pub async fn discard(&self, id: &TaskId, created_ms: i64) -> Result<(), StoreError> {

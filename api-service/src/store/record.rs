@@ -124,7 +124,11 @@ pub(super) fn parse_task(
         }),
         None => None,
     };
-    let count = |k: &str, default: u64| get(k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(default);
+    let count = |k: &str, default: u64| {
+        get(k)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(default)
+    };
     let view = TaskView {
         task_id: id,
         status,
@@ -162,7 +166,10 @@ pub(super) fn parse_task(
         errors: parse_errors(id, get("errors"))?,
     };
     let retry_backoff = (
-        count("retry_backoff_ms", task_model::task::DEFAULT_RETRY_BACKOFF_MS),
+        count(
+            "retry_backoff_ms",
+            task_model::task::DEFAULT_RETRY_BACKOFF_MS,
+        ),
         count(
             "retry_backoff_max_ms",
             task_model::task::DEFAULT_RETRY_BACKOFF_MAX_MS,

@@ -7,9 +7,9 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 use api_service::{config::Settings, service, startup::Application, state::AppState};
 use chrono::{DateTime, Utc};
 use clap::Parser;
+use futures_util::StreamExt;
 use serde_json::{json, Value};
 use task_model::CreateTaskRequest;
-use futures_util::StreamExt;
 use test_support::{eventually, status_trail};
 
 use crate::helpers::{spawn_app, TestApp, TOKEN};
@@ -25,7 +25,10 @@ async fn bad_time_and_retry_fields_are_400_naming_the_field() {
     let far = (Utc::now() + chrono::Duration::days(31)).to_rfc3339();
     for (body, field) in [
         (json!({"run_at": soon, "delay_ms": 10}), "delay_ms"),
-        (json!({"retry_backoff_ms": 5000, "retry_backoff_max_ms": 4000}), "retry_backoff_max_ms"),
+        (
+            json!({"retry_backoff_ms": 5000, "retry_backoff_max_ms": 4000}),
+            "retry_backoff_max_ms",
+        ),
         (json!({"max_attempts": 0}), "max_attempts"),
         (json!({"max_attempts": 101}), "max_attempts"),
         (json!({"retry_backoff_ms": 3_600_001}), "retry_backoff_ms"),
@@ -39,10 +42,19 @@ async fn bad_time_and_retry_fields_are_400_naming_the_field() {
         assert_eq!(err["field"], field, "{body}: {err}");
     }
     let res = app.post_task(json!({"max_attempts": 7})).await;
-    let id = res.json::<Value>().await.unwrap()["task_id"].as_str().unwrap().to_owned();
+    let id = res.json::<Value>().await.unwrap()["task_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let task = app.task(&id).await;
-    assert_eq!((task["max_attempts"].as_u64(), task["attempt"].as_u64()), (Some(7), Some(1)));
-    assert_eq!((task["takeovers"].as_u64(), &task["errors"]), (Some(0), &json!([])));
+    assert_eq!(
+        (task["max_attempts"].as_u64(), task["attempt"].as_u64()),
+        (Some(7), Some(1))
+    );
+    assert_eq!(
+        (task["takeovers"].as_u64(), &task["errors"]),
+        (Some(0), &json!([]))
+    );
     app.stop().await;
 }
 
@@ -52,7 +64,9 @@ async fn a_task_due_in_3_s_is_scheduled_then_queued_and_published_within_1_s_of_
     let due = Utc::now() + chrono::Duration::seconds(3);
     let due_text = due.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let due: DateTime<Utc> = due_text.parse().unwrap();
-    let res = app.post_task(json!({"run_at": due_text, "stages": 1})).await;
+    let res = app
+        .post_task(json!({"run_at": due_text, "stages": 1}))
+        .await;
     assert_eq!(res.status(), 202);
     let created: Value = res.json().await.unwrap();
     assert_eq!(created["status"], "SCHEDULED");
@@ -60,14 +74,21 @@ async fn a_task_due_in_3_s_is_scheduled_then_queued_and_published_within_1_s_of_
     let task = app.task(&id).await;
     assert_eq!(task["status"], "SCHEDULED");
     assert_eq!(at(&task["scheduled_for"]), due);
-    assert_eq!(app.queue_depth("tasks.algo").await, 0, "not published while scheduled");
+    assert_eq!(
+        app.queue_depth("tasks.algo").await,
+        0,
+        "not published while scheduled"
+    );
 
     let queued = app
         .wait_for(&id, Duration::from_secs(10), |t| t["status"] == "QUEUED")
         .await;
     assert!(queued["scheduled_for"].is_null());
     let events = app.events(&id).await;
-    let trail: Vec<&str> = events.iter().map(|e| e["status"].as_str().unwrap()).collect();
+    let trail: Vec<&str> = events
+        .iter()
+        .map(|e| e["status"].as_str().unwrap())
+        .collect();
     assert_eq!(trail, ["SCHEDULED", "QUEUED"]);
     let late = at(&events[1]["at"]) - due;
     // The one timing assertion the issue asks for: QUEUED within 1 s of its time.
@@ -77,7 +98,10 @@ async fn a_task_due_in_3_s_is_scheduled_then_queued_and_published_within_1_s_of_
     );
     let channel = app.amqp().await;
     let got = channel
-        .basic_get("tasks.algo".into(), lapin::options::BasicGetOptions { no_ack: true })
+        .basic_get(
+            "tasks.algo".into(),
+            lapin::options::BasicGetOptions { no_ack: true },
+        )
         .await
         .unwrap()
         .expect("the due task's message");
@@ -90,7 +114,10 @@ async fn a_task_due_in_3_s_is_scheduled_then_queued_and_published_within_1_s_of_
 async fn a_scheduled_task_cancels_at_once_and_is_never_published() {
     let app = spawn_app().await;
     let res = app.post_task(json!({"delay_ms": 1500})).await;
-    let id = res.json::<Value>().await.unwrap()["task_id"].as_str().unwrap().to_owned();
+    let id = res.json::<Value>().await.unwrap()["task_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let res = app.cancel(&id).await;
     assert_eq!(res.status(), 200);
     assert_eq!(res.json::<Value>().await.unwrap()["status"], "CANCELLED");
@@ -99,12 +126,17 @@ async fn a_scheduled_task_cancels_at_once_and_is_never_published() {
     assert!(task["started_at"].is_null() && task["scheduled_for"].is_null());
     // Once its time passed, the sweep drops the stale entry without publishing.
     let state = app.state();
-    eventually("the due index to empty", Duration::from_secs(10), || async {
-        (state.store.due_count().await.unwrap() == 0).then_some(())
-    })
+    eventually(
+        "the due index to empty",
+        Duration::from_secs(10),
+        || async { (state.store.due_count().await.unwrap() == 0).then_some(()) },
+    )
     .await;
     assert_eq!(app.queue_depth("tasks.algo").await, 0);
-    assert_eq!(status_trail(&app.events(&id).await), ["SCHEDULED", "CANCELLED"]);
+    assert_eq!(
+        status_trail(&app.events(&id).await),
+        ["SCHEDULED", "CANCELLED"]
+    );
     app.stop().await;
 }
 
@@ -162,30 +194,44 @@ async fn tasks_due_at_the_same_second_are_each_published_once_by_two_api_process
     assert!(Utc::now() < due, "the creates took too long for this test");
     assert_eq!(first.store.due_count().await.unwrap(), TASKS as u64);
 
-    eventually("every task to be QUEUED", Duration::from_secs(60), || async {
-        (first.store.due_count().await.unwrap() == 0).then_some(())
-    })
+    eventually(
+        "every task to be QUEUED",
+        Duration::from_secs(60),
+        || async { (first.store.due_count().await.unwrap() == 0).then_some(()) },
+    )
     .await;
     // Every message was confirmed before its entry left the index: all are
     // in the queue now. Take them all and count each task's.
     let channel = app.amqp().await;
     let mut seen: HashMap<String, usize> = HashMap::new();
     while let Some(got) = channel
-        .basic_get("tasks.algo".into(), lapin::options::BasicGetOptions { no_ack: true })
+        .basic_get(
+            "tasks.algo".into(),
+            lapin::options::BasicGetOptions { no_ack: true },
+        )
         .await
         .unwrap()
     {
         let message: Value = serde_json::from_slice(&got.delivery.data).unwrap();
-        *seen.entry(message["task_id"].as_str().unwrap().to_owned()).or_default() += 1;
+        *seen
+            .entry(message["task_id"].as_str().unwrap().to_owned())
+            .or_default() += 1;
     }
     let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "published more than once: {twice:?}");
     let missing = ids.iter().filter(|id| !seen.contains_key(*id)).count();
-    assert_eq!((missing, seen.len()), (0, TASKS), "each task published exactly once");
+    assert_eq!(
+        (missing, seen.len()),
+        (0, TASKS),
+        "each task published exactly once"
+    );
     let by_first = first.metrics.due_lateness.get_sample_count();
     let by_other = other.metrics.due_lateness.get_sample_count();
     assert_eq!(by_first + by_other, TASKS as u64, "each fired once");
-    assert!(by_first > 0 && by_other > 0, "both processes took part: {by_first} + {by_other}");
+    assert!(
+        by_first > 0 && by_other > 0,
+        "both processes took part: {by_first} + {by_other}"
+    );
     for id in ids.iter().step_by(97) {
         assert_eq!(app.task(id).await["status"], "QUEUED");
     }
@@ -209,7 +255,9 @@ async fn schedule_many(
                 ..CreateTaskRequest::default()
             };
             async move {
-                let created = service::create::create(state, request, None).await.expect("created");
+                let created = service::create::create(state, request, None)
+                    .await
+                    .expect("created");
                 (created.task.task_id.to_string(), at)
             }
         })
@@ -249,7 +297,10 @@ async fn due_lateness_with_many_tasks_scheduled() {
         .basic_consume(
             "tasks.algo".into(),
             "bench".into(),
-            lapin::options::BasicConsumeOptions { no_ack: true, ..Default::default() },
+            lapin::options::BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
             lapin::types::FieldTable::default(),
         )
         .await
@@ -277,6 +328,41 @@ async fn due_lateness_with_many_tasks_scheduled() {
         pct(99),
         late_ms[late_ms.len() - 1]
     );
-    assert!(pct(99) <= 1000, "p99 lateness {} ms is over the contract's 1 s", pct(99));
+    unlink_prefix(&app.env.redis_url, &app.env.redis_prefix).await;
+    assert!(
+        pct(99) <= 1000,
+        "p99 lateness {} ms is over the contract's 1 s",
+        pct(99)
+    );
     app.stop().await;
+}
+
+/// Removes the bench's keys itself: the harness's cleanup has a deadline
+/// that 200,000 keys overrun.
+async fn unlink_prefix(url: &str, prefix: &str) {
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut cursor = 0_u64;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{prefix}*"))
+            .arg("COUNT")
+            .arg(5000)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if !keys.is_empty() {
+            let _: i64 = redis::cmd("UNLINK")
+                .arg(&keys)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+        }
+        if next == 0 {
+            return;
+        }
+        cursor = next;
+    }
 }
