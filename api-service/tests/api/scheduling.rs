@@ -366,3 +366,108 @@ async fn unlink_prefix(url: &str, prefix: &str) {
         cursor = next;
     }
 }
+
+/// An api process that dies while firing due tasks, at each step of it:
+/// after claiming entries, after putting tasks into the outbox, after
+/// making them QUEUED (before publishing). The next api loses none of them
+/// and publishes each once.
+#[tokio::test]
+async fn an_api_dying_mid_fire_loses_no_due_task_and_publishes_none_twice() {
+    const TASKS: usize = 300;
+    // REPUBLISH_AFTER_SECS stays 10 s: the outbox sweep publishes only the
+    // tasks the dead process left QUEUED, well after the due sweep settled
+    // the others (a shorter one could race it into a duplicate, which the
+    // contract allows after a crash but this test counts).
+    let mut app = spawn_app().await;
+    let store = app.state().store.clone();
+    app.stop_api().await;
+
+    let due = Utc::now() + chrono::Duration::milliseconds(300);
+    let request = CreateTaskRequest {
+        stages: Some(1),
+        ..CreateTaskRequest::default()
+    };
+    let task = task_model::NewTask::parse(request, task_model::TaskDefaults::default()).unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..TASKS {
+        let id = task_model::TaskId::new();
+        store
+            .create_scheduled(&id, &task, due.timestamp_millis())
+            .await
+            .unwrap();
+        ids.push(id.to_string());
+    }
+    // The dying process: it claims every due entry (held 2 s), then stops
+    // at one of three steps, a third of the tasks each.
+    let entries = eventually(
+        "the entries to come due",
+        Duration::from_secs(5),
+        || async {
+            let mut all = Vec::new();
+            for shard in 0..api_service::store::DUE_SHARDS {
+                let (_, got) = store
+                    .claim_due(shard, 1000, Duration::from_secs(2))
+                    .await
+                    .unwrap();
+                all.extend(got);
+            }
+            (!all.is_empty()).then_some(all)
+        },
+    )
+    .await;
+    assert_eq!(entries.len(), TASKS);
+    for (i, entry) in entries.iter().enumerate() {
+        if i % 3 >= 1 {
+            store.enter_outbox(&entry.id).await.unwrap();
+        }
+        if i % 3 == 2 {
+            assert_eq!(
+                store.make_due(entry).await.unwrap().code,
+                api_service::store::Code::Ok
+            );
+        }
+    }
+
+    app.start_api().await;
+    let state = app.state();
+    eventually(
+        "every task to be QUEUED and published",
+        Duration::from_secs(30),
+        || async {
+            let indexed = state.store.due_count().await.unwrap();
+            let outbox = state
+                .store
+                .unpublished_before(i64::MAX, 10)
+                .await
+                .unwrap()
+                .len();
+            (indexed == 0 && outbox == 0).then_some(())
+        },
+    )
+    .await;
+    let channel = app.amqp().await;
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    while let Some(got) = channel
+        .basic_get(
+            "tasks.algo".into(),
+            lapin::options::BasicGetOptions { no_ack: true },
+        )
+        .await
+        .unwrap()
+    {
+        let message: Value = serde_json::from_slice(&got.delivery.data).unwrap();
+        *seen
+            .entry(message["task_id"].as_str().unwrap().to_owned())
+            .or_default() += 1;
+    }
+    assert!(seen.values().all(|n| *n == 1), "a task published twice");
+    assert_eq!(
+        ids.iter().filter(|id| seen.contains_key(*id)).count(),
+        TASKS,
+        "none lost"
+    );
+    for id in ids.iter().step_by(17) {
+        assert_eq!(app.task(id).await["status"], "QUEUED");
+    }
+    app.stop().await;
+}
