@@ -170,12 +170,12 @@ async fn second_api(app: &TestApp) -> (Arc<AppState>, actix_web::dev::ServerHand
 
 #[tokio::test]
 async fn tasks_due_at_the_same_second_are_each_published_once_by_two_api_processes() {
-    const TASKS: usize = 2_000;
+    const TASKS: usize = 10_000;
     let app = spawn_app().await;
     let (other, handle) = second_api(&app).await;
     let first = app.state();
     // All due at one instant, far enough ahead for the creates to finish.
-    let due = Utc::now() + chrono::Duration::seconds(20);
+    let due = Utc::now() + chrono::Duration::seconds(30);
     let request = CreateTaskRequest {
         run_at: Some(due.to_rfc3339()),
         stages: Some(1),
