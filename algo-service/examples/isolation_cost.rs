@@ -32,6 +32,7 @@ fn params(stages: u32) -> RunParams {
         input: serde_json::Value::Null,
         stages,
         stage_ms: 0,
+        attempt: 1,
     }
 }
 

@@ -201,6 +201,29 @@ impl ApiClient {
             worker: self.worker.clone(),
             result,
             error,
+            retryable: false,
+        };
+        self.call(task_id, "status", &body, stop).await
+    }
+
+    /// A retryable `FAILED` (`"retryable": true`): the api answers
+    /// `SCHEDULED` when another attempt follows, else records `FAILED`.
+    /// Retried like [`Self::report_status`].
+    ///
+    /// # Errors
+    /// [`Abandoned`] when `stop` fires first.
+    pub async fn report_retryable_failure(
+        &self,
+        task_id: TaskId,
+        error: String,
+        stop: &CancellationToken,
+    ) -> Result<Answer, Abandoned> {
+        let body = StatusReport {
+            status: TaskStatus::Failed,
+            worker: self.worker.clone(),
+            result: None,
+            error: Some(error),
+            retryable: true,
         };
         self.call(task_id, "status", &body, stop).await
     }

@@ -215,6 +215,12 @@ fn on_claim_answer(answer: Answer) -> Result<Claim, Duration> {
             tracing::info!(status = %a.status, "task already finished; acking without running it");
             Ok(Claim::Settle(Disposition::Ack))
         }
+        Answer::Conflict(_, a) if a.status == TaskStatus::Scheduled => {
+            // A stale copy: the task waits for its next attempt, whose own
+            // message comes when it is due.
+            tracing::info!("task is SCHEDULED; acking this stale message");
+            Ok(Claim::Settle(Disposition::Ack))
+        }
         Answer::Conflict(conflict, a) => {
             let wait = claim_wait(a.lease_remaining_ms);
             tracing::info!(

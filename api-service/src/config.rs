@@ -57,6 +57,15 @@ pub struct Settings {
     #[arg(long, env = "DEFAULT_TIMEOUT_SECS", default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub default_timeout_secs: u64,
 
+    /// Attempts of a task that does not say (`max_attempts`), 1..=100.
+    #[arg(long, env = "DEFAULT_MAX_ATTEMPTS", default_value_t = task_model::DEFAULT_MAX_ATTEMPTS, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub default_max_attempts: u32,
+
+    /// Takeovers a task may have (its holder lost, another worker takes it
+    /// over); the next one ends it FAILED `worker_lost` instead.
+    #[arg(long, env = "MAX_TAKEOVERS", default_value_t = 5, value_parser = clap::value_parser!(u32).range(0..=1000))]
+    pub max_takeovers: u32,
+
     /// How long finished tasks and idempotency keys are kept (s).
     #[arg(long, env = "RESULT_TTL_SECS", default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(1..))]
     pub result_ttl_secs: u64,
@@ -211,6 +220,7 @@ impl Settings {
             stages: self.default_stages,
             stage_ms: self.default_stage_ms,
             timeout_secs: self.default_timeout_secs,
+            max_attempts: self.default_max_attempts,
         }
     }
 

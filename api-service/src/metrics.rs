@@ -1,8 +1,8 @@
 //! Prometheus metrics of the api, served at `/metrics`.
 
 use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramTimer, HistogramVec, IntCounter, IntCounterVec,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramTimer, HistogramVec, IntCounter,
+    IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Every metric the api exports; one registry per app (so tests in one
@@ -18,6 +18,8 @@ pub struct Metrics {
     pub queue_depth: IntGaugeVec,
     pub oldest_queued_age: GaugeVec,
     pub webhook_deliveries: IntCounterVec,
+    pub due_lateness: Histogram,
+    pub retries: IntCounter,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -99,6 +101,21 @@ impl Metrics {
                 "taskforge_webhook_deliveries_total",
                 "Webhook delivery attempts, by outcome",
                 &["outcome"],
+            ),
+            due_lateness: registered(
+                &r,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "taskforge_due_lateness_seconds",
+                        "How late (Redis clock) the due sweep made a SCHEDULED task QUEUED",
+                    )
+                    .buckets(LATENCY_BUCKETS.to_vec()),
+                ),
+            ),
+            retries: counter(
+                &r,
+                "taskforge_task_retries_total",
+                "Retryable failures that scheduled another attempt",
             ),
             registry: r,
         }

@@ -5,9 +5,10 @@
 //! routes; [`crate::startup`] hands the document to the server.
 
 use task_model::{
-    BatchAnswer, BatchRequest, CallbackAnswer, CreateScheduleRequest, CreateTaskRequest, EventView,
-    ProgressReport, QueuePause, ScheduleCreated, ScheduleList, ScheduleView, StatusReport, TaskId,
-    TaskPage, TaskRef, TaskSpec, TaskStatus, TaskView, WebhookView,
+    AttemptError, BatchAnswer, BatchRequest, CallbackAnswer, CreateScheduleRequest,
+    CreateTaskRequest, EventView, ProgressReport, QueuePause, ScheduleCreated, ScheduleList,
+    ScheduleView, StatusReport, TaskId, TaskPage, TaskRef, TaskSpec, TaskStatus, TaskView,
+    WebhookView,
 };
 use utoipa::{
     openapi::security::{Http, HttpAuthScheme, SecurityScheme},
@@ -134,7 +135,7 @@ impl Modify for OptionalBlobBodies {
         CreateTaskRequest, TaskView, EventView, WebhookView, TaskStatus, TaskId, StatusReport, ProgressReport,
         CallbackAnswer, TaskSpec, ErrorBody, TaskRef, TaskPage, Readiness, CheckView, QueueView, Liveness,
         AlgorithmView, BlobView, BatchRequest, BatchAnswer, CreateScheduleRequest, ScheduleCreated,
-        ScheduleList, ScheduleView, QueueInfo, QueuePause
+        ScheduleList, ScheduleView, QueueInfo, QueuePause, AttemptError
     )),
     modifiers(&Security, &UuidIds, &OptionalBlobBodies),
     tags(

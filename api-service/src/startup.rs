@@ -24,7 +24,7 @@ use crate::{
     openapi,
     publisher::{Publisher, Routing},
     routes::{self, health::OpenApiJson},
-    service::{backlog, reoffer, republish, schedules, webhooks},
+    service::{backlog, due, reoffer, republish, schedules, webhooks},
     state::Backends,
     store::{EventHub, EvictionPolicy, Store},
 };
@@ -99,6 +99,7 @@ impl Application {
             state.schedule_tick,
             stop.clone(),
         ));
+        background.spawn(due::run(Arc::clone(&state), stop.clone()));
         let (port, server) = serve(&settings, &state)?;
         tracing::info!(port, "api listening");
         Ok(Self {

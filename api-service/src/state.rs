@@ -26,6 +26,8 @@ pub struct AppState {
     pub api_keys: Vec<String>,
     pub callback_token: String,
     pub lease: Duration,
+    /// `MAX_TAKEOVERS`.
+    pub max_takeovers: u32,
     pub result_ttl: Duration,
     /// `BLOB_MAX_BYTES`.
     pub blob_max_bytes: usize,
@@ -90,6 +92,7 @@ impl AppState {
             api_keys: settings.keys(),
             callback_token,
             lease: settings.lease(),
+            max_takeovers: settings.max_takeovers,
             result_ttl: settings.result_ttl(),
             blob_max_bytes: usize::try_from(settings.blob_max_bytes).unwrap_or(usize::MAX),
             defaults: settings.defaults(),

@@ -35,6 +35,7 @@ pub use messages::{
 pub use schedule::{CreateScheduleRequest, ScheduleCreated, ScheduleList, ScheduleView};
 pub use status::{TaskStatus, UnknownStatus};
 pub use task::{
-    progress_percent, CreateTaskRequest, EventView, NewTask, TaskDefaults, TaskPage, TaskRef,
-    TaskView, ValidationError, WebhookView, ALGORITHMS, DEFAULT_QUEUE,
+    progress_percent, retry_wait_ms, AttemptError, CreateTaskRequest, EventView, NewTask,
+    TaskDefaults, TaskPage, TaskRef, TaskView, ValidationError, WebhookView, ALGORITHMS,
+    DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE, MAX_ERRORS_KEPT,
 };

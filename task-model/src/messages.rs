@@ -126,6 +126,11 @@ pub struct StatusReport {
     /// What went wrong, with `FAILED` or `TIMED_OUT`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// With `FAILED`: another attempt may succeed. The api then decides:
+    /// attempts left → `SCHEDULED` (the answer says so; the task is no
+    /// longer this worker's), else `FAILED`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub retryable: bool,
 }
 
 /// `POST /internal/tasks/{id}/progress`; also the lease heartbeat.
@@ -171,6 +176,9 @@ pub struct CallbackAnswer {
     /// The lease length the api grants (`LEASE_SECS`), so workers renew at a third of it.
     #[serde(default)]
     pub lease_ms: u64,
+    /// The task's current attempt (1-based); `hello`'s `fail` input counts them.
+    #[serde(default = "first_attempt")]
+    pub attempt: u32,
     /// With a successful claim (200 to `PROCESSING`): what to run, from the
     /// stored task. Absent from every other answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -182,6 +190,10 @@ pub struct CallbackAnswer {
     /// On 409: the reason for a person.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+}
+
+fn first_attempt() -> u32 {
+    1
 }
 
 #[cfg(test)]
@@ -220,6 +232,11 @@ mod tests {
             error: None,
             webhook: None,
             queue: task.queue.clone(),
+            attempt: 1,
+            max_attempts: 3,
+            takeovers: 0,
+            scheduled_for: None,
+            errors: Vec::new(),
         };
         assert_eq!(TaskMessage::from(&view), TaskMessage::new(id, &task));
         assert_eq!(TaskMessage::new(id, &task).priority, 7);

@@ -1,11 +1,13 @@
 //! Task states and the rules of the state machine.
 //!
 //! ```text
-//! QUEUED ──> PROCESSING ──> COMPLETED | FAILED | TIMED_OUT | CANCELLED
-//!   │            │
-//!   │            └──> CANCELLING ──> any terminal state
-//!   └──> CANCELLED
+//! SCHEDULED ──> QUEUED ──> PROCESSING ──> COMPLETED | FAILED | TIMED_OUT | CANCELLED
+//!   │  ▲           │            │  │
+//!   │  │           │            │  └──> CANCELLING ──> any terminal state
+//!   │  └───────────┼────────────┘ (a retryable failure with attempts left)
+//!   └──> CANCELLED <┘
 //! ```
+//! A task created with a future `run_at` (or `delay_ms`) starts SCHEDULED.
 //! The api enforces these rules atomically in Redis (`api-service`'s
 //! `src/store/transition.lua`); this module is the same table for Rust code
 //! and tests. `api-service/tests/api/state_machine.rs` drives the script
@@ -20,6 +22,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum TaskStatus {
+    /// Waiting for its time (a `run_at`, or a retry's backoff); not published yet.
+    Scheduled,
     /// Stored and published; no worker has claimed it.
     Queued,
     /// A worker holds it (under a lease) and runs its stages.
@@ -38,7 +42,8 @@ pub enum TaskStatus {
 
 impl TaskStatus {
     /// Every status, in life-cycle order.
-    pub const ALL: [TaskStatus; 7] = [
+    pub const ALL: [TaskStatus; 8] = [
+        TaskStatus::Scheduled,
         TaskStatus::Queued,
         TaskStatus::Processing,
         TaskStatus::Cancelling,
@@ -51,6 +56,7 @@ impl TaskStatus {
     /// The contract's spelling, e.g. `TIMED_OUT`.
     pub fn as_str(self) -> &'static str {
         match self {
+            TaskStatus::Scheduled => "SCHEDULED",
             TaskStatus::Queued => "QUEUED",
             TaskStatus::Processing => "PROCESSING",
             TaskStatus::Cancelling => "CANCELLING",
@@ -84,8 +90,9 @@ impl TaskStatus {
     pub fn can_become(self, next: TaskStatus) -> bool {
         use TaskStatus::*;
         match (self, next) {
+            (Scheduled, Queued | Cancelled) => true,
             (Queued, Processing | Cancelled) => true,
-            (Processing, Processing | Cancelling) => true,
+            (Processing, Processing | Cancelling | Scheduled) => true,
             (Processing | Cancelling, n) if n.is_terminal() => true,
             _ => false,
         }
@@ -100,7 +107,7 @@ impl fmt::Display for TaskStatus {
 
 /// A string that is not one of the contract's statuses.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown status {0:?}; expected one of QUEUED, PROCESSING, CANCELLING, COMPLETED, FAILED, TIMED_OUT, CANCELLED")]
+#[error("unknown status {0:?}; expected one of SCHEDULED, QUEUED, PROCESSING, CANCELLING, COMPLETED, FAILED, TIMED_OUT, CANCELLED")]
 pub struct UnknownStatus(pub String);
 
 impl FromStr for TaskStatus {
@@ -142,5 +149,8 @@ mod tests {
         assert!(TaskStatus::Queued.can_become(TaskStatus::Cancelled));
         assert!(TaskStatus::Cancelling.can_become(TaskStatus::Completed));
         assert!(!TaskStatus::Cancelling.can_become(TaskStatus::Processing));
+        assert!(TaskStatus::Processing.can_become(TaskStatus::Scheduled));
+        assert!(!TaskStatus::Cancelling.can_become(TaskStatus::Scheduled));
+        assert!(!TaskStatus::Scheduled.can_become(TaskStatus::Processing));
     }
 }

@@ -47,6 +47,22 @@ pub struct CreateTaskRequest {
     // requests without a queue are those of v1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue: Option<String>,
+    /// When to run it (RFC 3339, at most 30 days ahead; a past time means
+    /// now). Not together with `delay_ms`.
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
+    pub run_at: Option<String>,
+    /// Run it this many milliseconds from now, 0..=2592000000. Not together with `run_at`.
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 2592000000_i64))]
+    pub delay_ms: Option<i64>,
+    /// Attempts in all, 1..=100 (default `DEFAULT_MAX_ATTEMPTS`).
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 100))]
+    pub max_attempts: Option<i64>,
+    /// Backoff before the second attempt, 0..=3600000 ms (default 1000); doubles per attempt.
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 3600000))]
+    pub retry_backoff_ms: Option<i64>,
+    /// Cap of the backoff, ≥ `retry_backoff_ms` (default 300000).
+    #[cfg_attr(feature = "openapi", schema(minimum = 0))]
+    pub retry_backoff_max_ms: Option<i64>,
 }
 
 /// The fields of a [`CreateTaskRequest`], as spelled in JSON.
@@ -59,6 +75,11 @@ pub const CREATE_FIELDS: &[&str] = &[
     "input",
     "webhook_url",
     "queue",
+    "run_at",
+    "delay_ms",
+    "max_attempts",
+    "retry_backoff_ms",
+    "retry_backoff_max_ms",
 ];
 
 /// The queue of a task that names none.
@@ -109,6 +130,11 @@ impl CreateTaskRequest {
                 "input" => req.input = (!v.is_null()).then(|| v.clone()),
                 "webhook_url" => req.webhook_url = string(v)?,
                 "queue" => req.queue = string(v)?,
+                "run_at" => req.run_at = string(v)?,
+                "delay_ms" => req.delay_ms = integer(v)?,
+                "max_attempts" => req.max_attempts = integer(v)?,
+                "retry_backoff_ms" => req.retry_backoff_ms = integer(v)?,
+                "retry_backoff_max_ms" => req.retry_backoff_max_ms = integer(v)?,
                 _ => {
                     return Err(ValidationError::new(
                         name,
@@ -141,7 +167,20 @@ pub struct TaskDefaults {
     pub stage_ms: u64,
     /// `DEFAULT_TIMEOUT_SECS`.
     pub timeout_secs: u64,
+    /// `DEFAULT_MAX_ATTEMPTS`.
+    pub max_attempts: u32,
 }
+
+/// Default `max_attempts` (`DEFAULT_MAX_ATTEMPTS`).
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+/// Default `retry_backoff_ms`.
+pub const DEFAULT_RETRY_BACKOFF_MS: u64 = 1000;
+/// Default `retry_backoff_max_ms`.
+pub const DEFAULT_RETRY_BACKOFF_MAX_MS: u64 = 300_000;
+/// How far ahead `run_at` and `delay_ms` may reach: 30 days.
+pub const MAX_DELAY_MS: i64 = 2_592_000_000;
+/// Failed attempts kept in a task's `errors`.
+pub const MAX_ERRORS_KEPT: usize = 10;
 
 impl Default for TaskDefaults {
     fn default() -> Self {
@@ -149,6 +188,7 @@ impl Default for TaskDefaults {
             stages: 10,
             stage_ms: 3000,
             timeout_secs: 50,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
         }
     }
 }
@@ -172,6 +212,15 @@ pub struct NewTask {
     pub webhook_url: Option<String>,
     /// The named queue; not yet checked against the api's `QUEUES`.
     pub queue: String,
+    /// When to run it, from `run_at` or `delay_ms`; `None`: now. A time
+    /// that is not in the future (when the api stores the task) means now.
+    pub run_at: Option<DateTime<Utc>>,
+    /// 1..=100.
+    pub max_attempts: u32,
+    /// 0..=3600000.
+    pub retry_backoff_ms: u64,
+    /// ≥ `retry_backoff_ms`.
+    pub retry_backoff_max_ms: u64,
 }
 
 /// A create request that breaks a rule; the message is for a person.
@@ -247,6 +296,25 @@ impl NewTask {
                 format!("is {size} bytes serialized; the limit is {MAX_INPUT_BYTES}"),
             ));
         }
+        let run_at = start_time(req.run_at.as_deref(), req.delay_ms, Utc::now())?;
+        let max_attempts = match req.max_attempts {
+            Some(v) => in_range("max_attempts", v, 1, 100)? as u32,
+            None => defaults.max_attempts,
+        };
+        let retry_backoff_ms = match req.retry_backoff_ms {
+            Some(v) => in_range("retry_backoff_ms", v, 0, 3_600_000)? as u64,
+            None => DEFAULT_RETRY_BACKOFF_MS,
+        };
+        let retry_backoff_max_ms = match req.retry_backoff_max_ms {
+            Some(v) if v < retry_backoff_ms as i64 => {
+                return Err(ValidationError::new(
+                    "retry_backoff_max_ms",
+                    format!("must be at least retry_backoff_ms ({retry_backoff_ms}), got {v}"),
+                ))
+            }
+            Some(v) => v as u64,
+            None => DEFAULT_RETRY_BACKOFF_MAX_MS.max(retry_backoff_ms),
+        };
         Ok(Self {
             algorithm,
             stages,
@@ -256,8 +324,71 @@ impl NewTask {
             input,
             webhook_url: req.webhook_url,
             queue: req.queue.unwrap_or_else(|| DEFAULT_QUEUE.to_owned()),
+            run_at,
+            max_attempts,
+            retry_backoff_ms,
+            retry_backoff_max_ms,
         })
     }
+}
+
+/// When a task starts, from `run_at` or `delay_ms` (not both) at `now`;
+/// `None` for now.
+fn start_time(
+    run_at: Option<&str>,
+    delay_ms: Option<i64>,
+    now: DateTime<Utc>,
+) -> Result<Option<DateTime<Utc>>, ValidationError> {
+    let limit = chrono::Duration::milliseconds(MAX_DELAY_MS);
+    match (run_at, delay_ms) {
+        (Some(_), Some(_)) => Err(ValidationError::new(
+            "delay_ms",
+            "give run_at or delay_ms, not both",
+        )),
+        (Some(text), None) => {
+            let at = DateTime::parse_from_rfc3339(text)
+                .map_err(|e| {
+                    ValidationError::new("run_at", format!("must be an RFC 3339 time: {e}"))
+                })?
+                .with_timezone(&Utc);
+            if at > now + limit + chrono::Duration::seconds(1) {
+                return Err(ValidationError::new(
+                    "run_at",
+                    "must be at most 30 days ahead",
+                ));
+            }
+            Ok(Some(at))
+        }
+        (None, Some(ms)) => {
+            let ms = in_range("delay_ms", ms, 0, MAX_DELAY_MS)?;
+            Ok(Some(now + chrono::Duration::milliseconds(ms)))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+/// The wait before attempt `k + 1` after attempt `k` (1-based) failed:
+/// `d/2 + fraction × d/2`, d = min(`max_ms`, `backoff_ms` × 2^(k−1)), so
+/// uniform in [d/2, d] for a uniform `fraction` in [0, 1).
+pub fn retry_wait_ms(backoff_ms: u64, max_ms: u64, attempt: u32, fraction: f64) -> u64 {
+    let factor = 1_u64
+        .checked_shl(attempt.saturating_sub(1))
+        .unwrap_or(u64::MAX);
+    let d = backoff_ms.saturating_mul(factor).min(max_ms);
+    let half = d / 2;
+    half + ((d - half) as f64 * fraction.clamp(0.0, 1.0)) as u64
+}
+
+/// One failed attempt in a task's `errors`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptError {
+    /// The attempt that failed (1-based).
+    pub attempt: u32,
+    /// When it failed.
+    pub at: DateTime<Utc>,
+    /// What went wrong.
+    pub error: String,
 }
 
 /// Webhook delivery outcome shown on a task.
@@ -317,6 +448,25 @@ pub struct TaskView {
     /// The named queue it was routed to (`algo` for tasks stored before v2).
     #[serde(default = "default_queue")]
     pub queue: String,
+    /// The current or last attempt, 1-based.
+    #[serde(default = "one")]
+    pub attempt: u32,
+    /// Attempts in all.
+    #[serde(default = "one")]
+    pub max_attempts: u32,
+    /// Times another worker took the task over after its holder was lost.
+    #[serde(default)]
+    pub takeovers: u32,
+    /// When a SCHEDULED task is due; null otherwise.
+    #[serde(default)]
+    pub scheduled_for: Option<DateTime<Utc>>,
+    /// The last 10 failed attempts, oldest first.
+    #[serde(default)]
+    pub errors: Vec<AttemptError>,
+}
+
+fn one() -> u32 {
+    1
 }
 
 fn default_queue() -> String {
@@ -372,6 +522,9 @@ pub struct EventView {
     pub worker: Option<String>,
     /// Free text, e.g. who took a task over or why it failed.
     pub detail: Option<String>,
+    /// The task's attempt at the event (1-based).
+    #[serde(default = "one")]
+    pub attempt: u32,
 }
 
 #[cfg(test)]
@@ -421,6 +574,14 @@ mod tests {
             r#"{"priority":99999999999999999999999}"#,
             r#"{"algorithm":"sort"}"#,
             r#"{"colour":"red"}"#,
+            r#"{"max_attempts":0}"#,
+            r#"{"max_attempts":101}"#,
+            r#"{"retry_backoff_ms":3600001}"#,
+            r#"{"retry_backoff_ms":5000,"retry_backoff_max_ms":4000}"#,
+            r#"{"delay_ms":-1}"#,
+            r#"{"delay_ms":2592000001}"#,
+            r#"{"run_at":"tomorrow"}"#,
+            r#"{"run_at":"2026-01-01T00:00:00Z","delay_ms":5}"#,
         ] {
             assert!(parse(bad).is_err(), "{bad} must be rejected");
         }
@@ -453,6 +614,34 @@ mod tests {
         assert!(parse(&ok).is_ok());
         let too_big = format!(r#"{{"input":"{}"}}"#, "a".repeat(MAX_INPUT_BYTES - 1));
         assert!(parse(&too_big).is_err());
+    }
+
+    #[test]
+    fn times_and_retry_fields_parse() {
+        let t = parse(r#"{"delay_ms":1000,"max_attempts":5}"#).unwrap();
+        assert!(t.run_at.unwrap() > Utc::now());
+        assert_eq!(
+            (t.max_attempts, t.retry_backoff_ms, t.retry_backoff_max_ms),
+            (5, 1000, 300_000)
+        );
+        let past = parse(r#"{"run_at":"2020-01-01T00:00:00Z"}"#).unwrap();
+        assert!(
+            past.run_at.unwrap() < Utc::now(),
+            "a past time is kept (means now)"
+        );
+        let far = (Utc::now() + chrono::Duration::days(31)).to_rfc3339();
+        assert!(parse(&format!(r#"{{"run_at":"{far}"}}"#)).is_err());
+        assert_eq!(parse("{}").unwrap().max_attempts, DEFAULT_MAX_ATTEMPTS);
+    }
+
+    #[test]
+    fn retry_waits_double_up_to_the_cap_and_jitter_in_the_upper_half() {
+        assert_eq!(retry_wait_ms(1000, 300_000, 1, 0.0), 500);
+        assert_eq!(retry_wait_ms(1000, 300_000, 1, 1.0), 1000);
+        assert_eq!(retry_wait_ms(1000, 300_000, 3, 0.0), 2000);
+        assert_eq!(retry_wait_ms(1000, 3000, 5, 1.0), 3000);
+        assert_eq!(retry_wait_ms(1000, 300_000, 99, 1.0), 300_000);
+        assert_eq!(retry_wait_ms(0, 0, 2, 0.7), 0);
     }
 
     #[test]

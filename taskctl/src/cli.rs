@@ -76,6 +76,8 @@ Examples:
   taskctl submit
   taskctl submit --stages 3 --stage-ms 1000 --wait
   taskctl submit --priority 9 --timeout 120 --input '{\"name\": \"x\"}'
+  taskctl submit --delay 5m --max-attempts 5
+  taskctl submit --at 2026-12-24T18:00:00Z
   taskctl submit --idempotency-key order-42   # a replay returns the first task's id
   taskctl submit --batch tasks.json            # up to 1,000 tasks at once, all or none
   taskctl submit --algorithm grayscale --input-file cat.png --wait
@@ -284,6 +286,19 @@ pub struct SubmitArgs {
     #[arg(long, value_name = "URL")]
     pub webhook_url: Option<String>,
 
+    /// Attempts in all (1..=100; the api's DEFAULT_MAX_ATTEMPTS when left
+    /// out): a retryable failure runs the failed stage again after a backoff.
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub max_attempts: Option<u32>,
+
+    /// Run the task after this long, e.g. `1500ms`, `30s`, `5m`, `2h` (at most 30 days).
+    #[arg(long, value_name = "DURATION", value_parser = parse_delay, conflicts_with = "at")]
+    pub delay: Option<u64>,
+
+    /// Run the task at this time (RFC 3339, e.g. `2026-12-24T18:00:00Z`; at most 30 days ahead).
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub at: Option<String>,
+
     /// Makes the submission safe to retry: the same key with the same
     /// options returns the first task instead of creating another. (With
     /// --input-file each run uploads a new blob, so a rerun's input differs
@@ -301,6 +316,37 @@ pub struct SubmitArgs {
     /// After submitting, follow the task (every task of a batch) like `watch` until it ends.
     #[arg(long)]
     pub wait: bool,
+}
+
+/// A delay such as `1500ms`, `30s`, `5m` or `2h` (a bare number is
+/// milliseconds), in milliseconds.
+fn parse_delay(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration such as 30s or 5m"))?;
+    let factor = match unit {
+        "" | "ms" => 1,
+        "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        other => return Err(format!("unknown unit {other:?}; use ms, s, m, h or d")),
+    };
+    n.checked_mul(factor)
+        .filter(|ms| *ms <= 2_592_000_000)
+        .ok_or_else(|| "at most 30 days".to_owned())
+}
+
+/// An RFC 3339 time, kept as given.
+fn parse_time(text: &str) -> Result<String, String> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|_| text.to_owned())
+        .map_err(|e| format!("not an RFC 3339 time ({e}), e.g. 2026-12-24T18:00:00Z"))
 }
 
 /// `taskctl watch`.
@@ -368,7 +414,7 @@ pub struct JsonArg {
 /// `taskctl list`.
 #[derive(Debug, Args)]
 pub struct ListArgs {
-    /// Only tasks in this state (QUEUED, PROCESSING, CANCELLING, COMPLETED,
+    /// Only tasks in this state (SCHEDULED, QUEUED, PROCESSING, CANCELLING, COMPLETED,
     /// FAILED, TIMED_OUT, CANCELLED; any case).
     #[arg(long, value_name = "S", value_parser = parse_status)]
     pub status: Option<TaskStatus>,
@@ -396,7 +442,7 @@ fn parse_status(s: &str) -> Result<TaskStatus, String> {
         .replace('-', "_")
         .parse::<TaskStatus>()
         .map_err(|_| {
-            "expected one of QUEUED, PROCESSING, CANCELLING, COMPLETED, FAILED, TIMED_OUT, CANCELLED"
+            "expected one of SCHEDULED, QUEUED, PROCESSING, CANCELLING, COMPLETED, FAILED, TIMED_OUT, CANCELLED"
                 .to_owned()
         })
 }
@@ -482,6 +528,33 @@ fn parse_api_url(s: &str) -> Result<reqwest::Url, String> {
 mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    #[test]
+    fn delays_read_with_units_and_at_most_30_days() {
+        assert_eq!(parse_delay("1500"), Ok(1500));
+        assert_eq!(parse_delay("1500ms"), Ok(1500));
+        assert_eq!(parse_delay("30s"), Ok(30_000));
+        assert_eq!(parse_delay("5m"), Ok(300_000));
+        assert_eq!(parse_delay("2h"), Ok(7_200_000));
+        assert_eq!(parse_delay("30d"), Ok(2_592_000_000));
+        assert!(parse_delay("31d").is_err());
+        assert!(parse_delay("soon").is_err());
+        assert!(parse_delay("5w").is_err());
+        assert!(parse_time("2026-12-24T18:00:00Z").is_ok());
+        assert!(parse_time("tomorrow").is_err());
+        assert!(
+            Cli::try_parse_from([
+                "taskctl",
+                "submit",
+                "--delay",
+                "5s",
+                "--at",
+                "2026-12-24T18:00:00Z"
+            ])
+            .is_err(),
+            "--delay and --at conflict"
+        );
+    }
 
     #[test]
     fn the_command_definition_is_consistent() {

@@ -97,6 +97,9 @@ fn submit_body(args: &SubmitArgs) -> Value {
     put("input", args.input.clone());
     put("webhook_url", args.webhook_url.clone().map(Value::from));
     put("queue", args.queue.clone().map(Value::from));
+    put("max_attempts", args.max_attempts.map(Value::from));
+    put("delay_ms", args.delay.map(Value::from));
+    put("run_at", args.at.clone().map(Value::from));
     Value::Object(body)
 }
 

@@ -105,6 +105,14 @@ pub fn task_summary(t: &TaskView) -> String {
         ),
     );
     row("worker", t.worker.clone().unwrap_or_else(|| "-".into()));
+    let mut attempt = format!("{} of {}", t.attempt, t.max_attempts);
+    if t.takeovers > 0 {
+        let _ = write!(attempt, ", {} takeover(s)", t.takeovers);
+    }
+    row("attempt", attempt);
+    if let Some(at) = t.scheduled_for {
+        row("due", time(at));
+    }
     row("created", time(t.created_at));
     row(
         "started",
@@ -130,6 +138,12 @@ pub fn task_summary(t: &TaskView) -> String {
     }
     if let Some(error) = &t.error {
         row("error", error.clone());
+    }
+    for e in &t.errors {
+        row(
+            "failed",
+            format!("attempt {} at {}: {}", e.attempt, time(e.at), e.error),
+        );
     }
     if let Some(w) = &t.webhook {
         let mut text = format!("{} after {} attempt(s)", w.state, w.attempts);
@@ -262,6 +276,7 @@ mod tests {
             stage,
             worker: Some("w1".into()),
             detail: detail.map(str::to_owned),
+            attempt: 1,
         }
     }
 

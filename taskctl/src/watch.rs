@@ -577,6 +577,11 @@ mod tests {
             error: None,
             webhook: None,
             queue: "algo".into(),
+            attempt: 1,
+            max_attempts: 3,
+            takeovers: 0,
+            scheduled_for: None,
+            errors: Vec::new(),
         }
     }
 
@@ -644,6 +649,7 @@ mod tests {
             stage: 1,
             worker: Some("w1".into()),
             detail: None,
+            attempt: 1,
         });
         let frame = screen.last();
         assert!(frame.contains(" 50% "), "{frame:?}");

@@ -20,8 +20,30 @@ pub enum Ending {
     TimedOut,
     /// Report `FAILED` with this error.
     Failed(String),
+    /// Report `FAILED` with this error, retryable: the api schedules another
+    /// attempt if any is left (and the delivery is acked either way).
+    Retryable(String),
     /// Report nothing; settle the delivery this way.
     Silent(Disposition),
+}
+
+/// A stage's (or the job's) failure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// What went wrong.
+    pub error: String,
+    /// Whether another attempt may succeed.
+    pub retryable: bool,
+}
+
+impl Failure {
+    /// A failure no retry can mend.
+    pub fn fatal(error: String) -> Self {
+        Self {
+            error,
+            retryable: false,
+        }
+    }
 }
 
 /// Decides how a run ended from what the stage loop, the flag and the reporter saw.
@@ -29,7 +51,7 @@ pub fn ending(
     stage: u32,
     stages: u32,
     reason: Option<StopReason>,
-    failure: Option<String>,
+    failure: Option<Failure>,
     verdict: Verdict,
 ) -> Ending {
     match verdict {
@@ -43,8 +65,12 @@ pub fn ending(
         Some(StopReason::LostLease) => return Ending::Silent(Disposition::Ack),
         _ => {}
     }
-    if let Some(error) = failure {
-        return Ending::Failed(error);
+    if let Some(failure) = failure {
+        return if failure.retryable {
+            Ending::Retryable(failure.error)
+        } else {
+            Ending::Failed(failure.error)
+        };
     }
     if stage >= stages {
         // Every stage ran: a cancel or deadline that came too late loses the race.
@@ -70,6 +96,7 @@ pub(crate) async fn finish(
 ) -> Disposition {
     let (status, result, error) = match end {
         Ending::Silent(disposition) => return disposition,
+        Ending::Retryable(error) => return report_retryable(ctx, job.task_id, error).await,
         Ending::Completed => (TaskStatus::Completed, result, None),
         Ending::Cancelled => (TaskStatus::Cancelled, None, None),
         Ending::TimedOut => (TaskStatus::TimedOut, None, Some(timed_out(job, stage))),
@@ -106,9 +133,34 @@ async fn report(
     }
 }
 
+/// Reports a retryable `FAILED`; the api answers `SCHEDULED` (another
+/// attempt follows, as a new claim of a new message: this delivery is done)
+/// or `FAILED` (none left). Either way the delivery is settled as after a
+/// terminal report.
+async fn report_retryable(ctx: &HandlerContext, task_id: TaskId, error: String) -> Disposition {
+    let answer = ctx
+        .api
+        .report_retryable_failure(task_id, error, &ctx.abandon)
+        .await;
+    match answer {
+        Ok(Answer::Accepted(a)) if a.status == TaskStatus::Scheduled => {
+            tracing::info!(
+                attempt = a.attempt,
+                "the api scheduled another attempt; acking"
+            );
+            Disposition::Ack
+        }
+        Ok(answer) => settle_after_report(ctx, TaskStatus::Failed, answer),
+        Err(_abandoned) => {
+            tracing::warn!("shutting down before the failure was recorded; requeueing");
+            Disposition::Requeue
+        }
+    }
+}
+
 fn timed_out(job: &Job, stage: u32) -> String {
     format!(
-        "the deadline ({} s after the first claim) passed after {stage} of {} stages",
+        "the deadline ({} s after the claim of this attempt) passed after {stage} of {} stages",
         job.spec.timeout_secs, job.spec.stages
     )
 }
@@ -193,9 +245,20 @@ mod tests {
                 1,
                 3,
                 None,
-                Some("io".to_owned()),
+                Some(Failure::fatal("io".to_owned())),
                 held,
                 Ending::Failed("io".to_owned()),
+            ),
+            (
+                1,
+                3,
+                None,
+                Some(Failure {
+                    error: "flaky".to_owned(),
+                    retryable: true,
+                }),
+                held,
+                Ending::Retryable("flaky".to_owned()),
             ),
         ];
         for (stage, stages, reason, failure, verdict, want) in cases {

@@ -65,7 +65,7 @@ use tokio::{
 use tracing::Instrument;
 
 pub use self::{
-    finish::{ending, Ending},
+    finish::{ending, Ending, Failure},
     isolation::StageJob,
     reporter::{heartbeat_period, Lease, Verdict, DEFAULT_LEASE, MIN_HEARTBEAT},
 };
@@ -110,6 +110,8 @@ pub struct RunParams {
     pub stages: u32,
     /// `hello`'s stage length.
     pub stage_ms: u64,
+    /// The task's attempt (1-based), from the claim.
+    pub attempt: u32,
 }
 
 /// The run parameters of `job`, whose spec is the claim answer's `run`.
@@ -120,6 +122,7 @@ pub fn run_params(job: &Job) -> RunParams {
         input: job.spec.input.clone(),
         stages: job.spec.stages,
         stage_ms: job.spec.stage_ms,
+        attempt: 1,
     }
 }
 
@@ -131,7 +134,8 @@ pub async fn run(
     claim: CallbackAnswer,
     flag: &StopFlag,
 ) -> Disposition {
-    let params = run_params(job);
+    let mut params = run_params(job);
+    params.attempt = claim.attempt.max(1);
     let start = claim.stage.min(params.stages);
     let deadline = deadline(Instant::now(), claim.deadline_in_ms, job.spec.timeout_secs);
     raise_from_claim(&claim, flag);
@@ -140,6 +144,7 @@ pub async fn run(
         stage = start,
         stages = params.stages,
         stage_ms = params.stage_ms,
+        attempt = params.attempt,
         deadline_in_ms = claim.deadline_in_ms,
         lease_ms = claim.lease_ms,
         resumed = claim.stage > 0,
@@ -181,7 +186,7 @@ pub async fn run(
             .await;
             output_of(ctx, stages, params.stages, flag).await
         }
-        Err(error) => (start, error, None),
+        Err(error) => (start, error.map(Failure::fatal), None),
     };
     drop(progress);
     let verdict = reporter.await.unwrap_or_else(|e| {
@@ -246,7 +251,7 @@ async fn run_stages(
     deadline: Instant,
     progress: &mpsc::UnboundedSender<u32>,
     (held_until, valid_until): (&mut watch::Receiver<Instant>, &ffi::ValidUntil),
-) -> (u32, Option<String>, Option<StageJob>) {
+) -> (u32, Option<Failure>, Option<StageJob>) {
     let job::Prepared { mut job, cpu_bound } = prepared;
     let within = Arc::new(AtomicI32::new(0));
     while stage < params.stages {
@@ -283,7 +288,7 @@ async fn run_stages(
             Err(error) => {
                 ctx.metrics.ffi_calls.with_label_values(&["error"]).inc();
                 tracing::error!(error = %error, stage, "the native stage failed");
-                return (stage, Some(error), None);
+                return (stage, Some(Failure::fatal(error)), None);
             }
         };
         job = back;
@@ -307,10 +312,14 @@ async fn run_stages(
                 );
             }
             Err(error) => {
-                // No retries yet: a retryable error fails the task like a fatal one.
+                // A retryable error: the api decides whether another attempt follows.
                 let retryable = error.is_retryable();
                 tracing::error!(error = %error, retryable, stage, "the native stage failed");
-                return (stage, Some(error.to_string()), Some(job));
+                let failure = Failure {
+                    error: error.to_string(),
+                    retryable,
+                };
+                return (stage, Some(failure), Some(job));
             }
         }
     }
@@ -332,7 +341,7 @@ async fn stage_call(
     }
     let args = ffi::StageArgs {
         stage,
-        attempt: 1,
+        attempt: params.attempt,
         allow_crash: ctx.allow_crash,
     };
     let span = tracing::info_span!("stage", stage = stage + 1, stages = params.stages);
@@ -403,10 +412,10 @@ async fn within_stage<F: std::future::Future>(
 /// stages done and the failure as they are.
 async fn output_of(
     ctx: &HandlerContext,
-    (stage, failure, native_job): (u32, Option<String>, Option<StageJob>),
+    (stage, failure, native_job): (u32, Option<Failure>, Option<StageJob>),
     stages: u32,
     flag: &StopFlag,
-) -> (u32, Option<String>, Option<serde_json::Value>) {
+) -> (u32, Option<Failure>, Option<serde_json::Value>) {
     let (None, Some(native_job)) = (&failure, native_job) else {
         return (stage, failure, None);
     };
@@ -415,7 +424,7 @@ async fn output_of(
     }
     match job::output(ctx, native_job, flag).await {
         Ok(result) => (stage, None, Some(result)),
-        Err(error) => (stage, error, None),
+        Err(error) => (stage, error.map(Failure::fatal), None),
     }
 }
 

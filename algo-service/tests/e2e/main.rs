@@ -9,3 +9,4 @@ mod integrity;
 mod isolation;
 mod lifecycle;
 mod queues;
+mod retries;

@@ -60,7 +60,9 @@
 
   const short = (id) => id.slice(0, 8);
   const statusLabel = (s) => s.replace('_', ' ');
-  const rank = (s) => (TERMINAL.has(s) ? 3 : { QUEUED: 0, PROCESSING: 1, CANCELLING: 2 }[s] ?? 0);
+  const rank = (s) => (TERMINAL.has(s) ? 3 : { SCHEDULED: 0, QUEUED: 0, PROCESSING: 1, CANCELLING: 2 }[s] ?? 0);
+  // A later attempt (a retry went PROCESSING → SCHEDULED → QUEUED) outranks an earlier one.
+  const newer = (a, b) => (a.attempt || 1) > (b.attempt || 1) || ((a.attempt || 1) === (b.attempt || 1) && rank(a.status) > rank(b.status));
 
   function fmtTime(iso, withMs) {
     if (!iso) return '';
@@ -204,7 +206,10 @@
       const cur = t.data;
       const next = { ...cur, ...data };
       // A snapshot may be older than what the stream already told us.
-      if (TERMINAL.has(cur.status) || rank(cur.status) > rank(data.status)) next.status = cur.status;
+      if (TERMINAL.has(cur.status) || (data.status && newer(cur, data))) {
+        next.status = cur.status;
+        next.attempt = cur.attempt;
+      }
       next.progress = Math.max(cur.progress || 0, data.progress || 0);
       next.stage = Math.max(cur.stage || 0, data.stage || 0);
       next.cancel_requested = cur.cancel_requested || data.cancel_requested;
@@ -251,6 +256,8 @@
     meta.replaceChildren(
       el('span', { class: 'pct' }, progress + ' %'),
       ' · ' + (d.stage || 0) + '/' + d.stages + ' stages' + (d.worker ? ' · ' + d.worker : ''),
+      d.status === 'SCHEDULED' && d.scheduled_for ? ' · due ' + fmtDateTime(d.scheduled_for) : '',
+      (d.attempt || 1) > 1 ? ' · attempt ' + d.attempt + '/' + d.max_attempts : '',
     );
     if (d.error && d.status !== 'COMPLETED') meta.title = d.error;
     const cancel = li.querySelector('.cancel');
@@ -491,7 +498,10 @@
     if (ev.seq) t.lastSeq = Math.max(t.lastSeq, ev.seq);
     const d = t.data;
     const before = d.status;
-    if (!TERMINAL.has(d.status) && rank(ev.status) >= rank(d.status)) d.status = ev.status;
+    // The stream is in order: a status event is the status (retries go back to SCHEDULED).
+    if (!TERMINAL.has(d.status) && (ev.type === 'status' || rank(ev.status) >= rank(d.status))) d.status = ev.status;
+    if (ev.attempt) d.attempt = Math.max(d.attempt || 1, ev.attempt);
+    if (ev.type === 'status' && ev.status === 'SCHEDULED') refreshTask(id);
     if ((ev.progress || 0) > (d.progress || 0)) d.progress = ev.progress;
     if ((ev.stage || 0) > (d.stage || 0)) d.stage = ev.stage;
     if (ev.worker) d.worker = ev.worker;
@@ -816,7 +826,11 @@
       ['Started', fmtDateTime(d.started_at)],
       ['Finished', fmtDateTime(d.finished_at)],
       ['Result', d.result != null ? el('code', {}, JSON.stringify(d.result)) : null],
+      ['Due', d.status === 'SCHEDULED' ? fmtDateTime(d.scheduled_for) : null],
+      ['Attempt', d.max_attempts != null ? (d.attempt || 1) + ' of ' + d.max_attempts + (d.takeovers ? ' · ' + d.takeovers + ' takeover(s)' : '') : null],
       ['Error', d.error],
+      ['Failed attempts', d.errors && d.errors.length ? el('ul', { class: 'attempt-errors' },
+        ...d.errors.map((e) => el('li', {}, 'attempt ' + e.attempt + ' at ' + fmtDateTime(e.at) + ': ' + e.error))) : null],
       ['Webhook', d.webhook ? d.webhook.state + ' after ' + d.webhook.attempts + ' attempt(s)' + (d.webhook.last_error ? ': ' + d.webhook.last_error : '') : null],
       ['Input', d.input != null ? el('code', {}, JSON.stringify(d.input)) : null],
     ];

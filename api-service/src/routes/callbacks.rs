@@ -50,8 +50,8 @@ fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError
 #[utoipa::path(post, path = "/internal/tasks/{id}/status", tag = "callbacks", security(("callback_token" = [])),
     params(("id" = String, Path, description = "Task id (UUID)")), request_body = StatusReport,
     responses(
-        (status = 200, description = "Recorded; to a claim, `stage` is where the worker resumes and `run` what it runs (the stored task)", body = CallbackAnswer),
-        (status = 409, description = "Illegal transition: `lease_held`, `already_finished`, `not_holder`, or `stages_incomplete` (COMPLETED before every stage's progress)", body = CallbackAnswer),
+        (status = 200, description = "Recorded; to a claim, `stage` is where the worker resumes, `attempt` which attempt this is and `run` what it runs (the stored task); to a `FAILED` with `retryable: true`, status `SCHEDULED` when another attempt follows (the delivery is done), else `FAILED`", body = CallbackAnswer),
+        (status = 409, description = "Illegal transition: `lease_held`, `already_finished`, `not_holder`, `stages_incomplete` (COMPLETED before every stage's progress), `not_due` (a claim of a SCHEDULED task: ack the stale message), or `worker_lost` (the takeover would pass MAX_TAKEOVERS: the task is now FAILED)", body = CallbackAnswer),
         CallbackErrors))]
 #[tracing::instrument(name = "report_status", skip_all, fields(task_id = %path, worker = tracing::field::Empty, status = tracing::field::Empty))]
 pub async fn report_status(

@@ -84,7 +84,7 @@ pub(crate) fn idempotency_key(req: &HttpRequest) -> Result<Option<&str>, ApiErro
     request_body(content = CreateTaskRequest, description = "A JSON object, every field optional; an empty body means {} (`null` is refused)"),
     params(("Idempotency-Key" = Option<String>, Header, description = "1 to 200 visible ASCII characters")),
     responses(
-        (status = 202, description = "Stored and published", body = TaskRef, headers(("Location" = String))),
+        (status = 202, description = "Stored and published (`QUEUED`), or stored to run later (`SCHEDULED`: a future `run_at` / `delay_ms`)", body = TaskRef, headers(("Location" = String))),
         (status = 200, description = "Idempotent replay: the first task", body = TaskRef),
         (status = 400, description = "Invalid body or header", body = ErrorBody),
         (status = 401, description = "API key missing or wrong", body = ErrorBody),
@@ -132,7 +132,7 @@ pub async fn get_task(
 /// The answers of a cancel, by either route.
 #[derive(Debug, utoipa::IntoResponses)]
 pub enum CancelAnswers {
-    /// Was queued: now CANCELLED.
+    /// Was queued or scheduled: now CANCELLED.
     #[response(status = 200)]
     Cancelled(TaskRef),
     /// Was running: CANCELLING until the worker stops.

@@ -91,13 +91,28 @@ pub async fn create_batch(
 }
 
 /// Every body through [`create::validate`], in order; the first error
-/// carries its index.
+/// carries its index. A task that would start SCHEDULED (`run_at` or
+/// `delay_ms` in the future) is refused: the batch's pipelined store and
+/// publish know only QUEUED tasks for now.
 fn validate_all(state: &AppState, batch: BatchRequest) -> Result<Vec<NewTask>, ApiError> {
+    let now = chrono::Utc::now();
     batch
         .tasks
         .into_iter()
         .enumerate()
-        .map(|(i, request)| create::validate(state, request).map_err(|e| e.at_index(i)))
+        .map(|(i, request)| {
+            let field = if request.delay_ms.is_some() {
+                "delay_ms"
+            } else {
+                "run_at"
+            };
+            let task = create::validate(state, request).map_err(|e| e.at_index(i))?;
+            if task.run_at.is_some_and(|at| at > now) {
+                let message = "a batch takes tasks that run now; create delayed tasks one by one";
+                return Err(ApiError::invalid(field.to_owned(), message.to_owned()).at_index(i));
+            }
+            Ok(task)
+        })
         .collect()
 }
 

@@ -15,7 +15,20 @@ use crate::{error::ApiError, state::AppState, store::Code};
 pub async fn claim(state: &AppState, id: TaskId, worker: &str) -> Result<Reply, ApiError> {
     check_worker(worker)?;
     let timer = state.metrics.callback_timer("status");
-    let outcome = state.store.claim(&id, worker, state.lease).await?;
+    let outcome = state
+        .store
+        .claim(
+            &id,
+            worker,
+            state.lease,
+            state.max_takeovers,
+            state.result_ttl,
+        )
+        .await?;
+    if outcome.code == Code::WorkerLost {
+        tracing::warn!(task_id = %id, worker, max_takeovers = state.max_takeovers, "the task lost its worker too often; FAILED worker_lost");
+        state.on_finished(id, task_model::TaskStatus::Failed);
+    }
     let mut run = None;
     if outcome.code == Code::Ok {
         // What it runs is read after the claim: those fields never change.

@@ -1,7 +1,10 @@
 //! `POST /tasks`: validate, reserve the `Idempotency-Key`, store, publish,
 //! list. The task is QUEUED once its message is confirmed by the broker; a
 //! create that fails on the way leaves nothing behind (or, if the process
-//! dies, an outbox entry that [`super::republish`] finishes).
+//! dies, an outbox entry that [`super::republish`] finishes). A task with a
+//! `run_at` (or `delay_ms`) in the future is stored SCHEDULED instead, in
+//! the due index, and [`super::due`] publishes it when due
+//! ([`store_and_start`] makes that choice).
 
 use std::time::Duration;
 
@@ -73,17 +76,20 @@ pub async fn create(
             });
         }
     }
-    if let Err(e) = store_and_publish(state, id, &task, key.as_ref()).await {
-        if let Some(key) = &key {
-            release(state, key, id).await;
+    let status = match store_and_start(state, id, &task, key.as_ref()).await {
+        Ok(status) => status,
+        Err(e) => {
+            if let Some(key) = &key {
+                release(state, key, id).await;
+            }
+            return Err(e);
         }
-        return Err(e);
-    }
+    };
     state.metrics.tasks_created.inc();
-    tracing::info!(task_id = %id, stages = task.stages, stage_ms = task.stage_ms, "task queued");
+    tracing::info!(task_id = %id, stages = task.stages, stage_ms = task.stage_ms, %status, "task created");
     let task = TaskRef {
         task_id: id,
-        status: TaskStatus::Queued,
+        status,
     };
     Ok(Created {
         task,
@@ -162,6 +168,65 @@ fn key_conflict() -> ApiError {
         message: "this Idempotency-Key was used with a different body".into(),
         status: None,
     }
+}
+
+/// Stores a validated task and starts it: published now (QUEUED), or, with
+/// a `run_at` in the future, SCHEDULED for the due sweep to publish then.
+/// Answers the status it has. A failure leaves nothing behind (the key, if
+/// any, is the caller's to release). One function for every create path
+/// (single and batch).
+///
+/// # Errors
+/// Redis or RabbitMQ unavailable (503), RabbitMQ blocking (503 `broker_blocked`).
+pub async fn store_and_start(
+    state: &AppState,
+    id: TaskId,
+    task: &NewTask,
+    key: Option<&IdempotencyKey>,
+) -> Result<TaskStatus, ApiError> {
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    match task.run_at.map(|at| at.timestamp_millis()) {
+        Some(due_ms) if due_ms > now_ms => {
+            store_scheduled(state, id, task, key, due_ms).await?;
+            Ok(TaskStatus::Scheduled)
+        }
+        _ => {
+            store_and_publish(state, id, task, key).await?;
+            Ok(TaskStatus::Queued)
+        }
+    }
+}
+
+/// Stores the task SCHEDULED (due at `due_ms`) and keeps its key; undoes
+/// the store when keeping the key fails.
+async fn store_scheduled(
+    state: &AppState,
+    id: TaskId,
+    task: &NewTask,
+    key: Option<&IdempotencyKey>,
+    due_ms: i64,
+) -> Result<(), ApiError> {
+    let outcome = state.store.create_scheduled(&id, task, due_ms).await?;
+    if outcome.code != Code::Ok {
+        return Err(ApiError::Unexpected(anyhow::anyhow!(
+            "a fresh task id already existed: {:?}",
+            outcome.code
+        )));
+    }
+    if let Some(key) = key {
+        let kept = state
+            .store
+            .keep_idempotency_key(key, &id, state.result_ttl.as_secs())
+            .await;
+        if let Err(e) = kept {
+            let created_ms = outcome.snapshot.now_ms;
+            if let Err(e) = state.store.discard_scheduled(&id, created_ms, due_ms).await {
+                tracing::error!(task_id = %id, error = %e, "could not discard a scheduled task whose key could not be kept");
+            }
+            return Err(e.into());
+        }
+    }
+    Ok(())
 }
 
 /// Stores the task, keeps its key, publishes its message and lists it;

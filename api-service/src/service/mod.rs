@@ -15,6 +15,8 @@
 //!   the pause state workers ask for.
 //! - [`webhooks`]: signed notifications of finished tasks, in the background.
 //! - [`republish`]: the outbox sweep for creates cut short.
+//! - [`due`]: the due sweep: SCHEDULED tasks (delays, retries) made QUEUED
+//!   and published when due.
 //! - [`backlog`]: the age of the oldest QUEUED task, sampled for `/metrics`
 //!   and `/readyz`.
 //! - [`schedules`]: `/schedules`, and the ticker that fires due schedules
@@ -27,6 +29,7 @@ pub mod blobs;
 pub mod cancel;
 pub mod claim;
 pub mod create;
+pub mod due;
 pub mod query;
 pub mod queues;
 pub mod reoffer;
@@ -63,6 +66,14 @@ fn refusal(outcome: &Outcome) -> (Option<String>, Option<String>) {
         ),
         Code::AlreadyFinished => ("already_finished", "the task has already finished".into()),
         Code::NotHolder => ("not_holder", "this worker does not hold the task".into()),
+        Code::NotDue => (
+            "not_due",
+            "the task is SCHEDULED: it is published again when due".into(),
+        ),
+        Code::WorkerLost => (
+            "worker_lost",
+            "the task lost its worker more than MAX_TAKEOVERS times and has FAILED".into(),
+        ),
         Code::StagesIncomplete => (
             "stages_incomplete",
             format!(
@@ -86,9 +97,11 @@ fn answer(state: &AppState, outcome: &Outcome) -> CallbackAnswer {
         started_at: s
             .started_ms
             .and_then(chrono::DateTime::from_timestamp_millis),
+        // Each attempt's deadline counts from its claim.
         deadline_in_ms: s
-            .started_ms
+            .attempt_started_ms
             .map(|started| started + s.timeout_secs as i64 * 1000 - s.now_ms),
+        attempt: s.attempt.max(1),
         lease_remaining_ms: (s.lease_until_ms - s.now_ms).max(0) as u64,
         lease_ms: state.lease.as_millis() as u64,
         run: None,
@@ -101,7 +114,12 @@ fn answer(state: &AppState, outcome: &Outcome) -> CallbackAnswer {
 fn reply(state: &AppState, id: &TaskId, outcome: &Outcome) -> Result<Reply, ApiError> {
     let accepted = match outcome.code {
         Code::Ok | Code::Ignored => true,
-        Code::LeaseHeld | Code::AlreadyFinished | Code::NotHolder | Code::StagesIncomplete => false,
+        Code::LeaseHeld
+        | Code::AlreadyFinished
+        | Code::NotHolder
+        | Code::StagesIncomplete
+        | Code::NotDue
+        | Code::WorkerLost => false,
         Code::NotFound => return Err(ApiError::NotFound(id.to_string())),
         Code::BadStages => return Err(ApiError::validation("stage/stages do not match the task")),
         Code::Exists => {

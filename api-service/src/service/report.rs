@@ -4,7 +4,11 @@
 use task_model::{ProgressReport, StatusReport, TaskId, TaskStatus};
 
 use super::{check_worker, claim::claim, reply, Reply};
-use crate::{error::ApiError, state::AppState, store::Code};
+use crate::{
+    error::ApiError,
+    state::AppState,
+    store::{Code, DueEntry, Outcome},
+};
 
 /// Longest `error` text kept.
 const MAX_ERROR_BYTES: usize = 4096;
@@ -54,6 +58,12 @@ pub async fn finish(
         .as_deref()
         .map(|e| &e[..e.floor_char_boundary(MAX_ERROR_BYTES)]);
     let timer = state.metrics.callback_timer("status");
+    if status == TaskStatus::Failed && report.retryable {
+        let error = error.unwrap_or("a retryable error");
+        let outcome = retry(state, id, &report.worker, error).await?;
+        timer.observe_duration();
+        return reply(state, &id, &outcome);
+    }
     let outcome = state
         .store
         .finish(&id, &report.worker, status, result, error, state.result_ttl)
@@ -66,6 +76,63 @@ pub async fn finish(
         tracing::info!(task_id = %id, worker = %report.worker, code = ?outcome.code, current = ?outcome.snapshot.status, "status report refused");
     }
     reply(state, &id, &outcome)
+}
+
+/// A retryable failure: with attempts left, `SCHEDULED` for the next one
+/// after the contract's jittered backoff (its due entry first, so a stored
+/// schedule always has one); else `FAILED`.
+async fn retry(
+    state: &AppState,
+    id: TaskId,
+    worker: &str,
+    error: &str,
+) -> Result<Outcome, ApiError> {
+    let Some(task) = state.store.load(&id).await? else {
+        return Err(ApiError::NotFound(id.to_string()));
+    };
+    let attempt = task.view.attempt;
+    let (backoff, max) = task.retry_backoff;
+    let wait_ms = task_model::retry_wait_ms(backoff, max, attempt, fastrand::f64());
+    let due = chrono::Utc::now() + chrono::Duration::milliseconds(wait_ms as i64);
+    let due_ms = due.timestamp_millis();
+    let retries = attempt < task.view.max_attempts && task.view.status == TaskStatus::Processing;
+    if retries {
+        state.store.add_due(&id, due_ms).await?;
+    }
+    let detail = format!(
+        "attempt {attempt} failed: {error}; attempt {} due at {} (after {wait_ms} ms)",
+        attempt + 1,
+        due.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    );
+    let outcome = state
+        .store
+        .retry(
+            &id,
+            worker,
+            (attempt, due_ms),
+            error,
+            &detail,
+            state.result_ttl,
+        )
+        .await?;
+    let scheduled =
+        outcome.code == Code::Ok && outcome.snapshot.status == Some(TaskStatus::Scheduled);
+    if retries && !scheduled {
+        let entry = DueEntry { id, due_ms };
+        if let Err(e) = state.store.remove_due(&entry).await {
+            tracing::warn!(task_id = %id, error = %e, "an unused due entry stays until the due sweep drops it");
+        }
+    }
+    if scheduled {
+        state.metrics.retries.inc();
+        tracing::info!(task_id = %id, worker, attempt, wait_ms, error, "attempt failed; retry scheduled");
+    } else if outcome.code == Code::Ok {
+        tracing::info!(task_id = %id, worker, attempt, error, "last attempt failed");
+        state.on_finished(id, TaskStatus::Failed);
+    } else {
+        tracing::info!(task_id = %id, worker, code = ?outcome.code, current = ?outcome.snapshot.status, "retryable failure refused");
+    }
+    Ok(outcome)
 }
 
 /// The reported progress when it says more than whole stages: clamped to

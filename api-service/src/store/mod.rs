@@ -11,6 +11,7 @@
 
 mod batch;
 mod blobs;
+mod due;
 mod hub;
 mod idempotency;
 mod leases;
@@ -29,6 +30,7 @@ use task_model::{NewTask, TaskId, TaskStatus};
 
 pub use batch::Stored;
 pub use blobs::BlobMeta;
+pub use due::{DueEntry, DUE_SHARDS};
 pub use hub::{EventHub, Watch};
 pub use idempotency::{reservation_secs, IdemReservation, IdempotencyKey, RESERVATION_SECS};
 pub use leases::LeaseCheck;
@@ -84,6 +86,10 @@ pub enum Code {
     BadStages,
     /// `COMPLETED` before every stage's progress was recorded.
     StagesIncomplete,
+    /// A claim of a SCHEDULED task (a stale message): it runs when due.
+    NotDue,
+    /// A takeover past `MAX_TAKEOVERS`: the claim ended the task `FAILED` `worker_lost`.
+    WorkerLost,
 }
 
 /// The task's state right after a transition, as Redis saw it.
@@ -99,6 +105,12 @@ pub struct Snapshot {
     pub lease_until_ms: i64,
     /// The Redis clock at the transition.
     pub now_ms: i64,
+    /// The current or last attempt (0 before the first claim).
+    pub attempt: u32,
+    /// The current attempt's claim (its deadline counts from there).
+    pub attempt_started_ms: Option<i64>,
+    /// When a SCHEDULED task is due.
+    pub scheduled_ms: Option<i64>,
 }
 
 /// A transition's answer.
@@ -241,6 +253,80 @@ impl Store {
             .await
     }
 
+    /// Stores a new task that waits until `due_ms` (SCHEDULED), and lists it.
+    ///
+    /// Its entry goes into the due index first, so a stored SCHEDULED task
+    /// always has one: an api that dies before the task is stored leaves an
+    /// entry without a task, which the due sweep drops
+    /// ([`crate::service::due`]). Nothing is published now.
+    pub async fn create_scheduled(
+        &self,
+        id: &TaskId,
+        task: &NewTask,
+        due_ms: i64,
+    ) -> Result<Outcome, StoreError> {
+        self.add_due(id, due_ms).await?;
+        let mut conn = self.conn().await?;
+        let mut args = vec![TaskStatus::Scheduled.as_str().to_owned()];
+        args.extend(task_fields(task));
+        args.extend(["scheduled_ms".into(), due_ms.to_string()]);
+        let outcome = self.transition_on(&mut conn, id, "create", &args).await?;
+        if outcome.code == Code::Ok {
+            let _: i64 = redis::cmd("ZADD")
+                .arg(self.index_key())
+                .arg(0)
+                .arg(listing::index_member(outcome.snapshot.now_ms, id))
+                .query_async(&mut conn)
+                .await?;
+        }
+        Ok(outcome)
+    }
+
+    /// Removes every trace of a scheduled task whose create failed.
+    pub async fn discard_scheduled(
+        &self,
+        id: &TaskId,
+        created_ms: i64,
+        due_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.discard(id, created_ms).await?;
+        self.remove_due(&DueEntry { id: *id, due_ms }).await
+    }
+}
+
+/// A new task's hash fields, as `create` stores them.
+fn task_fields(task: &NewTask) -> Vec<String> {
+    let mut args: Vec<String> = vec![
+        "algorithm".into(),
+        task.algorithm.clone(),
+        "stages".into(),
+        task.stages.to_string(),
+        "stage_ms".into(),
+        task.stage_ms.to_string(),
+        "timeout_secs".into(),
+        task.timeout_secs.to_string(),
+        "priority".into(),
+        task.priority.to_string(),
+        "input".into(),
+        task.input.to_string(),
+        "queue".into(),
+        task.queue.clone(),
+    ];
+    if let Some(url) = &task.webhook_url {
+        args.extend(["webhook_url".into(), url.clone()]);
+    }
+    args.extend([
+        "max_attempts".into(),
+        task.max_attempts.to_string(),
+        "retry_backoff_ms".into(),
+        task.retry_backoff_ms.to_string(),
+        "retry_backoff_max_ms".into(),
+        task.retry_backoff_max_ms.to_string(),
+    ]);
+    args
+}
+
+impl Store {
     /// Removes every trace of a task that could not be published;
     /// `created_ms` is the creation time [`Store::create`] reported.
     pub async fn discard(&self, id: &TaskId, created_ms: i64) -> Result<(), StoreError> {
@@ -335,19 +421,62 @@ impl Store {
     /// A worker's claim (`PROCESSING`): from QUEUED, or a takeover. The
     /// task enters the lease index first ([`Store::track_lease`]), so a
     /// claimed task is always there for [`crate::service::reoffer`].
+    ///
+    /// A takeover that would be the (`max_takeovers` + 1)-th ends the task
+    /// `FAILED` `worker_lost` instead ([`Code::WorkerLost`]; it then
+    /// expires after `ttl`).
     pub async fn claim(
         &self,
         id: &TaskId,
         worker: &str,
         lease: Duration,
+        max_takeovers: u32,
+        ttl: Duration,
     ) -> Result<Outcome, StoreError> {
         self.track_lease(id, lease).await?;
         self.transition(
             id,
             "claim",
-            &[worker.to_owned(), lease.as_millis().to_string()],
+            &[
+                worker.to_owned(),
+                lease.as_millis().to_string(),
+                max_takeovers.to_string(),
+                ttl.as_secs().to_string(),
+            ],
         )
         .await
+    }
+
+    /// A retryable failure of the holder's attempt `attempt`: `SCHEDULED`,
+    /// due at `due_ms`, when attempts are left (the caller has put the due
+    /// entry in first), else `FAILED`. The error joins `errors` either way;
+    /// `detail` is the retry's event detail.
+    pub async fn retry(
+        &self,
+        id: &TaskId,
+        worker: &str,
+        (attempt, due_ms): (u32, i64),
+        error: &str,
+        detail: &str,
+        ttl: Duration,
+    ) -> Result<Outcome, StoreError> {
+        let args = [
+            worker.to_owned(),
+            due_ms.to_string(),
+            attempt.to_string(),
+            error.to_owned(),
+            ttl.as_secs().to_string(),
+            detail.to_owned(),
+        ];
+        self.transition(id, "retry", &args).await
+    }
+
+    /// The due sweep's step on a claimed entry: `SCHEDULED → QUEUED` when
+    /// the entry is the task's current schedule ([`Code::Ok`]), else
+    /// [`Code::Ignored`] (a stale entry).
+    pub async fn make_due(&self, entry: &DueEntry) -> Result<Outcome, StoreError> {
+        self.transition(&entry.id, "due", &[entry.due_ms.to_string()])
+            .await
     }
 
     /// Stage progress from the holder; renews its lease. `within`: the
@@ -469,31 +598,17 @@ return 1",
 
 /// The arguments of the transition script's `create` for `task`: the
 /// fields of its hash (also [`Store::create_many`]'s).
+/// The transition script's `create` arguments for a task stored QUEUED.
 fn create_args(task: &NewTask) -> Vec<String> {
-    let mut args = vec![
-        "algorithm".into(),
-        task.algorithm.clone(),
-        "stages".into(),
-        task.stages.to_string(),
-        "stage_ms".into(),
-        task.stage_ms.to_string(),
-        "timeout_secs".into(),
-        task.timeout_secs.to_string(),
-        "priority".into(),
-        task.priority.to_string(),
-        "input".into(),
-        task.input.to_string(),
-        "queue".into(),
-        task.queue.clone(),
-    ];
-    if let Some(url) = &task.webhook_url {
-        args.extend(["webhook_url".into(), url.clone()]);
-    }
+    let mut args = vec![TaskStatus::Queued.as_str().to_owned()];
+    args.extend(task_fields(task));
     args
 }
 
 fn parse_outcome(raw: &[String]) -> Result<Outcome, StoreError> {
-    let [code, status, stage, stages, cancel, worker, started, timeout, lease, now] = raw else {
+    let [code, status, stage, stages, cancel, worker, started, timeout, lease, now, attempt, attempt_started, scheduled] =
+        raw
+    else {
         return Err(StoreError::Corrupt(format!(
             "transition returned {} fields",
             raw.len()
@@ -509,6 +624,8 @@ fn parse_outcome(raw: &[String]) -> Result<Outcome, StoreError> {
         "not_holder" => Code::NotHolder,
         "bad_stages" => Code::BadStages,
         "stages_incomplete" => Code::StagesIncomplete,
+        "not_due" => Code::NotDue,
+        "worker_lost" => Code::WorkerLost,
         other => {
             return Err(StoreError::Corrupt(format!(
                 "unknown transition code {other:?}"
@@ -518,6 +635,13 @@ fn parse_outcome(raw: &[String]) -> Result<Outcome, StoreError> {
     let num = |s: &str| {
         s.parse::<i64>()
             .map_err(|_| StoreError::Corrupt(format!("not a number: {s:?}")))
+    };
+    let optional = |s: &str| {
+        if s.is_empty() {
+            Ok(None)
+        } else {
+            num(s).map(Some)
+        }
     };
     let status = if status.is_empty() {
         None
@@ -544,6 +668,9 @@ fn parse_outcome(raw: &[String]) -> Result<Outcome, StoreError> {
             timeout_secs: num(timeout)? as u64,
             lease_until_ms: num(lease)?,
             now_ms: num(now)?,
+            attempt: num(attempt)? as u32,
+            attempt_started_ms: optional(attempt_started)?,
+            scheduled_ms: optional(scheduled)?,
         },
     })
 }

@@ -5,7 +5,10 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, TimeZone, Utc};
-use task_model::{progress_percent, EventView, TaskId, TaskStatus, TaskView, WebhookView};
+use task_model::{
+    progress_percent, AttemptError, EventView, TaskId, TaskStatus, TaskView, WebhookView,
+    DEFAULT_MAX_ATTEMPTS,
+};
 
 use super::StoreError;
 
@@ -23,6 +26,38 @@ pub struct TaskRecord {
     pub view: TaskView,
     /// Where its webhook goes, if it has one (not shown in GET).
     pub webhook_url: Option<String>,
+    /// `retry_backoff_ms` and `retry_backoff_max_ms` (not shown in GET).
+    pub retry_backoff: (u64, u64),
+}
+
+/// `errors` as stored by `transition.lua`: `[{"attempt", "at_ms", "error"}]`.
+#[derive(serde::Deserialize)]
+struct StoredError {
+    attempt: u32,
+    at_ms: i64,
+    error: String,
+}
+
+fn parse_errors(id: TaskId, raw: Option<&str>) -> Result<Vec<AttemptError>, StoreError> {
+    let Some(raw) = raw else {
+        return Ok(Vec::new());
+    };
+    // cjson writes an empty list as `{}`.
+    if raw == "{}" {
+        return Ok(Vec::new());
+    }
+    let stored: Vec<StoredError> = serde_json::from_str(raw)
+        .map_err(|e| StoreError::Corrupt(format!("task {id}: errors: {e}")))?;
+    stored
+        .into_iter()
+        .map(|e| {
+            Ok(AttemptError {
+                attempt: e.attempt,
+                at: time(&e.at_ms.to_string())?,
+                error: e.error,
+            })
+        })
+        .collect()
 }
 
 /// Where a webhook delivery stands, as recorded on the task.
@@ -89,6 +124,11 @@ pub(super) fn parse_task(
         }),
         None => None,
     };
+    let count = |k: &str, default: u64| {
+        get(k)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(default)
+    };
     let view = TaskView {
         task_id: id,
         status,
@@ -117,8 +157,30 @@ pub(super) fn parse_task(
         error: get("error").map(str::to_owned),
         webhook,
         queue: get("queue").unwrap_or(task_model::DEFAULT_QUEUE).to_owned(),
+        attempt: count("attempt", 0).max(1) as u32,
+        max_attempts: count("max_attempts", u64::from(DEFAULT_MAX_ATTEMPTS)) as u32,
+        takeovers: count("takeovers", 0) as u32,
+        scheduled_for: match status {
+            TaskStatus::Scheduled => get("scheduled_ms").map(time).transpose()?,
+            _ => None,
+        },
+        errors: parse_errors(id, get("errors"))?,
     };
-    Ok(TaskRecord { view, webhook_url })
+    let retry_backoff = (
+        count(
+            "retry_backoff_ms",
+            task_model::task::DEFAULT_RETRY_BACKOFF_MS,
+        ),
+        count(
+            "retry_backoff_max_ms",
+            task_model::task::DEFAULT_RETRY_BACKOFF_MAX_MS,
+        ),
+    );
+    Ok(TaskRecord {
+        view,
+        webhook_url,
+        retry_backoff,
+    })
 }
 
 /// One stream entry (id `0-<seq>`) as an event.
@@ -145,5 +207,6 @@ pub(super) fn parse_event(
         stage: num("stage"),
         worker: get("worker").map(str::to_owned),
         detail: get("detail").map(str::to_owned),
+        attempt: num("attempt").max(1),
     })
 }

@@ -72,12 +72,12 @@ impl Store {
         format!("{}schedule:{{{}}}", self.prefix, id.hyphenated())
     }
 
-    fn due_key(&self, shard: usize) -> String {
+    fn schedule_due_key(&self, shard: usize) -> String {
         format!("{}schedules:due:{shard}", self.prefix)
     }
 
-    fn due_key_of(&self, id: &Uuid) -> String {
-        self.due_key((id.as_u128() % SHARDS as u128) as usize)
+    fn schedule_due_key_of(&self, id: &Uuid) -> String {
+        self.schedule_due_key((id.as_u128() % SHARDS as u128) as usize)
     }
 
     /// Stores a new schedule and indexes its first due time.
@@ -105,7 +105,7 @@ impl Store {
             .query_async(&mut conn)
             .await?;
         let indexed: Result<i64, _> = redis::cmd("ZADD")
-            .arg(self.due_key_of(&s.id))
+            .arg(self.schedule_due_key_of(&s.id))
             .arg(s.next_ms)
             .arg(s.id.hyphenated().to_string())
             .query_async(&mut conn)
@@ -136,7 +136,7 @@ impl Store {
         let mut ids = Vec::new();
         for shard in 0..SHARDS {
             let members: Vec<String> = redis::cmd("ZRANGE")
-                .arg(self.due_key(shard))
+                .arg(self.schedule_due_key(shard))
                 .arg(0)
                 .arg(-1)
                 .query_async(&mut conn)
@@ -166,7 +166,7 @@ impl Store {
             .query_async(&mut conn)
             .await?;
         let _: i64 = redis::cmd("ZREM")
-            .arg(self.due_key_of(id))
+            .arg(self.schedule_due_key_of(id))
             .arg(id.hyphenated().to_string())
             .query_async(&mut conn)
             .await?;
@@ -182,7 +182,7 @@ impl Store {
     ) -> Result<Vec<Uuid>, StoreError> {
         let mut conn = self.conn().await?;
         let members: Vec<String> = redis::cmd("ZRANGEBYSCORE")
-            .arg(self.due_key(shard))
+            .arg(self.schedule_due_key(shard))
             .arg("-inf")
             .arg(now_ms)
             .arg("LIMIT")
@@ -207,12 +207,12 @@ impl Store {
         let mut cmd = match next_ms {
             Some(ms) => {
                 let mut cmd = redis::cmd("ZADD");
-                cmd.arg(self.due_key_of(id)).arg(ms);
+                cmd.arg(self.schedule_due_key_of(id)).arg(ms);
                 cmd
             }
             None => {
                 let mut cmd = redis::cmd("ZREM");
-                cmd.arg(self.due_key_of(id));
+                cmd.arg(self.schedule_due_key_of(id));
                 cmd
             }
         };

@@ -20,6 +20,7 @@ mod openapi;
 mod queues;
 mod redis_limits;
 mod schedules;
+mod scheduling;
 mod schemathesis;
 mod state_machine;
 mod tasks;

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use api_service::store::{Code, Store};
+use api_service::store::{Code, DueEntry, Store};
 use task_model::{CreateTaskRequest, NewTask, TaskDefaults, TaskId, TaskStatus};
 
 const HOLDER: &str = "w1";
@@ -25,12 +25,17 @@ enum Ask {
     Cancel,
     /// The holder reports a terminal state.
     Finish(TaskStatus),
+    /// The holder reports a retryable failure (attempts are left).
+    Retry,
+    /// The due sweep fires the task's current schedule.
+    Due,
 }
 
 /// Every request that could make a task `to`.
 fn asks_for(to: TaskStatus) -> Vec<Ask> {
     match to {
-        TaskStatus::Queued => vec![Ask::Create],
+        TaskStatus::Scheduled => vec![Ask::Retry],
+        TaskStatus::Queued => vec![Ask::Create, Ask::Due],
         TaskStatus::Processing => vec![Ask::Claim(HOLDER), Ask::Claim(OTHER)],
         TaskStatus::Cancelling => vec![Ask::Cancel],
         TaskStatus::Cancelled => vec![Ask::Cancel, Ask::Finish(to)],
@@ -49,7 +54,21 @@ fn new_task() -> NewTask {
 async fn ask(store: &Store, id: &TaskId, ask: Ask) -> Code {
     let outcome = match ask {
         Ask::Create => store.create(id, &new_task()).await,
-        Ask::Claim(worker) => store.claim(id, worker, Duration::ZERO).await,
+        Ask::Claim(worker) => store.claim(id, worker, Duration::ZERO, 5, TTL).await,
+        Ask::Retry => {
+            let attempt = load(store, id).await.attempt;
+            let due_ms = chrono::Utc::now().timestamp_millis() + 60_000;
+            store
+                .retry(id, HOLDER, (attempt, due_ms), "flaky", "retry", TTL)
+                .await
+        }
+        Ask::Due => {
+            let due_ms = load(store, id)
+                .await
+                .scheduled_for
+                .map_or(0, |at| at.timestamp_millis());
+            store.make_due(&DueEntry { id: *id, due_ms }).await
+        }
         Ask::Cancel => store.cancel(id, TTL).await,
         Ask::Finish(status) => {
             if status == TaskStatus::Completed {
@@ -72,6 +91,7 @@ async fn task_in(store: &Store, from: TaskStatus) -> TaskId {
     let id = TaskId::new();
     assert_eq!(ask(store, &id, Ask::Create).await, Code::Ok);
     let steps: &[Ask] = match from {
+        TaskStatus::Scheduled => &[Ask::Claim(HOLDER), Ask::Retry],
         TaskStatus::Queued => &[],
         TaskStatus::Processing => &[Ask::Claim(HOLDER)],
         TaskStatus::Cancelling => &[Ask::Claim(HOLDER), Ask::Cancel],
@@ -89,14 +109,17 @@ async fn task_in(store: &Store, from: TaskStatus) -> TaskId {
     id
 }
 
-async fn status(store: &Store, id: &TaskId) -> TaskStatus {
+async fn load(store: &Store, id: &TaskId) -> task_model::TaskView {
     store
         .load(id)
         .await
         .expect("redis answers")
         .expect("the task exists")
         .view
-        .status
+}
+
+async fn status(store: &Store, id: &TaskId) -> TaskStatus {
+    load(store, id).await.status
 }
 
 async fn event_count(store: &Store, id: &TaskId) -> usize {
@@ -145,9 +168,10 @@ async fn the_transition_script_takes_exactly_the_edges_can_become_allows() {
 
     cleanup(&url, &prefix).await;
     assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
-    // QUEUED→{PROCESSING, CANCELLED}, PROCESSING→{PROCESSING, CANCELLING},
-    // and PROCESSING, CANCELLING → each of the 4 terminal states.
-    assert_eq!(edges, 12, "the state machine has 12 edges");
+    // SCHEDULED→{QUEUED, CANCELLED}, QUEUED→{PROCESSING, CANCELLED},
+    // PROCESSING→{PROCESSING, CANCELLING, SCHEDULED}, and PROCESSING,
+    // CANCELLING → each of the 4 terminal states.
+    assert_eq!(edges, 15, "the state machine has 15 edges");
 }
 
 async fn cleanup(url: &str, prefix: &str) {

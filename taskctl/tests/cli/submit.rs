@@ -108,3 +108,43 @@ async fn submit_wait_prints_the_id_then_follows_the_task_to_completed() {
     assert_eq!(lines.last().unwrap(), &format!("{id} COMPLETED"));
     api.stop().await;
 }
+
+#[tokio::test]
+async fn submit_with_a_delay_or_a_time_schedules_the_task_and_get_shows_when() {
+    let api = Stack::start(&[]).await;
+    let out = run(
+        api.taskctl(),
+        &["submit", "--delay", "10m", "--max-attempts", "5"],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{out:?}");
+    let id = out.stdout.trim().to_owned();
+    let task = api.task(&id).await;
+    assert_eq!(task["status"], "SCHEDULED");
+    assert_eq!(task["max_attempts"], 5);
+    let due: chrono::DateTime<chrono::Utc> =
+        task["scheduled_for"].as_str().unwrap().parse().unwrap();
+    let ahead = due - chrono::Utc::now();
+    assert!(
+        ahead > chrono::Duration::minutes(9) && ahead <= chrono::Duration::minutes(10),
+        "{ahead}"
+    );
+
+    let at = "2099-01-01T00:00:00Z";
+    let out = run(api.taskctl(), &["submit", "--at", at]).await;
+    assert_ne!(
+        out.code, 0,
+        "more than 30 days ahead is refused by the api: {out:?}"
+    );
+
+    let out = run(api.taskctl(), &["get", &id]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("SCHEDULED"), "{}", out.stdout);
+    assert!(out.stdout.contains("1 of 5"), "{}", out.stdout);
+    assert!(
+        out.stdout.lines().any(|l| l.starts_with("due ")),
+        "{}",
+        out.stdout
+    );
+    api.stop().await;
+}
