@@ -29,7 +29,7 @@ pub use hub::{EventHub, Watch};
 pub use idempotency::{reservation_secs, IdemReservation, IdempotencyKey, RESERVATION_SECS};
 pub use leases::LeaseCheck;
 pub use listing::{Cursor, Page};
-pub use maintenance::{EvictionPolicy, IndexRepair};
+pub use maintenance::{EvictionPolicy, IndexRepair, Persistence};
 pub use queued::OldestQueued;
 use record::{parse_event, parse_task};
 pub use record::{TaskRecord, WebhookState};

@@ -16,6 +16,7 @@ mod http;
 mod leases;
 mod listing;
 mod openapi;
+mod readiness;
 mod redis_limits;
 mod schemathesis;
 mod state_machine;
