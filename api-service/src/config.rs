@@ -28,11 +28,15 @@ pub struct Settings {
     #[arg(long, env = "REDIS_PREFIX", default_value = "taskforge:")]
     pub redis_prefix: String,
 
-    /// RabbitMQ broker.
+    /// RabbitMQ broker: one amqp:// URL, or the nodes of one RabbitMQ cluster
+    /// as a comma-separated list (same vhost in each). The api holds one
+    /// connection, to one node (chosen by its pid); when that connection is
+    /// lost it moves to the next node that answers.
     #[arg(
         long,
         env = "AMQP_URL",
-        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
+        value_parser = broker_topology::validate_amqp_urls
     )]
     pub amqp_url: String,
 

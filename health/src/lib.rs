@@ -303,7 +303,10 @@ mod tests {
     async fn a_passing_check_reports_its_details_flattened() {
         let hc = checker();
         hc.add_check_with_details("redis", || async {
-            Ok(Details::from([("persistence".to_owned(), serde_json::Value::Bool(false))]))
+            Ok(Details::from([(
+                "persistence".to_owned(),
+                serde_json::Value::Bool(false),
+            )]))
         });
         hc.check_now().await;
         let json = serde_json::to_value(&hc.report()["redis"]).unwrap();

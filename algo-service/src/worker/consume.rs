@@ -5,6 +5,7 @@
 use std::{sync::Arc, time::Duration};
 
 use backon::{BackoffBuilder, ExponentialBackoff};
+use broker_topology::NodeUrls;
 use futures_util::StreamExt;
 use lapin::{options::BasicNackOptions, Consumer};
 use task_model::topology::TASKS_QUEUE;
@@ -33,8 +34,17 @@ pub(super) async fn consume(
 ) -> Option<Session> {
     let mut generation: u64 = 0;
     let mut backoff = reconnect_policy().build();
+    let mut nodes = NodeUrls::new(&settings.amqp_url);
     loop {
-        let session = connect(settings, ctx, &mut generation, &mut backoff, shutdown).await?;
+        let session = connect(
+            settings,
+            ctx,
+            &mut nodes,
+            &mut generation,
+            &mut backoff,
+            shutdown,
+        )
+        .await?;
         let control_ended = CancellationToken::new();
         let control = tokio::spawn(consume_control(
             session.control.clone(),
@@ -90,32 +100,45 @@ async fn pause_before_reconnect(
     Some(())
 }
 
-/// Opens a session, retrying on `backoff` (reset once open); `None` if `shutdown` fires first.
+/// Opens a session, retrying on `backoff` (reset once open); `None` if
+/// `shutdown` fires first. Each attempt tries every node of `nodes` once;
+/// after a session (the generation before was live) it starts with the node
+/// after the one that session was on.
 async fn connect(
     settings: &Settings,
     ctx: &HandlerContext,
+    nodes: &mut NodeUrls,
     generation: &mut u64,
     backoff: &mut ExponentialBackoff,
     shutdown: &CancellationToken,
 ) -> Option<Session> {
+    if *generation > 0 {
+        nodes.advance();
+    }
     for attempt in 1u64.. {
         if *generation > 0 {
             ctx.metrics.reconnects.inc();
         }
         *generation += 1;
+        let this_generation = *generation;
+        let opening = nodes.connect(|url| async move {
+            Session::open(
+                &url,
+                &settings.worker_name,
+                settings.worker_concurrency,
+                this_generation,
+            )
+            .await
+        });
         let opened = tokio::select! {
             biased;
             () = shutdown.cancelled() => return None,
-            opened = Session::open(
-                &settings.amqp_url,
-                &settings.worker_name,
-                settings.worker_concurrency,
-                *generation,
-            ) => opened,
+            opened = opening => opened,
         };
         let e = match opened {
             Ok(session) => {
                 *backoff = reconnect_policy().build();
+                tracing::info!(node = %broker_topology::redact_url(nodes.current()), "connected to rabbitmq");
                 return Some(session);
             }
             Err(e) => e,

@@ -84,12 +84,11 @@ impl Store {
     pub async fn persistence(&self) -> Result<Persistence, StoreError> {
         let mut conn = self.conn().await?;
         // Two commands: a CONFIG GET of several parameters needs Redis 7.
-        let mut answer: Result<std::collections::HashMap<String, String>, _> =
-            redis::cmd("CONFIG")
-                .arg("GET")
-                .arg("appendonly")
-                .query_async(&mut conn)
-                .await;
+        let mut answer: Result<std::collections::HashMap<String, String>, _> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("appendonly")
+            .query_async(&mut conn)
+            .await;
         if let Ok(config) = &mut answer {
             let save: std::collections::HashMap<String, String> = redis::cmd("CONFIG")
                 .arg("GET")

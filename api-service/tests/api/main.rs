@@ -3,6 +3,7 @@
 #![allow(unreachable_pub)]
 
 mod algorithms;
+mod amqp_nodes;
 mod backlog;
 mod blobs;
 mod callbacks;

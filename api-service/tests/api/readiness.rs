@@ -14,7 +14,10 @@ use test_support::{
 /// round of checks lasts the checker's whole timeout (2 s).
 async fn silent_server() -> (String, tokio::task::JoinHandle<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("redis://127.0.0.1:{}/0", listener.local_addr().unwrap().port());
+    let url = format!(
+        "redis://127.0.0.1:{}/0",
+        listener.local_addr().unwrap().port()
+    );
     let holding = tokio::spawn(async move {
         let mut held = Vec::new();
         while let Ok((socket, _)) = listener.accept().await {
@@ -59,7 +62,9 @@ async fn readyz_is_503_pending_before_the_first_round_ends() {
 /// creates would not, so it is not ready.
 #[tokio::test]
 async fn readyz_is_503_when_redis_answers_moved() {
-    let cluster = PrivateRedisCluster::start(3, 0).await.expect("a private redis cluster");
+    let cluster = PrivateRedisCluster::start(3, 0)
+        .await
+        .expect("a private redis cluster");
     let env = TestEnv::new().await.expect("test environment");
     let probe = format!("{}readyz:probe", env.redis_prefix);
     let slot = cluster.keyslot(&probe).await.unwrap();
@@ -89,7 +94,10 @@ async fn readyz_reports_redis_persistence() {
     let (status, body) = app.readiness().await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["checks"]["redis"]["persistence"], false, "{body}");
-    assert!(body["checks"]["rabbitmq"].get("persistence").is_none(), "{body}");
+    assert!(
+        body["checks"]["rabbitmq"].get("persistence").is_none(),
+        "{body}"
+    );
     app.stop().await;
 
     let mut conn = redis::Client::open(redis.url())

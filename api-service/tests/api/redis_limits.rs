@@ -290,7 +290,10 @@ async fn a_redis_refusing_config_is_ready() {
         serde_json::Value::Null,
         "{body}"
     );
-    assert!(body["checks"]["redis"].get("persistence").is_some(), "{body}");
+    assert!(
+        body["checks"]["redis"].get("persistence").is_some(),
+        "{body}"
+    );
     // The api works as that user.
     let id = app.create(json!({"stages": 1, "stage_ms": 0})).await;
     assert_eq!(app.get_task(&id).await.status(), 200);
