@@ -25,7 +25,7 @@ use crate::{
     routes::{self, health::OpenApiJson},
     service::{backlog, reoffer, republish, webhooks},
     state::Backends,
-    store::{EventHub, Store},
+    store::EventHub,
 };
 
 /// Kept so code naming `startup::AppState` compiles; it lives in [`crate::state`].
@@ -145,17 +145,20 @@ fn connect(
     stop: &CancellationToken,
     background: &TaskTracker,
 ) -> anyhow::Result<Backends> {
-    let store = Store::new(
-        &settings.redis_url,
-        &settings.redis_prefix,
-        settings.redis_pool_size,
-    )
-    .context("configuring redis")?;
+    let store = settings
+        .store(settings.redis_pool_size)
+        .context("configuring redis")?;
+    if store.is_cluster() {
+        tracing::info!(
+            seeds = settings.redis_cluster_seeds().len(),
+            "on a redis cluster (REDIS_CLUSTER_URLS)"
+        );
+    }
     let (publisher, supervisor) = Publisher::new(settings.amqp_url.clone(), stop.clone());
     background.spawn(supervisor);
     let events = Arc::new(EventHub::default());
     background.spawn(Arc::clone(&events).run(
-        settings.redis_url.clone(),
+        settings.redis_subscribe_urls(),
         store.events_channel(),
         stop.clone(),
     ));

@@ -170,7 +170,7 @@ impl Store {
     /// the outbox; answers how many it added and skipped.
     async fn relist(
         &self,
-        conn: &mut deadpool_redis::Connection,
+        conn: &mut super::Conn,
         ids: &[TaskId],
     ) -> Result<(usize, usize), StoreError> {
         let mut pipe = redis::pipe();
@@ -178,7 +178,7 @@ impl Store {
             pipe.hget(self.task_key(id), "created_ms")
                 .zscore(self.unpublished_key(), id.to_string());
         }
-        let found: Vec<(Option<String>, Option<f64>)> = pipe.query_async(conn).await?;
+        let found: Vec<(Option<String>, Option<f64>)> = self.query_pipe(conn, &pipe).await?;
         let mut members = Vec::new();
         let mut skipped = 0;
         for (id, (created, outbox)) in ids.iter().zip(found) {

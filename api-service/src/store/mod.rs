@@ -10,6 +10,7 @@
 //! the script) and formatted as RFC 3339 only when read.
 
 mod blobs;
+mod conn;
 mod hub;
 mod idempotency;
 mod leases;
@@ -20,11 +21,13 @@ mod record;
 
 use std::time::Duration;
 
-use deadpool_redis::{redis, Pool, PoolConfig, Runtime, Timeouts};
+use deadpool_redis::redis;
 use redis::Script;
 use task_model::{NewTask, TaskId, TaskStatus};
 
 pub use blobs::BlobMeta;
+pub use conn::Conn;
+use conn::Pools;
 pub use hub::{EventHub, Watch};
 pub use idempotency::{reservation_secs, IdemReservation, IdempotencyKey, RESERVATION_SECS};
 pub use leases::LeaseCheck;
@@ -105,7 +108,7 @@ pub struct Outcome {
 /// Handle to the task store; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    pool: Pool,
+    pool: Pools,
     prefix: String,
     script: Script,
 }
@@ -125,27 +128,38 @@ impl Store {
     /// # Errors
     /// A malformed URL.
     pub fn new(url: &str, prefix: &str, max_connections: usize) -> anyhow::Result<Self> {
-        let mut cfg = deadpool_redis::Config::from_url(url);
-        cfg.pool = Some(PoolConfig {
-            max_size: max_connections,
-            timeouts: Timeouts {
-                wait: Some(Duration::from_secs(2)),
-                create: Some(Duration::from_secs(2)),
-                recycle: Some(Duration::from_secs(2)),
-            },
-            ..PoolConfig::default()
-        });
-        let pool = cfg.create_pool(Some(Runtime::Tokio1))?;
-        Ok(Self {
+        Ok(Self::on(Pools::single(url, max_connections)?, prefix))
+    }
+
+    /// A store on the Redis Cluster that `seeds` (URLs of any of its nodes,
+    /// replicas included) belong to, with keys under `prefix`. Connects
+    /// lazily, like [`Store::new`].
+    ///
+    /// # Errors
+    /// No seed, or a malformed URL.
+    pub fn new_cluster(
+        seeds: &[String],
+        prefix: &str,
+        max_connections: usize,
+    ) -> anyhow::Result<Self> {
+        anyhow::ensure!(!seeds.is_empty(), "REDIS_CLUSTER_URLS lists no node");
+        Ok(Self::on(Pools::cluster(seeds, max_connections)?, prefix))
+    }
+
+    fn on(pool: Pools, prefix: &str) -> Self {
+        Self {
             pool,
             prefix: prefix.to_owned(),
             script: Script::new(include_str!("transition.lua")),
-        })
+        }
     }
 
-    /// A pooled connection.
-    async fn conn(&self) -> Result<deadpool_redis::Connection, StoreError> {
-        Ok(self.pool.get().await?)
+    /// A pooled connection: to the one Redis, or to the cluster (each
+    /// command routed by its key). Run commands, scripts and one-slot
+    /// pipelines on it as on any redis-rs connection; a pipeline across
+    /// slots goes through [`Store::query_pipe`].
+    pub(crate) async fn conn(&self) -> Result<Conn, StoreError> {
+        self.pool.get().await
     }
 
     pub fn prefix(&self) -> &str {
@@ -195,7 +209,7 @@ impl Store {
 
     async fn transition_on(
         &self,
-        conn: &mut deadpool_redis::Connection,
+        conn: &mut Conn,
         id: &TaskId,
         op: &str,
         args: &[String],
@@ -255,17 +269,12 @@ impl Store {
     /// `created_ms` is the creation time [`Store::create`] reported.
     pub async fn discard(&self, id: &TaskId, created_ms: i64) -> Result<(), StoreError> {
         let mut conn = self.conn().await?;
-        let _: () = redis::pipe()
-            .del(self.task_key(id))
-            .ignore()
+        let mut pipe = redis::pipe();
+        pipe.del(self.task_key(id))
             .del(self.events_key(id))
-            .ignore()
             .zrem(self.index_key(), listing::index_member(created_ms, id))
-            .ignore()
-            .zrem(self.unpublished_key(), id.to_string())
-            .ignore()
-            .query_async(&mut conn)
-            .await?;
+            .zrem(self.unpublished_key(), id.to_string());
+        let _: () = self.query_pipe(&mut conn, &pipe).await?;
         Ok(())
     }
 

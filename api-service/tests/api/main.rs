@@ -18,6 +18,7 @@ mod leases;
 mod listing;
 mod openapi;
 mod readiness;
+mod redis_cluster;
 mod redis_limits;
 mod schemathesis;
 mod state_machine;
