@@ -129,8 +129,14 @@ impl Store {
     /// time, also while apis serve, and again (it only adds what is missing).
     ///
     /// # Errors
-    /// Redis is unavailable.
+    /// Redis is unavailable, or the store is on a Redis Cluster.
     pub async fn repair_index(&self) -> Result<IndexRepair, StoreError> {
+        if self.is_cluster() {
+            // A SCAN through the cluster client sees one node's keys only.
+            return Err(StoreError::Unavailable(anyhow::anyhow!(
+                "repair-index does not run on a Redis Cluster yet (REDIS_CLUSTER_URLS):                  a SCAN would see one node's tasks only"
+            )));
+        }
         let mut conn = self.conn().await?;
         let pattern = format!("{}task:{{*}}", glob_escape(&self.prefix));
         let mut report = IndexRepair::default();

@@ -94,8 +94,7 @@ async fn the_api_moves_to_the_next_live_node_when_its_connection_is_lost() {
 fn an_amqp_url_list_without_urls_is_refused() {
     use clap::Parser;
     let refused = api_service::Settings::try_parse_from(["api-service", "--amqp-url", " , "])
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     assert!(refused.to_string().contains("lists no URL"), "{refused}");
     let parsed = api_service::Settings::try_parse_from([
         "api-service",
