@@ -31,6 +31,12 @@ pub struct Settings {
     #[arg(long, env = "REDIS_CLUSTER_URLS", default_value = "")]
     pub redis_cluster_urls: String,
 
+    /// Redis replicas that must acknowledge (WAIT, at most 1 s) a create, a
+    /// claim and a terminal state before the api answers success; fewer → 503.
+    /// Default: 1 on a Redis Cluster (REDIS_CLUSTER_URLS), 0 on a single Redis.
+    #[arg(long, env = "REDIS_MIN_REPLICAS")]
+    pub redis_min_replicas: Option<u32>,
+
     /// Prefix of every Redis key (and the events channel).
     #[arg(long, env = "REDIS_PREFIX", default_value = "taskforge:")]
     pub redis_prefix: String,
@@ -173,11 +179,13 @@ impl Settings {
     /// A malformed URL.
     pub fn store(&self, max_connections: usize) -> anyhow::Result<crate::store::Store> {
         let seeds = self.redis_cluster_seeds();
-        if seeds.is_empty() {
-            crate::store::Store::new(&self.redis_url, &self.redis_prefix, max_connections)
+        let store = if seeds.is_empty() {
+            crate::store::Store::new(&self.redis_url, &self.redis_prefix, max_connections)?
         } else {
-            crate::store::Store::new_cluster(&seeds, &self.redis_prefix, max_connections)
-        }
+            crate::store::Store::new_cluster(&seeds, &self.redis_prefix, max_connections)?
+        };
+        let default = u32::from(store.is_cluster());
+        Ok(store.with_min_replicas(self.redis_min_replicas.unwrap_or(default)))
     }
 
     /// Settings from the environment (and `.env`), or a clap error to print.

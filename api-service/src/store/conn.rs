@@ -139,3 +139,72 @@ impl Store {
         }
     }
 }
+
+/// Longest wait for replicas to acknowledge a write ([`Store::replicated`]).
+pub(super) const REPLICA_WAIT: Duration = Duration::from_millis(1000);
+
+/// The Redis Cluster hash slot of `key` (CRC16/XMODEM of its hash tag, or of
+/// the whole key, mod 16384), as Redis computes it.
+fn key_slot(key: &str) -> u16 {
+    let bytes = key.as_bytes();
+    let tagged = bytes
+        .iter()
+        .position(|b| *b == b'{')
+        .and_then(|open| {
+            let rest = &bytes[open + 1..];
+            let close = rest.iter().position(|b| *b == b'}')?;
+            (close > 0).then(|| &rest[..close])
+        })
+        .unwrap_or(bytes);
+    crc16::State::<crc16::XMODEM>::calculate(tagged) % 16384
+}
+
+impl Store {
+    /// After a write to `key` on `conn` that must not be lost (a create, a
+    /// claim, a terminal state): `WAIT` until `REDIS_MIN_REPLICAS` replicas
+    /// have it, at most [`REPLICA_WAIT`]; fewer → an error (the request
+    /// answers 503, not success unreplicated). On a cluster the `WAIT` goes
+    /// to the primary of `key`'s slot, over the connection the write took.
+    /// Nothing to do when the setting is 0.
+    pub(super) async fn replicated(&self, conn: &mut Conn, key: &str) -> Result<(), StoreError> {
+        use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+        if self.min_replicas == 0 {
+            return Ok(());
+        }
+        let mut wait = redis::cmd("WAIT");
+        wait.arg(self.min_replicas)
+            .arg(REPLICA_WAIT.as_millis() as u64);
+        let acked: i64 = match conn {
+            Conn::Single(c) => wait.query_async(c).await?,
+            Conn::Cluster(c) => {
+                let route = Route::new(key_slot(key), SlotAddr::Master);
+                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route));
+                let value = c.route_command(wait, routing).await?;
+                redis::from_redis_value(value).map_err(|e| StoreError::Corrupt(e.to_string()))?
+            }
+        };
+        if acked < i64::from(self.min_replicas) {
+            return Err(StoreError::Unavailable(anyhow::anyhow!(
+                "only {acked} of REDIS_MIN_REPLICAS={} redis replicas acknowledged the write \
+                 within {} ms",
+                self.min_replicas,
+                REPLICA_WAIT.as_millis()
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::key_slot;
+
+    #[test]
+    fn slots_are_redis_s() {
+        // Values from `CLUSTER KEYSLOT`.
+        assert_eq!(key_slot("foo"), 12182);
+        assert_eq!(key_slot("{user1000}.following"), key_slot("user1000"));
+        assert_eq!(key_slot("a{}b"), key_slot("a{}b"));
+        assert_eq!(key_slot("task:{abc}"), key_slot("abc"));
+    }
+}

@@ -109,6 +109,9 @@ pub struct Outcome {
 #[derive(Clone)]
 pub struct Store {
     pool: Pools,
+    /// `REDIS_MIN_REPLICAS`: replicas that must have a create, a claim or a
+    /// terminal state before it counts ([`Store::replicated`]).
+    min_replicas: u32,
     prefix: String,
     script: Script,
 }
@@ -149,9 +152,18 @@ impl Store {
     fn on(pool: Pools, prefix: &str) -> Self {
         Self {
             pool,
+            min_replicas: 0,
             prefix: prefix.to_owned(),
             script: Script::new(include_str!("transition.lua")),
         }
+    }
+
+    /// The same store, requiring `n` replicas to acknowledge each create,
+    /// claim and terminal state (`REDIS_MIN_REPLICAS`; 0: no `WAIT`).
+    #[must_use]
+    pub fn with_min_replicas(mut self, n: u32) -> Self {
+        self.min_replicas = n;
+        self
     }
 
     /// A pooled connection: to the one Redis, or to the cluster (each
@@ -223,7 +235,13 @@ impl Store {
             call.arg(a);
         }
         let raw: Vec<String> = call.invoke_async(conn).await?;
-        parse_outcome(&raw)
+        let outcome = parse_outcome(&raw)?;
+        // The writes whose loss would lose or strand a task.
+        let must_keep = matches!(op, "create" | "claim" | "finish" | "cancel");
+        if must_keep && outcome.code == Code::Ok {
+            self.replicated(conn, &self.task_key(id)).await?;
+        }
+        Ok(outcome)
     }
 
     /// Stores a new QUEUED task (and its first event). It is listed once

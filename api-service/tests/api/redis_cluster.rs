@@ -23,15 +23,18 @@ async fn sse_text(app: &Stack, id: &str) -> String {
         .unwrap()
 }
 
+/// 3 primaries with a replica each: every create, claim and terminal state
+/// waits for its replica (`REDIS_MIN_REPLICAS` defaults to 1 on a cluster).
 #[tokio::test]
 async fn the_api_and_two_workers_run_tasks_on_a_redis_cluster() {
-    let cluster = PrivateRedisCluster::start(3, 0)
+    let cluster = PrivateRedisCluster::start(3, 1)
         .await
         .expect("a private redis cluster");
     let seeds = cluster.seed_urls();
     let mut app = Stack::start_on_redis_cluster(&seeds, &[]).await;
     let (status, body) = app.readiness().await;
     assert_eq!(status, 200, "ready on the cluster: {body}");
+
     app.add_worker("w1").await;
     app.add_worker("w2").await;
 
@@ -98,5 +101,24 @@ async fn the_api_and_two_workers_run_tasks_on_a_redis_cluster() {
     let unique: HashSet<&String> = seen.iter().collect();
     assert_eq!(unique.len(), seen.len(), "no task listed twice: {seen:?}");
     assert_eq!(unique, ids.iter().collect::<HashSet<_>>());
+    app.stop().await;
+}
+
+/// A cluster whose primaries have no replica cannot acknowledge a create as
+/// replicated: 503, not a 202 that a failover could lose. With
+/// `REDIS_MIN_REPLICAS=0` the same cluster takes it.
+#[tokio::test]
+async fn a_create_that_no_replica_acknowledges_answers_503() {
+    let cluster = PrivateRedisCluster::start(3, 0)
+        .await
+        .expect("a private redis cluster");
+    let seeds = cluster.seed_urls();
+    let app = Stack::start_on_redis_cluster(&seeds, &[]).await;
+    let res = app.post_task(json!({"stages": 1, "stage_ms": 0})).await;
+    assert_eq!(res.status(), 503);
+    app.stop().await;
+    let app = Stack::start_on_redis_cluster(&seeds, &["--redis-min-replicas", "0"]).await;
+    let res = app.post_task(json!({"stages": 1, "stage_ms": 0})).await;
+    assert_eq!(res.status(), 202);
     app.stop().await;
 }
