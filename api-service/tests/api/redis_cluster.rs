@@ -23,6 +23,26 @@ async fn sse_text(app: &Stack, id: &str) -> String {
         .unwrap()
 }
 
+/// Every task id `GET /tasks?limit=2` lists, following the cursor.
+async fn listed_two_at_a_time(app: &Stack) -> Vec<String> {
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/tasks?limit=2&cursor={c}"),
+            None => "/tasks?limit=2".to_owned(),
+        };
+        let page = app.get_json(&path).await;
+        for t in page["tasks"].as_array().unwrap() {
+            seen.push(t["task_id"].as_str().unwrap().to_owned());
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => return seen,
+        }
+    }
+}
+
 /// 3 primaries with a replica each: every create, claim and terminal state
 /// waits for its replica (`REDIS_MIN_REPLICAS` defaults to 1 on a cluster).
 #[tokio::test]
@@ -82,22 +102,7 @@ async fn the_api_and_two_workers_run_tasks_on_a_redis_cluster() {
     ids.push(first["task_id"].as_str().unwrap().to_owned());
 
     // List paging, two at a time, sees every task once.
-    let mut seen = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let path = match &cursor {
-            Some(c) => format!("/tasks?limit=2&cursor={c}"),
-            None => "/tasks?limit=2".to_owned(),
-        };
-        let page = app.get_json(&path).await;
-        for t in page["tasks"].as_array().unwrap() {
-            seen.push(t["task_id"].as_str().unwrap().to_owned());
-        }
-        match page["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_owned()),
-            None => break,
-        }
-    }
+    let seen = listed_two_at_a_time(&app).await;
     let unique: HashSet<&String> = seen.iter().collect();
     assert_eq!(unique.len(), seen.len(), "no task listed twice: {seen:?}");
     assert_eq!(unique, ids.iter().collect::<HashSet<_>>());
