@@ -35,7 +35,7 @@ use task_model::topology::CONTROL_EXCHANGE;
 /// How a session is opened: the worker's settings that concern RabbitMQ.
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
-    /// `AMQP_URL`.
+    /// The node to connect to: one URL of `AMQP_URL`'s list.
     pub url: String,
     /// `WORKER_NAME`.
     pub worker_name: String,

@@ -60,8 +60,12 @@ pub const DEFAULT_CALLBACK_TIMEOUT_MS: u64 = 5_000;
 #[derive(Clone, Parser)]
 #[command(name = "algo-service", version, about, long_about)]
 pub struct Settings {
-    /// RabbitMQ broker.
-    #[arg(long, env = "AMQP_URL", default_value = DEFAULT_AMQP_URL)]
+    /// RabbitMQ broker: one amqp:// URL, or the nodes of one RabbitMQ cluster
+    /// as a comma-separated list (same vhost in each). The worker holds one
+    /// connection, to one node (chosen by its pid); when that connection is
+    /// lost it moves to the next node that answers (unacked deliveries
+    /// return to the queue; running tasks go on and report to the api).
+    #[arg(long, env = "AMQP_URL", default_value = DEFAULT_AMQP_URL, value_parser = broker_topology::validate_amqp_urls)]
     pub amqp_url: String,
 
     /// Base URL of the api's callback endpoints.
@@ -282,21 +286,7 @@ pub fn default_worker_name() -> String {
     format!("{host}-{}", std::process::id())
 }
 
-/// `amqp://user:secret@host/vhost` → `amqp://user:***@host/vhost`.
-pub(crate) fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
-            format!("{scheme}://{user}:***@{host}{path}")
-        }
-        None => url.to_owned(),
-    }
-}
+pub(crate) use broker_topology::redact_url;
 
 #[cfg(test)]
 mod tests {

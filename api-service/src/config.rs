@@ -25,15 +25,32 @@ pub struct Settings {
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379/0")]
     pub redis_url: String,
 
+    /// Redis Cluster seed nodes, comma-separated (`redis://host:port`, any
+    /// of its nodes, replicas included). When set it wins over REDIS_URL: the
+    /// api then runs on that cluster, each command routed to the primary of
+    /// its key's slot, and follows failovers and resharding.
+    #[arg(long, env = "REDIS_CLUSTER_URLS", default_value = "")]
+    pub redis_cluster_urls: String,
+
+    /// Redis replicas that must acknowledge (WAIT, at most 1 s) a create, a
+    /// claim and a terminal state before the api answers success; fewer → 503.
+    /// Default: 1 on a Redis Cluster (REDIS_CLUSTER_URLS), 0 on a single Redis.
+    #[arg(long, env = "REDIS_MIN_REPLICAS")]
+    pub redis_min_replicas: Option<u32>,
+
     /// Prefix of every Redis key (and the events channel).
     #[arg(long, env = "REDIS_PREFIX", default_value = "taskforge:")]
     pub redis_prefix: String,
 
-    /// RabbitMQ broker.
+    /// RabbitMQ broker: one amqp:// URL, or the nodes of one RabbitMQ cluster
+    /// as a comma-separated list (same vhost in each). The api holds one
+    /// connection, to one node (chosen by its pid); when that connection is
+    /// lost it moves to the next node that answers.
     #[arg(
         long,
         env = "AMQP_URL",
-        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
+        value_parser = broker_topology::validate_amqp_urls
     )]
     pub amqp_url: String,
 
@@ -163,6 +180,44 @@ impl std::fmt::Debug for Settings {
 }
 
 impl Settings {
+    /// The Redis Cluster seed URLs of `REDIS_CLUSTER_URLS`; empty on a single Redis.
+    pub fn redis_cluster_seeds(&self) -> Vec<String> {
+        self.redis_cluster_urls
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Where the event hub subscribes: the single Redis, or the cluster's
+    /// seeds in turn (a PUBLISH on any cluster node reaches every node's
+    /// subscribers, so one subscription on any node hears every event).
+    pub fn redis_subscribe_urls(&self) -> Vec<String> {
+        let seeds = self.redis_cluster_seeds();
+        if seeds.is_empty() {
+            vec![self.redis_url.clone()]
+        } else {
+            seeds
+        }
+    }
+
+    /// The task store these settings name: a Redis Cluster when
+    /// `REDIS_CLUSTER_URLS` is set, else the one Redis of `REDIS_URL`.
+    ///
+    /// # Errors
+    /// A malformed URL.
+    pub fn store(&self, max_connections: usize) -> anyhow::Result<crate::store::Store> {
+        let seeds = self.redis_cluster_seeds();
+        let store = if seeds.is_empty() {
+            crate::store::Store::new(&self.redis_url, &self.redis_prefix, max_connections)?
+        } else {
+            crate::store::Store::new_cluster(&seeds, &self.redis_prefix, max_connections)?
+        };
+        let default = u32::from(store.is_cluster());
+        Ok(store.with_min_replicas(self.redis_min_replicas.unwrap_or(default)))
+    }
+
     /// Settings from the environment (and `.env`), or a clap error to print.
     pub fn from_env() -> Result<Self, clap::Error> {
         let _ = dotenvy::dotenv();

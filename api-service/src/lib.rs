@@ -27,6 +27,7 @@
 //!   hub.rs         the event hub: one pub/sub subscription fanned out to watchers
 //! publisher.rs   RabbitMQ: task messages (task_model::TaskMessage, built from
 //!                a NewTask or a TaskView) and cancel broadcasts, confirmed
+//! readiness.rs   the redis check of /readyz (a write, the policy, persistence)
 //! state.rs       AppState: what handlers and services may use
 //! startup.rs     wiring: connections, background tasks, the HTTP server
 //! ```
@@ -42,6 +43,7 @@ pub mod error;
 pub mod metrics;
 pub mod openapi;
 pub mod publisher;
+pub mod readiness;
 pub mod routes;
 pub mod service;
 pub mod startup;

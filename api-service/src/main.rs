@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use api_service::{config::Command, store::Store, telemetry, Application, Settings};
+use api_service::{config::Command, telemetry, Application, Settings};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -48,9 +48,9 @@ async fn serve(settings: Settings) -> ExitCode {
     }
 }
 
-/// `api-service repair-index`: one pass of [`Store::repair_index`].
+/// `api-service repair-index`: one pass of [`api_service::store::Store::repair_index`].
 async fn repair_index(settings: &Settings) -> ExitCode {
-    let repaired = match Store::new(&settings.redis_url, &settings.redis_prefix, 2) {
+    let repaired = match settings.store(2) {
         Ok(store) => store.repair_index().await.map_err(anyhow::Error::from),
         Err(e) => Err(e),
     };

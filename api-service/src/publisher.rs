@@ -4,7 +4,11 @@
 //! request (lapin channels are thread-safe and confirms pipeline). A
 //! supervisor task keeps it connected: the api starts without RabbitMQ and
 //! connects when it comes; while it is away, publishes fail fast and the
-//! request answers 503.
+//! request answers 503. With several nodes in `AMQP_URL` the connection
+//! goes to one of them and, once lost, to the next that answers: a publish
+//! in flight on the lost connection gets no confirm and fails (the create
+//! answers 503 or the outbox sweep publishes it again), so a task is never
+//! answered 202 without a confirm.
 //!
 //! A broker that hangs (its connection open, nothing answering) is away too:
 //! a publish that is not confirmed within [`PUBLISH_TIMEOUT`] fails, and the
@@ -23,7 +27,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use broker_topology::Topology;
+use broker_topology::{NodeUrls, Topology};
 use lapin::{
     options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions},
     types::{FieldTable, ShortString},
@@ -158,13 +162,24 @@ impl Publisher {
         (publisher, supervisor)
     }
 
+    /// `url`: one URL or a comma-separated list of a cluster's nodes
+    /// ([`NodeUrls`]): each connection goes to one node; once it is lost the
+    /// next attempt starts with the next node.
     async fn supervise(self, url: String, stop: CancellationToken) {
+        let mut nodes = NodeUrls::new(&url);
         let mut delay = Duration::from_millis(100);
         loop {
-            let stopped = match connect(&url, &self.routing).await {
+            let routing = &self.routing;
+            let stopped = match nodes
+                .connect(|url| async move { connect(&url, routing).await })
+                .await
+            {
                 Ok(link) => {
                     delay = Duration::from_millis(100);
-                    self.hold(link, &stop).await
+                    tracing::info!(node = %broker_topology::redact_url(nodes.current()), "rabbitmq node");
+                    let stopped = self.hold(link, &stop).await;
+                    nodes.advance();
+                    stopped
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "cannot connect to rabbitmq");

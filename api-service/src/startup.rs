@@ -26,7 +26,7 @@ use crate::{
     routes::{self, health::OpenApiJson},
     service::{backlog, due, reoffer, republish, schedules, webhooks},
     state::Backends,
-    store::{EventHub, EvictionPolicy, Store},
+    store::EventHub,
 };
 
 /// Kept so code naming `startup::AppState` compiles; it lives in [`crate::state`].
@@ -164,12 +164,15 @@ fn connect(
     stop: &CancellationToken,
     background: &TaskTracker,
 ) -> anyhow::Result<Backends> {
-    let store = Store::new(
-        &settings.redis_url,
-        &settings.redis_prefix,
-        settings.redis_pool_size,
-    )
-    .context("configuring redis")?;
+    let store = settings
+        .store(settings.redis_pool_size)
+        .context("configuring redis")?;
+    if store.is_cluster() {
+        tracing::info!(
+            seeds = settings.redis_cluster_seeds().len(),
+            "on a redis cluster (REDIS_CLUSTER_URLS)"
+        );
+    }
     let routing = Routing {
         topology: Topology::new(settings.queue_type),
         queues: settings.queue_names()?,
@@ -178,14 +181,14 @@ fn connect(
     background.spawn(supervisor);
     let events = Arc::new(EventHub::default());
     background.spawn(Arc::clone(&events).run(
-        settings.redis_url.clone(),
+        settings.redis_subscribe_urls(),
         store.events_channel(),
         stop.clone(),
     ));
     let metrics = Metrics::new();
     let health = HealthChecker::new(Duration::from_secs(5), Duration::from_secs(2));
     add_health_checks(&health, &publisher, &metrics);
-    add_redis_check(&health, &store, settings.redis_allow_eviction);
+    crate::readiness::add_redis_check(&health, &store, settings.redis_allow_eviction);
     background.spawn(health.clone().run(stop.clone()));
     Ok(Backends {
         store,
@@ -204,69 +207,6 @@ fn add_health_checks(health: &HealthChecker, publisher: &Publisher, metrics: &Me
     });
 }
 
-/// The `redis` check: a PING, then the eviction policy (see [`check_redis`]).
-fn add_redis_check(health: &HealthChecker, store: &Store, allow_eviction: bool) {
-    let store = store.clone();
-    let logged = Arc::new(std::sync::atomic::AtomicU8::new(POLICY_NOT_SEEN));
-    health.add_check("redis", move || {
-        check_redis(store.clone(), allow_eviction, Arc::clone(&logged))
-    });
-}
-
-/// What [`check_redis`] last logged about the policy, so each finding is
-/// logged once (again only after it changed).
-const POLICY_NOT_SEEN: u8 = 0;
-const POLICY_OK: u8 = 1;
-const POLICY_EVICTING: u8 = 2;
-const POLICY_EVICTING_ALLOWED: u8 = 3;
-const POLICY_UNKNOWN: u8 = 4;
-
-/// Redis answers PING, and its `maxmemory-policy` is `noeviction`: under any
-/// other a full Redis deletes tasks and idempotency keys without an error,
-/// so the api is not ready unless `allow_eviction` (`REDIS_ALLOW_EVICTION`).
-/// A Redis that refuses `CONFIG GET` (managed services, ACLs) passes with a
-/// warning: the policy is unknown, not wrong.
-async fn check_redis(
-    store: Store,
-    allow_eviction: bool,
-    logged: Arc<std::sync::atomic::AtomicU8>,
-) -> Result<(), String> {
-    use std::sync::atomic::Ordering;
-    store.ping().await.map_err(|e| error_chain(&e))?;
-    let policy = store.eviction_policy().await.map_err(|e| error_chain(&e))?;
-    let (seen, verdict) = match &policy {
-        EvictionPolicy::NoEviction => (POLICY_OK, Ok(())),
-        EvictionPolicy::Evicting(_) if allow_eviction => (POLICY_EVICTING_ALLOWED, Ok(())),
-        EvictionPolicy::Evicting(p) => (
-            POLICY_EVICTING,
-            Err(format!(
-                "redis maxmemory-policy is {p}, must be noeviction: a full redis would evict \
-                 tasks and idempotency keys silently; fix it with `CONFIG SET maxmemory-policy \
-                 noeviction` and `maxmemory-policy noeviction` in redis.conf, or accept the risk \
-                 with REDIS_ALLOW_EVICTION=1 (--redis-allow-eviction)"
-            )),
-        ),
-        EvictionPolicy::Unknown(_) => (POLICY_UNKNOWN, Ok(())),
-    };
-    if logged.swap(seen, Ordering::Relaxed) != seen {
-        match (&policy, &verdict) {
-            (EvictionPolicy::Evicting(_), Err(e)) => {
-                tracing::error!(error = %e, "redis would lose tasks")
-            }
-            (EvictionPolicy::Evicting(p), Ok(())) => tracing::warn!(
-                policy = %p,
-                "redis maxmemory-policy evicts keys and REDIS_ALLOW_EVICTION is set: a full redis will drop tasks and idempotency keys silently"
-            ),
-            (EvictionPolicy::Unknown(why), _) => tracing::warn!(
-                error = %why,
-                "redis refused CONFIG GET maxmemory-policy: the eviction policy is unknown; make sure it is noeviction"
-            ),
-            _ => {}
-        }
-    }
-    verdict
-}
-
 /// A passive declare of each queue: a real round trip, and a sample of the
 /// queue depths.
 async fn check_rabbitmq(
@@ -276,6 +216,14 @@ async fn check_rabbitmq(
     // Right after start the connection may still be coming up: give it most
     // of the check's time before calling it down.
     let _ = tokio::time::timeout(Duration::from_millis(1500), publisher.wait_connected()).await;
+    // What a create needs: the publishing channel open, and not blocked by
+    // a resource alarm (then every publish would fail at once).
+    if !publisher.is_connected().await {
+        return Err("the publishing channel is not open".to_owned());
+    }
+    if publisher.is_blocked().await {
+        return Err("rabbitmq has blocked publishing (a resource alarm)".to_owned());
+    }
     // The first lane of the first named queue (v1's `tasks.algo` by default).
     let first = publisher.routing().queues.first().map_or_else(
         || topology::TASKS_QUEUE.to_owned(),
@@ -351,7 +299,8 @@ fn no_delay(conn: &dyn std::any::Any, _: &mut actix_web::dev::Extensions) {
     }
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+/// `e` and its causes, joined by `: `.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {

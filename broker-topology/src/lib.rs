@@ -48,6 +48,10 @@ use std::{
     task::{Context as TaskContext, Poll},
 };
 
+mod nodes;
+
+pub use nodes::{redact_url, validate as validate_amqp_urls, NodeUrls};
+
 use anyhow::{bail, Context};
 use futures_util::Stream;
 use lapin::{

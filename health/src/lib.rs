@@ -5,7 +5,11 @@
 //! each check is bounded by the checker's timeout and runs in a task of its
 //! own, so a check that panics or hangs is reported as that check's error and
 //! the others go on. Checks may be added while it runs. Readers
-//! ([`HealthChecker::report`]) see the last completed round of each check.
+//! ([`HealthChecker::report`]) see the last completed round of each check;
+//! a check that has not completed a round yet reads as failed with the error
+//! [`PENDING`], so a fresh process is not ready before it has looked. A check
+//! may also report details of its own ([`HealthChecker::add_check_with_details`]),
+//! which the report shows beside `ok`, `latency_ms` and `error`.
 //!
 //! The api uses it for `/readyz` (Redis, RabbitMQ); the worker may use it for
 //! its own `/healthz`.
@@ -22,8 +26,15 @@ use futures_util::future::join_all;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-/// What a check returns: `Ok` when healthy, otherwise why not.
-pub type CheckFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+/// What a check may say beside pass or fail (for example Redis's
+/// `persistence`); shown flattened beside the result's fields.
+pub type Details = BTreeMap<String, serde_json::Value>;
+
+/// What a check returns: `Ok` (with its details) when healthy, otherwise why not.
+pub type CheckFuture = Pin<Box<dyn Future<Output = Result<Details, String>> + Send>>;
+
+/// The error of a check that has not completed its first round yet.
+pub const PENDING: &str = "pending";
 
 /// A named probe; called once per round.
 pub type CheckFn = Arc<dyn Fn() -> CheckFuture + Send + Sync>;
@@ -35,8 +46,24 @@ pub struct CheckResult {
     pub ok: bool,
     /// How long it took (the timeout, if it timed out).
     pub latency_ms: f64,
-    /// Why it failed: its error, `timed out after …`, or `panicked: …`.
+    /// Why it failed: its error, `timed out after …`, `panicked: …`, or
+    /// [`PENDING`] before its first round has ended.
     pub error: Option<String>,
+    /// What a passing check reported beside its result (none when it failed).
+    #[serde(flatten)]
+    pub details: Details,
+}
+
+impl CheckResult {
+    /// The result of a check whose first round has not ended.
+    pub fn pending() -> Self {
+        Self {
+            ok: false,
+            latency_ms: 0.0,
+            error: Some(PENDING.to_owned()),
+            details: Details::new(),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -80,6 +107,19 @@ impl HealthChecker {
         F: Fn() -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), String>> + Send + 'static,
     {
+        self.add_check_with_details(name, move || {
+            let round = check();
+            async move { round.await.map(|()| Details::new()) }
+        });
+    }
+
+    /// Like [`add_check`](Self::add_check), for a check that reports details
+    /// when it passes.
+    pub fn add_check_with_details<F, Fut>(&self, name: impl Into<String>, check: F)
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Details, String>> + Send + 'static,
+    {
         let check: CheckFn = Arc::new(move || Box::pin(check()));
         self.inner
             .checks
@@ -88,13 +128,26 @@ impl HealthChecker {
             .insert(name.into(), check);
     }
 
-    /// The last result of every check that has completed a round.
+    /// The last result of every registered check; [`CheckResult::pending`]
+    /// for one that has not completed a round yet.
     pub fn report(&self) -> BTreeMap<String, CheckResult> {
-        self.inner
+        let mut report = self
+            .inner
             .results
             .read()
             .unwrap_or_else(|poison| poison.into_inner())
-            .clone()
+            .clone();
+        let checks = self
+            .inner
+            .checks
+            .read()
+            .unwrap_or_else(|poison| poison.into_inner());
+        for name in checks.keys() {
+            report
+                .entry(name.clone())
+                .or_insert_with(CheckResult::pending);
+        }
+        report
     }
 
     /// True when every registered check has a result and all passed.
@@ -129,7 +182,7 @@ impl HealthChecker {
             let task = tokio::spawn(async move { check().await });
             let abort = task.abort_handle();
             let outcome = match tokio::time::timeout(timeout, task).await {
-                Ok(Ok(Ok(()))) => Ok(()),
+                Ok(Ok(Ok(details))) => Ok(details),
                 Ok(Ok(Err(e))) => Err(e),
                 Ok(Err(join)) if join.is_panic() => {
                     Err(format!("panicked: {}", panic_message(join)))
@@ -144,14 +197,21 @@ impl HealthChecker {
             if let Err(e) = &outcome {
                 tracing::warn!(check = %name, error = %e, "health check failed");
             }
-            (
-                name,
-                CheckResult {
-                    ok: outcome.is_ok(),
+            let result = match outcome {
+                Ok(details) => CheckResult {
+                    ok: true,
                     latency_ms,
-                    error: outcome.err(),
+                    error: None,
+                    details,
                 },
-            )
+                Err(error) => CheckResult {
+                    ok: false,
+                    latency_ms,
+                    error: Some(error),
+                    details: Details::new(),
+                },
+            };
+            (name, result)
         });
         let results = join_all(rounds).await;
         let mut stored = self
@@ -226,6 +286,32 @@ mod tests {
             report["hangs"].error.as_deref(),
             Some("timed out after 2000 ms")
         );
+    }
+
+    #[tokio::test]
+    async fn a_check_reads_as_pending_until_its_first_round_ends() {
+        let hc = checker();
+        hc.add_check("redis", || async { Ok(()) });
+        assert_eq!(hc.report()["redis"], CheckResult::pending());
+        assert!(!hc.is_healthy());
+        hc.check_now().await;
+        assert!(hc.report()["redis"].ok);
+        assert!(hc.is_healthy());
+    }
+
+    #[tokio::test]
+    async fn a_passing_check_reports_its_details_flattened() {
+        let hc = checker();
+        hc.add_check_with_details("redis", || async {
+            Ok(Details::from([(
+                "persistence".to_owned(),
+                serde_json::Value::Bool(false),
+            )]))
+        });
+        hc.check_now().await;
+        let json = serde_json::to_value(&hc.report()["redis"]).unwrap();
+        assert_eq!(json["persistence"], false);
+        assert_eq!(json["ok"], true);
     }
 
     #[tokio::test]

@@ -107,6 +107,21 @@ impl Stack {
         Self::start_in(env.with_redis(redis_url), flags).await
     }
 
+    /// The api with extra flags on a Redis Cluster (`seeds`, e.g.
+    /// [`crate::servers::PrivateRedisCluster::seed_urls`]: `--redis-cluster-urls`)
+    /// and a vhost of the shared broker. The env's `redis_url` is the first
+    /// seed (its cleanup reaches that node only; a private cluster goes away
+    /// whole).
+    pub async fn start_on_redis_cluster(seeds: &[String], flags: &[&str]) -> Stack {
+        let env = TestEnv::new()
+            .await
+            .expect("test environment (is RabbitMQ's management plugin on?)");
+        let list = seeds.join(",");
+        let mut all = vec!["--redis-cluster-urls", list.as_str()];
+        all.extend_from_slice(flags);
+        Self::start_in(env.with_redis(seeds[0].clone()), &all).await
+    }
+
     /// The api with extra flags in `env` (which [`Stack::stop`] cleans up).
     /// Flags that name their own `--amqp-url` or `--redis-url` replace the
     /// env's; the api then is not awaited to connect to RabbitMQ.

@@ -15,7 +15,7 @@
 use std::{future::pending, sync::Arc, time::Duration};
 
 use backon::{BackoffBuilder, ExponentialBackoff};
-use broker_topology::{LaneConsumer, Topology};
+use broker_topology::{LaneConsumer, NodeUrls, Topology};
 use futures_util::StreamExt;
 use lapin::{message::Delivery, options::BasicNackOptions, Consumer};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
@@ -81,8 +81,17 @@ pub(super) async fn consume(
     };
     let mut generation: u64 = 0;
     let mut backoff = reconnect_policy().build();
+    let mut nodes = NodeUrls::new(&settings.amqp_url);
     loop {
-        let session = connect(&config, ctx, &mut generation, &mut backoff, shutdown).await?;
+        let session = connect(
+            &config,
+            ctx,
+            &mut nodes,
+            &mut generation,
+            &mut backoff,
+            shutdown,
+        )
+        .await?;
         let control_ended = CancellationToken::new();
         let control = tokio::spawn(consume_control(
             session.control.clone(),
@@ -282,27 +291,43 @@ async fn pause_before_reconnect(
     Some(())
 }
 
-/// Opens a session, retrying on `backoff` (reset once open); `None` if `shutdown` fires first.
+/// Opens a session, retrying on `backoff` (reset once open); `None` if
+/// `shutdown` fires first. Each attempt tries every node of `nodes` once;
+/// after a session (the generation before was live) it starts with the node
+/// after the one that session was on.
 async fn connect(
     config: &SessionConfig,
     ctx: &HandlerContext,
+    nodes: &mut NodeUrls,
     generation: &mut u64,
     backoff: &mut ExponentialBackoff,
     shutdown: &CancellationToken,
 ) -> Option<Session> {
+    if *generation > 0 {
+        nodes.advance();
+    }
     for attempt in 1u64.. {
         if *generation > 0 {
             ctx.metrics.reconnects.inc();
         }
         *generation += 1;
+        let this_generation = *generation;
+        let opening = nodes.connect(|url| {
+            let config = SessionConfig {
+                url,
+                ..config.clone()
+            };
+            async move { Session::open(&config, this_generation).await }
+        });
         let opened = tokio::select! {
             biased;
             () = shutdown.cancelled() => return None,
-            opened = Session::open(config, *generation) => opened,
+            opened = opening => opened,
         };
         let e = match opened {
             Ok(session) => {
                 *backoff = reconnect_policy().build();
+                tracing::info!(node = %broker_topology::redact_url(nodes.current()), "connected to rabbitmq");
                 return Some(session);
             }
             Err(e) => e,

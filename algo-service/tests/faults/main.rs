@@ -13,5 +13,6 @@ mod api;
 mod broker;
 mod frozen;
 mod messages;
+mod nodes;
 mod redis_down;
 mod shutdown;

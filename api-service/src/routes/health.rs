@@ -14,20 +14,27 @@ pub struct Liveness {
     pub status: &'static str,
 }
 
-/// One dependency's last check.
+/// One dependency's last check. Before the first round has ended: `ok`
+/// false, `error` `pending`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CheckView {
     pub ok: bool,
     pub latency_ms: f64,
     pub error: Option<String>,
+    /// `redis` only, when its check passed: whether Redis keeps its data on
+    /// disk (AOF or RDB); `null` when Redis refuses `CONFIG` and shows no AOF.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<bool>)]
+    pub persistence: Option<serde_json::Value>,
 }
 
 impl From<health::CheckResult> for CheckView {
-    fn from(c: health::CheckResult) -> Self {
+    fn from(mut c: health::CheckResult) -> Self {
         Self {
             ok: c.ok,
             latency_ms: c.latency_ms,
             error: c.error,
+            persistence: c.details.remove("persistence"),
         }
     }
 }

@@ -99,11 +99,23 @@ impl EventHub {
         }
     }
 
-    /// Keeps the subscription to `channel` alive until `stop`, reconnecting with backoff.
-    pub async fn run(self: Arc<Self>, redis_url: String, channel: String, stop: CancellationToken) {
+    /// Keeps the subscription to `channel` alive until `stop`, reconnecting
+    /// with backoff. `redis_urls`: the one Redis, or the seeds of a Redis
+    /// Cluster, where each reconnect tries the next seed (a PUBLISH on any
+    /// cluster node reaches the subscribers of every node).
+    pub async fn run(
+        self: Arc<Self>,
+        redis_urls: Vec<String>,
+        channel: String,
+        stop: CancellationToken,
+    ) {
         let mut delay = Duration::from_millis(100);
-        loop {
-            let session = subscribe(&redis_url, &channel);
+        for attempt in 0usize.. {
+            let Some(redis_url) = redis_urls.get(attempt % redis_urls.len().max(1)) else {
+                tracing::error!("no redis to subscribe to task events on");
+                return;
+            };
+            let session = subscribe(redis_url, &channel);
             let stopped = match tokio::select! { _ = stop.cancelled() => return, s = session => s }
             {
                 Ok(pubsub) => {

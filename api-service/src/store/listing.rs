@@ -104,7 +104,7 @@ impl Store {
     /// Up to `count` index members before `start` (a `ZRANGE … BYLEX` bound), newest first.
     async fn index_range(
         &self,
-        conn: &mut deadpool_redis::Connection,
+        conn: &mut super::Conn,
         start: &str,
         count: usize,
     ) -> Result<Vec<String>, StoreError> {
@@ -125,7 +125,7 @@ impl Store {
     /// member that names no task or whose task expired.
     async fn load_members(
         &self,
-        conn: &mut deadpool_redis::Connection,
+        conn: &mut super::Conn,
         members: &[String],
     ) -> Result<Vec<Option<TaskRecord>>, StoreError> {
         let ids: Vec<Option<TaskId>> = members
@@ -137,7 +137,7 @@ impl Store {
             pipe.hgetall(self.task_key(id));
         }
         let hashes: Vec<Vec<(String, String)>> = if ids.iter().any(Option::is_some) {
-            pipe.query_async(conn).await?
+            self.query_pipe(conn, &pipe).await?
         } else {
             Vec::new()
         };

@@ -1,5 +1,6 @@
 //! What operators need of the store beyond serving requests: rebuilding the
-//! list index from the task hashes, and the Redis eviction policy.
+//! list index from the task hashes, the Redis eviction policy and
+//! persistence, and the write probe of `/readyz`.
 
 use deadpool_redis::redis::{self, ErrorKind, ServerErrorKind};
 use task_model::TaskId;
@@ -33,7 +34,94 @@ pub enum EvictionPolicy {
     Unknown(String),
 }
 
+/// Whether Redis keeps its data on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Persistence {
+    /// AOF (`appendonly yes`) or RDB snapshots (`save` rules) are on.
+    OnDisk,
+    /// Neither: a restart of this Redis loses every task.
+    Nothing,
+    /// Redis refused `CONFIG GET` and its `INFO persistence` shows no AOF,
+    /// so whether RDB snapshots are taken cannot be told; carries why.
+    Unknown(String),
+}
+
+/// How long the `/readyz` write probe's key lives.
+const PROBE_TTL_MS: u64 = 10_000;
+
 impl Store {
+    /// The key [`Store::write_probe`] sets.
+    pub fn probe_key(&self) -> String {
+        format!("{}readyz:probe", self.prefix)
+    }
+
+    /// A `SET` with a short TTL of [`Store::probe_key`]: what a create needs
+    /// of Redis beyond a PING. A Redis that answers PING but refuses the
+    /// write (`MOVED` from a cluster node that does not own the key's slot,
+    /// `READONLY` from a replica, `OOM` when full under `noeviction`) fails it.
+    ///
+    /// # Errors
+    /// Redis is unavailable or refused the write.
+    pub async fn write_probe(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn().await?;
+        let _: () = redis::cmd("SET")
+            .arg(self.probe_key())
+            .arg(chrono::Utc::now().timestamp_millis())
+            .arg("PX")
+            .arg(PROBE_TTL_MS)
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Whether Redis keeps anything on disk: `CONFIG GET appendonly` and
+    /// `CONFIG GET save`, or, when Redis refuses `CONFIG` (managed services,
+    /// ACLs), `INFO persistence` (`aof_enabled`), else
+    /// [`Persistence::Unknown`].
+    ///
+    /// # Errors
+    /// Redis is unavailable.
+    pub async fn persistence(&self) -> Result<Persistence, StoreError> {
+        let mut conn = self.conn().await?;
+        // Two commands: a CONFIG GET of several parameters needs Redis 7.
+        let mut answer: Result<std::collections::HashMap<String, String>, _> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("appendonly")
+            .query_async(&mut conn)
+            .await;
+        if let Ok(config) = &mut answer {
+            let save: std::collections::HashMap<String, String> = redis::cmd("CONFIG")
+                .arg("GET")
+                .arg("save")
+                .query_async(&mut conn)
+                .await?;
+            config.extend(save);
+        }
+        match answer {
+            Ok(config) => {
+                let aof = config.get("appendonly").is_some_and(|v| v == "yes");
+                let rdb = config.get("save").is_some_and(|v| !v.trim().is_empty());
+                Ok(if aof || rdb {
+                    Persistence::OnDisk
+                } else {
+                    Persistence::Nothing
+                })
+            }
+            Err(e) if is_refusal(&e) => {
+                let info: String = redis::cmd("INFO")
+                    .arg("persistence")
+                    .query_async(&mut conn)
+                    .await?;
+                Ok(if info.lines().any(|l| l.trim() == "aof_enabled:1") {
+                    Persistence::OnDisk
+                } else {
+                    Persistence::Unknown(e.to_string())
+                })
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Lists every stored task that is missing from the list index: `SCAN`s
     /// the task hashes under the prefix and `ZADD`s the index member of each
     /// from its creation time. Tasks still in the outbox are left alone: the
@@ -41,8 +129,14 @@ impl Store {
     /// time, also while apis serve, and again (it only adds what is missing).
     ///
     /// # Errors
-    /// Redis is unavailable.
+    /// Redis is unavailable, or the store is on a Redis Cluster.
     pub async fn repair_index(&self) -> Result<IndexRepair, StoreError> {
+        if self.is_cluster() {
+            // A SCAN through the cluster client sees one node's keys only.
+            return Err(StoreError::Unavailable(anyhow::anyhow!(
+                "repair-index does not run on a Redis Cluster yet (REDIS_CLUSTER_URLS):                  a SCAN would see one node's tasks only"
+            )));
+        }
         let mut conn = self.conn().await?;
         let pattern = format!("{}task:{{*}}", glob_escape(&self.prefix));
         let mut report = IndexRepair::default();
@@ -82,7 +176,7 @@ impl Store {
     /// the outbox; answers how many it added and skipped.
     async fn relist(
         &self,
-        conn: &mut deadpool_redis::Connection,
+        conn: &mut super::Conn,
         ids: &[TaskId],
     ) -> Result<(usize, usize), StoreError> {
         let mut pipe = redis::pipe();
@@ -90,7 +184,7 @@ impl Store {
             pipe.hget(self.task_key(id), "created_ms")
                 .zscore(self.unpublished_key(), id.to_string());
         }
-        let found: Vec<(Option<String>, Option<f64>)> = pipe.query_async(conn).await?;
+        let found: Vec<(Option<String>, Option<f64>)> = self.query_pipe(conn, &pipe).await?;
         let mut members = Vec::new();
         let mut skipped = 0;
         for (id, (created, outbox)) in ids.iter().zip(found) {

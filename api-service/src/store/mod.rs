@@ -12,6 +12,7 @@
 mod batch;
 mod blobs;
 mod due;
+mod conn;
 mod hub;
 mod idempotency;
 mod leases;
@@ -24,18 +25,20 @@ mod schedules;
 
 use std::time::Duration;
 
-use deadpool_redis::{redis, Pool, PoolConfig, Runtime, Timeouts};
+use deadpool_redis::redis;
 use redis::Script;
 use task_model::{NewTask, TaskId, TaskStatus};
 
 pub use batch::Stored;
 pub use blobs::BlobMeta;
 pub use due::{DueEntry, DUE_SHARDS};
+pub use conn::Conn;
+use conn::Pools;
 pub use hub::{EventHub, Watch};
 pub use idempotency::{reservation_secs, IdemReservation, IdempotencyKey, RESERVATION_SECS};
 pub use leases::LeaseCheck;
 pub use listing::{Cursor, Page};
-pub use maintenance::{EvictionPolicy, IndexRepair};
+pub use maintenance::{EvictionPolicy, IndexRepair, Persistence};
 pub use queued::OldestQueued;
 pub use queues::QueueState;
 use record::{parse_event, parse_task};
@@ -123,7 +126,10 @@ pub struct Outcome {
 /// Handle to the task store; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    pool: Pool,
+    pool: Pools,
+    /// `REDIS_MIN_REPLICAS`: replicas that must have a create, a claim or a
+    /// terminal state before it counts ([`Store::replicated`]).
+    min_replicas: u32,
     prefix: String,
     script: Script,
 }
@@ -143,27 +149,47 @@ impl Store {
     /// # Errors
     /// A malformed URL.
     pub fn new(url: &str, prefix: &str, max_connections: usize) -> anyhow::Result<Self> {
-        let mut cfg = deadpool_redis::Config::from_url(url);
-        cfg.pool = Some(PoolConfig {
-            max_size: max_connections,
-            timeouts: Timeouts {
-                wait: Some(Duration::from_secs(2)),
-                create: Some(Duration::from_secs(2)),
-                recycle: Some(Duration::from_secs(2)),
-            },
-            ..PoolConfig::default()
-        });
-        let pool = cfg.create_pool(Some(Runtime::Tokio1))?;
-        Ok(Self {
-            pool,
-            prefix: prefix.to_owned(),
-            script: Script::new(include_str!("transition.lua")),
-        })
+        Ok(Self::on(Pools::single(url, max_connections)?, prefix))
     }
 
-    /// A pooled connection.
-    async fn conn(&self) -> Result<deadpool_redis::Connection, StoreError> {
-        Ok(self.pool.get().await?)
+    /// A store on the Redis Cluster that `seeds` (URLs of any of its nodes,
+    /// replicas included) belong to, with keys under `prefix`. Connects
+    /// lazily, like [`Store::new`].
+    ///
+    /// # Errors
+    /// No seed, or a malformed URL.
+    pub fn new_cluster(
+        seeds: &[String],
+        prefix: &str,
+        max_connections: usize,
+    ) -> anyhow::Result<Self> {
+        anyhow::ensure!(!seeds.is_empty(), "REDIS_CLUSTER_URLS lists no node");
+        Ok(Self::on(Pools::cluster(seeds, max_connections)?, prefix))
+    }
+
+    fn on(pool: Pools, prefix: &str) -> Self {
+        Self {
+            pool,
+            min_replicas: 0,
+            prefix: prefix.to_owned(),
+            script: Script::new(include_str!("transition.lua")),
+        }
+    }
+
+    /// The same store, requiring `n` replicas to acknowledge each create,
+    /// claim and terminal state (`REDIS_MIN_REPLICAS`; 0: no `WAIT`).
+    #[must_use]
+    pub fn with_min_replicas(mut self, n: u32) -> Self {
+        self.min_replicas = n;
+        self
+    }
+
+    /// A pooled connection: to the one Redis, or to the cluster (each
+    /// command routed by its key). Run commands, scripts and one-slot
+    /// pipelines on it as on any redis-rs connection; a pipeline across
+    /// slots goes through [`Store::query_pipe`].
+    pub(crate) async fn conn(&self) -> Result<Conn, StoreError> {
+        self.pool.get().await
     }
 
     pub fn prefix(&self) -> &str {
@@ -213,7 +239,7 @@ impl Store {
 
     async fn transition_on(
         &self,
-        conn: &mut deadpool_redis::Connection,
+        conn: &mut Conn,
         id: &TaskId,
         op: &str,
         args: &[String],
@@ -227,7 +253,13 @@ impl Store {
             call.arg(a);
         }
         let raw: Vec<String> = call.invoke_async(conn).await?;
-        parse_outcome(&raw)
+        let outcome = parse_outcome(&raw)?;
+        // The writes whose loss would lose or strand a task.
+        let must_keep = matches!(op, "create" | "claim" | "finish" | "cancel");
+        if must_keep && outcome.code == Code::Ok {
+            self.replicated(conn, &self.task_key(id)).await?;
+        }
+        Ok(outcome)
     }
 
     /// Stores a new QUEUED task (and its first event). It is listed once
@@ -331,17 +363,12 @@ impl Store {
     /// `created_ms` is the creation time [`Store::create`] reported.
     pub async fn discard(&self, id: &TaskId, created_ms: i64) -> Result<(), StoreError> {
         let mut conn = self.conn().await?;
-        let _: () = redis::pipe()
-            .del(self.task_key(id))
-            .ignore()
+        let mut pipe = redis::pipe();
+        pipe.del(self.task_key(id))
             .del(self.events_key(id))
-            .ignore()
             .zrem(self.index_key(), listing::index_member(created_ms, id))
-            .ignore()
-            .zrem(self.unpublished_key(), id.to_string())
-            .ignore()
-            .query_async(&mut conn)
-            .await?;
+            .zrem(self.unpublished_key(), id.to_string());
+        let _: () = self.query_pipe(&mut conn, &pipe).await?;
         Ok(())
     }
 

@@ -38,7 +38,7 @@ impl Store {
     /// Puts a task about to be created into the QUEUED set.
     pub(super) async fn note_queued(
         &self,
-        conn: &mut deadpool_redis::Connection,
+        conn: &mut super::Conn,
         id: &TaskId,
     ) -> Result<(), StoreError> {
         let _: i64 = redis::cmd("ZADD")
@@ -54,11 +54,10 @@ impl Store {
     /// and out of the QUEUED set, in one round trip. `None` when it is gone.
     pub async fn claimed(&self, id: &TaskId) -> Result<Option<TaskRecord>, StoreError> {
         let mut conn = self.conn().await?;
-        let (fields, _): (Vec<(String, String)>, i64) = redis::pipe()
-            .hgetall(self.task_key(id))
-            .zrem(self.queued_key(), id.to_string())
-            .query_async(&mut conn)
-            .await?;
+        let mut pipe = redis::pipe();
+        pipe.hgetall(self.task_key(id))
+            .zrem(self.queued_key(), id.to_string());
+        let (fields, _): (Vec<(String, String)>, i64) = self.query_pipe(&mut conn, &pipe).await?;
         if fields.is_empty() {
             return Ok(None);
         }
@@ -87,7 +86,7 @@ impl Store {
                 pipe.hget(self.task_key(id), "status");
             }
             let statuses: Vec<Option<String>> = if ids.iter().any(Option::is_some) {
-                pipe.query_async(&mut conn).await?
+                self.query_pipe(&mut conn, &pipe).await?
             } else {
                 Vec::new()
             };
@@ -105,11 +104,7 @@ impl Store {
     }
 }
 
-async fn drop_stale(
-    conn: &mut deadpool_redis::Connection,
-    key: &str,
-    stale: &[String],
-) -> Result<(), StoreError> {
+async fn drop_stale(conn: &mut super::Conn, key: &str, stale: &[String]) -> Result<(), StoreError> {
     if !stale.is_empty() {
         let _: i64 = redis::cmd("ZREM")
             .arg(key)

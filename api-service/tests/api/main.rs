@@ -3,6 +3,7 @@
 #![allow(unreachable_pub)]
 
 mod algorithms;
+mod amqp_nodes;
 mod backlog;
 mod batch;
 mod blobs;
@@ -18,6 +19,8 @@ mod leases;
 mod listing;
 mod openapi;
 mod queues;
+mod readiness;
+mod redis_cluster;
 mod redis_limits;
 mod schedules;
 mod scheduling;

@@ -284,6 +284,16 @@ async fn a_redis_refusing_config_is_ready() {
     let app = Stack::start_on_redis(url, &[]).await;
     let (status, body) = app.readiness().await;
     assert_eq!(status, 200, "policy unknown is not a failure: {body}");
+    // Without CONFIG and without AOF, persistence is unknown.
+    assert_eq!(
+        body["checks"]["redis"]["persistence"],
+        serde_json::Value::Null,
+        "{body}"
+    );
+    assert!(
+        body["checks"]["redis"].get("persistence").is_some(),
+        "{body}"
+    );
     // The api works as that user.
     let id = app.create(json!({"stages": 1, "stage_ms": 0})).await;
     assert_eq!(app.get_task(&id).await.status(), 200);

@@ -43,6 +43,8 @@ pub struct ClusterNodeInfo {
 pub struct PrivateRedisCluster {
     nodes: Vec<Node>,
     root: PathBuf,
+    /// Replicas the cluster was created with (all nodes less the primaries).
+    replicas: usize,
 }
 
 /// A cluster port whose bus port (+10000) is a valid port too.
@@ -96,6 +98,7 @@ impl PrivateRedisCluster {
         let mut cluster = Self {
             nodes: Vec::new(),
             root,
+            replicas: primaries * replicas_per_primary,
         };
         let mut ports = Vec::new();
         for _ in 0..primaries * (1 + replicas_per_primary) {
@@ -277,16 +280,29 @@ impl PrivateRedisCluster {
     pub async fn wait_replicas_linked(&self, within: Duration) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + within;
         loop {
+            // Every running replica linked, and (right after `--cluster
+            // create`, before each replica has switched roles) as many
+            // linked replicas as the cluster was made with.
             let mut linked = true;
+            let mut up = 0;
+            let mut running: usize = 0;
             for node in self.nodes.iter().filter(|n| n.child.is_some()) {
+                running += 1;
                 let info = query_string(node.port, &["INFO", "replication"])
                     .await
                     .unwrap_or_default();
-                if info.contains("role:slave") && !info.contains("master_link_status:up") {
-                    linked = false;
+                if info.contains("role:slave") {
+                    if info.contains("master_link_status:up") {
+                        up += 1;
+                    } else {
+                        linked = false;
+                    }
                 }
             }
-            if linked {
+            let expected = self
+                .replicas
+                .min(running.saturating_sub(self.nodes.len() - self.replicas));
+            if linked && up >= expected {
                 return Ok(());
             }
             if tokio::time::Instant::now() >= deadline {

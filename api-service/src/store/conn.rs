@@ -1,0 +1,210 @@
+//! The connection pool: one Redis (`REDIS_URL`, the default) or a Redis
+//! Cluster (`REDIS_CLUSTER_URLS`, seed nodes), behind one connection type.
+//!
+//! [`Conn`] is a `redis::aio::ConnectionLike`, so every command, script and
+//! pipeline runs on it unchanged. On a cluster each command goes to the
+//! primary of its key's slot (following `MOVED`/`ASK`), a script to the slot
+//! of its keys, and a pipeline — which redis-rs sends to one node — must
+//! stay in one slot: keys of one task share the hash tag `{<id>}`, so a
+//! pipeline of one task's keys is fine. A pipeline across tasks or across
+//! cross-task keys goes through [`Store::query_pipe`] instead, which on a
+//! cluster sends its commands concurrently, each to its own slot, and on a
+//! single Redis stays one round trip.
+
+use std::time::Duration;
+
+use deadpool_redis::{
+    redis::{self, aio::ConnectionLike, Cmd, FromRedisValue, Pipeline, RedisFuture, Value},
+    PoolConfig, Runtime, Timeouts,
+};
+
+use super::{Store, StoreError};
+
+/// Where the store's connections come from.
+#[derive(Clone)]
+pub(super) enum Pools {
+    Single(deadpool_redis::Pool),
+    Cluster(deadpool_redis::cluster::Pool),
+}
+
+/// A pooled connection to one Redis or to a Redis Cluster.
+pub enum Conn {
+    Single(deadpool_redis::Connection),
+    Cluster(deadpool_redis::cluster::Connection),
+}
+
+fn pool_config(max_connections: usize) -> PoolConfig {
+    PoolConfig {
+        max_size: max_connections,
+        timeouts: Timeouts {
+            wait: Some(Duration::from_secs(2)),
+            create: Some(Duration::from_secs(2)),
+            recycle: Some(Duration::from_secs(2)),
+        },
+        ..PoolConfig::default()
+    }
+}
+
+impl Pools {
+    /// A pool on one Redis at `url`.
+    pub(super) fn single(url: &str, max_connections: usize) -> anyhow::Result<Self> {
+        let mut cfg = deadpool_redis::Config::from_url(url);
+        cfg.pool = Some(pool_config(max_connections));
+        Ok(Self::Single(cfg.create_pool(Some(Runtime::Tokio1))?))
+    }
+
+    /// A pool on the Redis Cluster that `seeds` (any of its nodes) belong to.
+    /// Connections are multiplexed, so a few serve many requests.
+    pub(super) fn cluster(seeds: &[String], max_connections: usize) -> anyhow::Result<Self> {
+        let mut cfg = deadpool_redis::cluster::Config::from_urls(seeds.to_vec());
+        cfg.pool = Some(pool_config(max_connections));
+        Ok(Self::Cluster(cfg.create_pool(Some(Runtime::Tokio1))?))
+    }
+
+    pub(super) async fn get(&self) -> Result<Conn, StoreError> {
+        Ok(match self {
+            Self::Single(pool) => Conn::Single(pool.get().await?),
+            Self::Cluster(pool) => Conn::Cluster(pool.get().await.map_err(|e| {
+                StoreError::Unavailable(anyhow::Error::new(e).context("redis cluster pool"))
+            })?),
+        })
+    }
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Single(_) => "Conn::Single",
+            Self::Cluster(_) => "Conn::Cluster",
+        })
+    }
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Single(c) => c.req_packed_command(cmd),
+            Self::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(c) => c.get_db(),
+            Self::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+impl Store {
+    /// Whether the store runs on a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.pool, Pools::Cluster(_))
+    }
+
+    /// Runs `pipe`, whose commands may touch keys of different slots (tasks
+    /// of their own, cross-task keys): one round trip on a single Redis; on a
+    /// cluster its commands concurrently, each routed by its key, their
+    /// answers in order. Not atomic either way. `pipe` must not use
+    /// `.ignore()` or `.atomic()` (the cluster path answers every command).
+    pub(super) async fn query_pipe<T: FromRedisValue>(
+        &self,
+        conn: &mut Conn,
+        pipe: &Pipeline,
+    ) -> Result<T, StoreError> {
+        match conn {
+            Conn::Single(c) => Ok(pipe.query_async(c).await?),
+            Conn::Cluster(c) => {
+                let shared: &redis::cluster_async::ClusterConnection = c;
+                let answers = pipe.cmd_iter().map(|cmd| {
+                    let mut c = shared.clone();
+                    async move { cmd.query_async::<Value>(&mut c).await }
+                });
+                let values = futures_util::future::try_join_all(answers).await?;
+                redis::from_redis_value(Value::Array(values))
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))
+            }
+        }
+    }
+}
+
+/// Longest wait for replicas to acknowledge a write ([`Store::replicated`]).
+pub(super) const REPLICA_WAIT: Duration = Duration::from_millis(1000);
+
+/// The Redis Cluster hash slot of `key` (CRC16/XMODEM of its hash tag, or of
+/// the whole key, mod 16384), as Redis computes it.
+fn key_slot(key: &str) -> u16 {
+    let bytes = key.as_bytes();
+    let tagged = bytes
+        .iter()
+        .position(|b| *b == b'{')
+        .and_then(|open| {
+            let rest = &bytes[open + 1..];
+            let close = rest.iter().position(|b| *b == b'}')?;
+            (close > 0).then(|| &rest[..close])
+        })
+        .unwrap_or(bytes);
+    crc16::State::<crc16::XMODEM>::calculate(tagged) % 16384
+}
+
+impl Store {
+    /// After a write to `key` on `conn` that must not be lost (a create, a
+    /// claim, a terminal state): `WAIT` until `REDIS_MIN_REPLICAS` replicas
+    /// have it, at most [`REPLICA_WAIT`]; fewer → an error (the request
+    /// answers 503, not success unreplicated). On a cluster the `WAIT` goes
+    /// to the primary of `key`'s slot, over the connection the write took.
+    /// Nothing to do when the setting is 0.
+    pub(super) async fn replicated(&self, conn: &mut Conn, key: &str) -> Result<(), StoreError> {
+        use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+        if self.min_replicas == 0 {
+            return Ok(());
+        }
+        let mut wait = redis::cmd("WAIT");
+        wait.arg(self.min_replicas)
+            .arg(REPLICA_WAIT.as_millis() as u64);
+        let acked: i64 = match conn {
+            Conn::Single(c) => wait.query_async(c).await?,
+            Conn::Cluster(c) => {
+                let route = Route::new(key_slot(key), SlotAddr::Master);
+                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route));
+                let value = c.route_command(wait, routing).await?;
+                redis::from_redis_value(value).map_err(|e| StoreError::Corrupt(e.to_string()))?
+            }
+        };
+        if acked < i64::from(self.min_replicas) {
+            return Err(StoreError::Unavailable(anyhow::anyhow!(
+                "only {acked} of REDIS_MIN_REPLICAS={} redis replicas acknowledged the write \
+                 within {} ms",
+                self.min_replicas,
+                REPLICA_WAIT.as_millis()
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::key_slot;
+
+    #[test]
+    fn slots_are_redis_s() {
+        // Values from `CLUSTER KEYSLOT`.
+        assert_eq!(key_slot("foo"), 12182);
+        assert_eq!(key_slot("{user1000}.following"), key_slot("user1000"));
+        assert_eq!(key_slot("a{}b"), key_slot("a{}b"));
+        assert_eq!(key_slot("task:{abc}"), key_slot("abc"));
+    }
+}
