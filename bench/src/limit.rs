@@ -309,6 +309,8 @@ impl RedisLimit {
             .query_async(conn)
             .await?;
         let mut call = self.invocation(id, "create");
+        // The status it is stored in, then its fields.
+        call.arg("QUEUED");
         for (k, v) in [
             ("algorithm", "hello"),
             ("stages", "1"),
