@@ -11,7 +11,10 @@
 //! window (faster than the workers run them, so faults hit running tasks), each with an `Idempotency-Key`, retried with the same key until
 //! the api answers (so a create cut short by a fault is neither lost nor
 //! doubled); a tenth of them (`--cancel-percent`) are also cancelled soon
-//! after. Faults are drawn from the seed: their moments, the victims, and
+//! after. About a tenth go in batches of five (`POST /tasks/batch`), about
+//! one in seven fails its first attempt at one stage with a retryable error
+//! (retried from that stage), and about one in seven of the others is
+//! delayed up to 3 s (`delay_ms`). Faults are drawn from the seed: their moments, the victims, and
 //! whether RabbitMQ stops cleanly or is killed. After the window the driver
 //! waits (bounded) for every task to end, then checks each through the api:
 //!
@@ -120,9 +123,12 @@ impl Fault {
 /// What became of one submission.
 #[derive(Debug)]
 enum Submitted {
-    Accepted { id: String },
-    Refused(String),
-    GaveUp,
+    /// The ids, one per body sent.
+    Accepted { ids: Vec<String> },
+    /// The bodies sent, and why.
+    Refused(usize, String),
+    /// The bodies sent.
+    GaveUp(usize),
 }
 
 #[derive(Debug, Default)]
@@ -140,6 +146,9 @@ struct Verdict {
     recorded_stages: u64,
     strays: usize,
     taken_over: usize,
+    retried: usize,
+    delayed: usize,
+    batched: usize,
     dead_letters: Option<u32>,
     seed: u64,
     secs: u64,
@@ -166,7 +175,7 @@ impl Verdict {
             .map(|(s, n)| format!("{}={n}", s.to_ascii_lowercase()))
             .collect();
         format!(
-            "chaos: tasks={} faults={} ({}) lost={} stuck={} duplicated={} unsubmitted={} bad_exits={} [{}] taken_over={} dead_letters={} hello_world={}/{} seed={} secs={}",
+            "chaos: tasks={} faults={} ({}) lost={} stuck={} duplicated={} unsubmitted={} bad_exits={} [{}] taken_over={} retried={} delayed={} batched={} dead_letters={} hello_world={}/{} seed={} secs={}",
             self.tasks,
             self.faults.values().sum::<usize>(),
             by_kind.join(" "),
@@ -177,6 +186,9 @@ impl Verdict {
             self.bad_exits,
             statuses.join(" "),
             self.taken_over,
+            self.retried,
+            self.delayed,
+            self.batched,
             self.dead_letters
                 .map_or_else(|| "?".to_owned(), |n| n.to_string()),
             self.hellos,
@@ -318,16 +330,25 @@ async fn drive(
     let submit_window = window.mul_f64(0.5);
     let give_up_at = t0 + window + Duration::from_secs(120);
     let mut submissions = Vec::with_capacity(cli.tasks);
-    for i in 0..cli.tasks {
+    let mut verdict = Verdict {
+        tasks: cli.tasks,
+        ..Verdict::default()
+    };
+    let mut i = 0;
+    while i < cli.tasks {
         let at = t0 + submit_window.mul_f64(i as f64 / cli.tasks.max(1) as f64);
-        let stages = rng.u64(2..=4);
-        let body = json!({
-            "stages": stages,
-            "stage_ms": rng.u64(50..=300),
-            "priority": rng.u8(0..=9),
-            // Far beyond any delay the faults cause: a timeout would be a finding of its own.
-            "timeout_secs": 3_600,
-        });
+        // A tenth of the tasks go in batches of up to 5 (`POST /tasks/batch`).
+        let batch = if rng.u8(0..100) < 10 {
+            5.min(cli.tasks - i)
+        } else {
+            1
+        };
+        let bodies: Vec<Value> = (0..batch)
+            .map(|_| task_body(rng, &mut verdict, batch == 1))
+            .collect();
+        if batch > 1 {
+            verdict.batched += batch;
+        }
         let key = format!("chaos-{i}-{}", rng.u64(..));
         let cancel_after = (rng.u8(0..100) < cli.cancel_percent)
             .then(|| Duration::from_millis(rng.u64(0..=1_500)));
@@ -335,13 +356,14 @@ async fn drive(
         let api = api.clone();
         submissions.push(tokio::spawn(async move {
             tokio::time::sleep_until(at).await;
-            let submitted = submit(&http, &api, &key, &body, give_up_at).await;
-            if let (Submitted::Accepted { id, .. }, Some(after)) = (&submitted, cancel_after) {
+            let submitted = submit(&http, &api, &key, &bodies, give_up_at).await;
+            if let (Submitted::Accepted { ids }, Some(after)) = (&submitted, cancel_after) {
                 tokio::time::sleep(after).await;
-                cancel(&http, &api, id, give_up_at).await;
+                cancel(&http, &api, &ids[0], give_up_at).await;
             }
             submitted
         }));
+        i += batch;
     }
 
     // Faults: the kinds in turn, shuffled, at sorted random moments in the window.
@@ -351,10 +373,6 @@ async fn drive(
         .map(|_| window.mul_f64(0.05 + 0.9 * rng.f64()))
         .collect();
     moments.sort();
-    let mut verdict = Verdict {
-        tasks: cli.tasks,
-        ..Verdict::default()
-    };
     let mut next_free = t0;
     for (n, (kind, at)) in kinds.into_iter().zip(moments).enumerate() {
         // A fault that falls while the previous one was still under way (a
@@ -373,12 +391,12 @@ async fn drive(
     let mut accepted = Vec::new();
     for handle in submissions {
         match handle.await? {
-            Submitted::Accepted { id } => accepted.push(id),
-            Submitted::Refused(why) => {
-                say(started, format!("a task was refused: {why}"));
-                verdict.unsubmitted += 1;
+            Submitted::Accepted { ids } => accepted.extend(ids),
+            Submitted::Refused(n, why) => {
+                say(started, format!("{n} task(s) refused: {why}"));
+                verdict.unsubmitted += n;
             }
-            Submitted::GaveUp => verdict.unsubmitted += 1,
+            Submitted::GaveUp(n) => verdict.unsubmitted += n,
         }
     }
     verdict.accepted = accepted.len();
@@ -547,47 +565,98 @@ async fn cancel(http: &reqwest::Client, api: &str, id: &str, give_up_at: tokio::
     }
 }
 
-/// POSTs a task with its idempotency key until the api takes it (202, or
-/// 200 for a replay of a create that went through before a fault).
+/// One task's create body: 2 to 4 short stages, any priority; about one in
+/// seven fails its first attempt at one stage with a retryable error (and
+/// so runs again from that stage after a short backoff), about one in seven
+/// waits up to 3 s first (`delay_ms`: SCHEDULED, then due) unless it goes
+/// in a batch (a batch takes no delayed tasks).
+fn task_body(rng: &mut fastrand::Rng, verdict: &mut Verdict, may_wait: bool) -> Value {
+    let stages = rng.u64(2..=4);
+    let mut body = json!({
+        "stages": stages,
+        "stage_ms": rng.u64(50..=300),
+        "priority": rng.u8(0..=9),
+        // Far beyond any delay the faults cause: a timeout would be a finding of its own.
+        "timeout_secs": 3_600,
+    });
+    match rng.u8(0..100) {
+        0..=14 => {
+            verdict.retried += 1;
+            body["input"] =
+                json!({"fail": {"at_stage": rng.u64(1..=stages), "attempts": 1, "mode": "error"}});
+            body["max_attempts"] = json!(3);
+            body["retry_backoff_ms"] = json!(200);
+        }
+        15..=29 if may_wait => {
+            verdict.delayed += 1;
+            body["delay_ms"] = json!(rng.u64(0..=3_000));
+        }
+        _ => {}
+    }
+    body
+}
+
+/// POSTs one task (`POST /tasks`) or several (`POST /tasks/batch`) with
+/// its idempotency key until the api takes them (202, or 200 for a replay
+/// of a create that went through before a fault).
 async fn submit(
     http: &reqwest::Client,
     api: &str,
     key: &str,
-    body: &Value,
+    bodies: &[Value],
     give_up_at: tokio::time::Instant,
 ) -> Submitted {
+    let (url, body) = match bodies {
+        [one] => (format!("{api}/tasks"), one.clone()),
+        many => (format!("{api}/tasks/batch"), json!({ "tasks": many })),
+    };
     let mut delay = Duration::from_millis(100);
     loop {
         let sent = http
-            .post(format!("{api}/tasks"))
+            .post(&url)
             .header("idempotency-key", key)
-            .json(body)
+            .json(&body)
             .send()
             .await;
         match sent {
             Ok(res) if res.status() == 202 || res.status() == 200 => {
-                let answer: Value = match res.json().await {
-                    Ok(v) => v,
-                    Err(_) => continue,
-                };
-                if let Some(id) = answer["task_id"].as_str() {
-                    return Submitted::Accepted { id: id.to_owned() };
+                if let Ok(answer) = res.json::<Value>().await {
+                    if let Some(ids) = accepted_ids(&answer, bodies.len()) {
+                        return Submitted::Accepted { ids };
+                    }
                 }
             }
             Ok(res) if res.status().is_server_error() || res.status() == 429 => {}
             Ok(res) => {
                 let status = res.status();
                 let text = res.text().await.unwrap_or_default();
-                return Submitted::Refused(format!("{status}: {text}"));
+                return Submitted::Refused(bodies.len(), format!("{status}: {text}"));
             }
             Err(_) => {}
         }
         if tokio::time::Instant::now() >= give_up_at {
-            return Submitted::GaveUp;
+            return Submitted::GaveUp(bodies.len());
         }
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(2));
     }
+}
+
+/// The task ids of a create's answer (`{"task_id"}`) or a batch's
+/// (`{"tasks": [{"task_id"}, …]}`), when there are as many as bodies sent.
+fn accepted_ids(answer: &Value, sent: usize) -> Option<Vec<String>> {
+    let ids: Vec<String> = match answer["tasks"].as_array() {
+        Some(tasks) => tasks
+            .iter()
+            .filter_map(|t| t["task_id"].as_str().map(str::to_owned))
+            .collect(),
+        None => answer["task_id"]
+            .as_str()
+            .map(str::to_owned)
+            .into_iter()
+            .collect(),
+    };
+    (ids.len() == sent).then_some(ids)
 }
 
 /// Messages in `tasks.dead` (messages for tasks the api discarded after a
