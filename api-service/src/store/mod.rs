@@ -11,8 +11,8 @@
 
 mod batch;
 mod blobs;
-mod due;
 mod conn;
+mod due;
 mod hub;
 mod idempotency;
 mod leases;
@@ -31,9 +31,9 @@ use task_model::{NewTask, TaskId, TaskStatus};
 
 pub use batch::Stored;
 pub use blobs::BlobMeta;
-pub use due::{DueEntry, DUE_SHARDS};
 pub use conn::Conn;
 use conn::Pools;
+pub use due::{DueEntry, DUE_SHARDS};
 pub use hub::{EventHub, Watch};
 pub use idempotency::{reservation_secs, IdemReservation, IdempotencyKey, RESERVATION_SECS};
 pub use leases::LeaseCheck;
