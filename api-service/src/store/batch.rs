@@ -36,8 +36,12 @@ impl Store {
     /// round trip; on a cluster the creates run concurrently, each on its
     /// task's slot ([`Store::invoke_many`]).
     ///
+    /// Like a create, the batch counts once `REDIS_MIN_REPLICAS` replicas
+    /// have it ([`Store::replicated_everywhere`]).
+    ///
     /// # Errors
-    /// Redis refused or dropped a command: some of the tasks may be stored,
+    /// Redis refused or dropped a command, or too few replicas acknowledged
+    /// the writes: some of the tasks may be stored,
     /// so the caller discards them all ([`Store::discard_many`]). A fresh id
     /// that already existed is [`StoreError::Corrupt`].
     pub async fn create_many(
@@ -90,6 +94,7 @@ impl Store {
                 created_ms: outcome.snapshot.now_ms,
             });
         }
+        self.replicated_everywhere(&mut conn).await?;
         Ok(stored)
     }
 

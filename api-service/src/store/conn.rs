@@ -220,6 +220,17 @@ impl Store {
     /// to the primary of `key`'s slot, over the connection the write took.
     /// Nothing to do when the setting is 0.
     pub(super) async fn replicated(&self, conn: &mut Conn, key: &str) -> Result<(), StoreError> {
+        self.wait_replicas(conn, Some(key)).await
+    }
+
+    /// [`Store::replicated`] after writes to keys of many slots (a batch):
+    /// on a cluster the `WAIT` goes to every primary, and the fewest
+    /// acknowledgements count.
+    pub(super) async fn replicated_everywhere(&self, conn: &mut Conn) -> Result<(), StoreError> {
+        self.wait_replicas(conn, None).await
+    }
+
+    async fn wait_replicas(&self, conn: &mut Conn, key: Option<&str>) -> Result<(), StoreError> {
         use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
         if self.min_replicas == 0 {
             return Ok(());
@@ -229,8 +240,10 @@ impl Store {
             .arg(REPLICA_WAIT.as_millis() as u64);
         let acked: i64 = match conn {
             Conn::Single(c) => wait.query_async(c).await?,
+            // redis-rs sends a `WAIT` to every primary, answering the least.
+            Conn::Cluster(c) if key.is_none() => wait.query_async(c).await?,
             Conn::Cluster(c) => {
-                let route = Route::new(key_slot(key), SlotAddr::Master);
+                let route = Route::new(key_slot(key.unwrap_or_default()), SlotAddr::Master);
                 let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route));
                 let value = c.route_command(wait, routing).await?;
                 redis::from_redis_value(value).map_err(|e| StoreError::Corrupt(e.to_string()))?
