@@ -2,10 +2,11 @@
 //! [`Store::mark_published`] for many tasks, each step one pipeline (one
 //! round trip) instead of one per task.
 //!
-//! Every command still names one task's keys (or one cross-task structure
-//! member), and each task's `create` is its own call of the transition
-//! script on its own hash tag, so a pipeline is no multi-slot operation: on
-//! Redis Cluster it splits by node like any other.
+//! Every command names one task's keys (one slot) or one cross-task key
+//! (a `ZADD`/`ZREM` of many members), and each task's `create` is its own
+//! call of the transition script on its own hash tag. The pipelines span
+//! slots, so they go through [`Store::query_pipe`] / [`Store::invoke_many`]:
+//! one round trip on a single Redis, concurrent commands on a cluster.
 //!
 //! A batch sent with an `Idempotency-Key` also keeps the ids of its tasks,
 //! in request order, under `batch:{<first task id>}`, so a replay answers
@@ -29,35 +30,49 @@ impl Store {
         format!("{}batch:{{{first}}}", self.prefix)
     }
 
-    /// Stores every task as [`Store::create`] stores one (outbox, QUEUED set,
-    /// the transition script's `create`), in one pipeline, in order.
+    /// Stores every task as [`Store::create`] stores one: first all of them
+    /// into the outbox and the QUEUED set (one `ZADD` each), then the
+    /// transition script's `create` of each, in order. On a single Redis one
+    /// round trip; on a cluster the creates run concurrently, each on its
+    /// task's slot ([`Store::invoke_many`]).
+    ///
+    /// Like a create, the batch counts once `REDIS_MIN_REPLICAS` replicas
+    /// have it ([`Store::replicated_everywhere`]).
     ///
     /// # Errors
-    /// Redis refused or dropped the pipeline: some of the tasks may be
-    /// stored, so the caller discards them all ([`Store::discard_many`]).
-    /// A fresh id that already existed is [`StoreError::Corrupt`].
+    /// Redis refused or dropped a command, or too few replicas acknowledged
+    /// the writes: some of the tasks may be stored,
+    /// so the caller discards them all ([`Store::discard_many`]). A fresh id
+    /// that already existed is [`StoreError::Corrupt`].
     pub async fn create_many(
         &self,
         tasks: &[(TaskId, &NewTask)],
     ) -> Result<Vec<Stored>, StoreError> {
-        let mut conn = self.conn().await?;
-        // EVALSHA in a pipeline cannot fall back to EVAL: load the script first.
-        let _: String = self.script.load_async(&mut conn).await?;
-        let now = chrono::Utc::now().timestamp_millis();
-        let mut pipe = redis::pipe();
-        for (id, task) in tasks {
-            let member = id.to_string();
-            pipe.zadd(self.unpublished_key(), &member, now).ignore();
-            pipe.zadd(self.queued_key(), &member, now).ignore();
-            let mut call = self.script.key(self.task_key(id));
-            call.key(self.events_key(id))
-                .arg("create")
-                .arg(self.events_channel())
-                .arg(&member)
-                .arg(create_args(task));
-            pipe.invoke_script(&call);
+        if tasks.is_empty() {
+            return Ok(Vec::new());
         }
-        let raw: Vec<Vec<String>> = pipe.query_async(&mut conn).await?;
+        let now = chrono::Utc::now().timestamp_millis();
+        let members: Vec<(i64, String)> =
+            tasks.iter().map(|(id, _)| (now, id.to_string())).collect();
+        let mut before = redis::pipe();
+        before
+            .zadd_multiple(self.unpublished_key(), &members)
+            .zadd_multiple(self.queued_key(), &members);
+        let calls: Vec<_> = tasks
+            .iter()
+            .zip(&members)
+            .map(|((id, task), (_, member))| {
+                let mut call = self.script.key(self.task_key(id));
+                call.key(self.events_key(id))
+                    .arg("create")
+                    .arg(self.events_channel())
+                    .arg(member)
+                    .arg(create_args(task));
+                call
+            })
+            .collect();
+        let mut conn = self.conn().await?;
+        let raw: Vec<Vec<String>> = self.invoke_many(&mut conn, &before, &calls).await?;
         if raw.len() != tasks.len() {
             return Err(StoreError::Corrupt(format!(
                 "a batch of {} creates answered {} times",
@@ -79,44 +94,53 @@ impl Store {
                 created_ms: outcome.snapshot.now_ms,
             });
         }
+        self.replicated_everywhere(&mut conn).await?;
         Ok(stored)
     }
 
     /// Removes every trace of tasks whose batch failed before any of them was
     /// listed (their hashes, events and outbox entries; ids never stored are
-    /// no-ops). Members left in the QUEUED set are dropped by its readers.
+    /// no-ops), in one round trip on a single Redis. Members left in the
+    /// QUEUED set are dropped by its readers.
     pub async fn discard_many(&self, ids: &[TaskId]) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
         let mut conn = self.conn().await?;
         let mut pipe = redis::pipe();
         for id in ids {
-            pipe.del(self.task_key(id)).ignore();
-            pipe.del(self.events_key(id)).ignore();
-            pipe.zrem(self.unpublished_key(), id.to_string()).ignore();
+            // One task's keys: one slot.
+            pipe.del(&[self.task_key(id), self.events_key(id)]);
         }
-        let _: () = pipe.query_async(&mut conn).await?;
+        let members: Vec<String> = ids.iter().map(TaskId::to_string).collect();
+        pipe.zrem(self.unpublished_key(), &members);
+        let _: () = self.query_pipe(&mut conn, &pipe).await?;
         Ok(())
     }
 
     /// [`Store::mark_published`] for many tasks: all join the list index, and
-    /// only then leave the outbox (two pipelines, for the reason given there).
+    /// only then leave the outbox (one command each, in that order, for the
+    /// reason given there).
     pub async fn mark_published_many(&self, tasks: &[Stored]) -> Result<(), StoreError> {
+        if tasks.is_empty() {
+            return Ok(());
+        }
         let mut conn = self.conn().await?;
-        let mut listed = redis::pipe();
-        for t in tasks {
-            listed
-                .zadd(
-                    self.index_key(),
-                    listing::index_member(t.created_ms, &t.id),
-                    0,
-                )
-                .ignore();
-        }
-        let _: () = listed.query_async(&mut conn).await?;
-        let mut out = redis::pipe();
-        for t in tasks {
-            out.zrem(self.unpublished_key(), t.id.to_string()).ignore();
-        }
-        let _: () = out.query_async(&mut conn).await?;
+        let listed: Vec<(i64, String)> = tasks
+            .iter()
+            .map(|t| (0, listing::index_member(t.created_ms, &t.id)))
+            .collect();
+        let _: i64 = redis::cmd("ZADD")
+            .arg(self.index_key())
+            .arg(&listed)
+            .query_async(&mut conn)
+            .await?;
+        let members: Vec<String> = tasks.iter().map(|t| t.id.to_string()).collect();
+        let _: i64 = redis::cmd("ZREM")
+            .arg(self.unpublished_key())
+            .arg(&members)
+            .query_async(&mut conn)
+            .await?;
         Ok(())
     }
 
@@ -182,7 +206,8 @@ impl Store {
             .transpose()
     }
 
-    /// Each task's status, in one round trip; `None` for a task that is gone.
+    /// Each task's status (one round trip on a single Redis; concurrent
+    /// `HGET`s on a cluster); `None` for a task that is gone.
     pub async fn statuses(&self, ids: &[TaskId]) -> Result<Vec<Option<TaskStatus>>, StoreError> {
         if ids.is_empty() {
             return Ok(Vec::new());
@@ -192,7 +217,7 @@ impl Store {
         for id in ids {
             pipe.hget(self.task_key(id), "status");
         }
-        let raw: Vec<Option<String>> = pipe.query_async(&mut conn).await?;
+        let raw: Vec<Option<String>> = self.query_pipe(&mut conn, &pipe).await?;
         raw.into_iter()
             .map(|s| {
                 s.map(|s| {

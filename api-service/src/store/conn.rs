@@ -14,7 +14,10 @@
 use std::time::Duration;
 
 use deadpool_redis::{
-    redis::{self, aio::ConnectionLike, Cmd, FromRedisValue, Pipeline, RedisFuture, Value},
+    redis::{
+        self, aio::ConnectionLike, Cmd, FromRedisValue, Pipeline, RedisFuture, ScriptInvocation,
+        Value,
+    },
     PoolConfig, Runtime, Timeouts,
 };
 
@@ -127,17 +130,67 @@ impl Store {
         match conn {
             Conn::Single(c) => Ok(pipe.query_async(c).await?),
             Conn::Cluster(c) => {
-                let shared: &redis::cluster_async::ClusterConnection = c;
-                let answers = pipe.cmd_iter().map(|cmd| {
-                    let mut c = shared.clone();
-                    async move { cmd.query_async::<Value>(&mut c).await }
-                });
-                let values = futures_util::future::try_join_all(answers).await?;
+                let values = concurrently(c, pipe).await?;
                 redis::from_redis_value(Value::Array(values))
                     .map_err(|e| StoreError::Corrupt(e.to_string()))
             }
         }
     }
+}
+
+impl Store {
+    /// Runs `before` (commands of any slots, their answers discarded), then
+    /// every script call of `calls`, answering the calls' results in order.
+    /// On a single Redis: `SCRIPT LOAD`, then one pipeline (one round trip;
+    /// `EVALSHA` in a pipeline cannot fall back to `EVAL`). On a cluster:
+    /// `before` through [`Store::query_pipe`], then the calls concurrently,
+    /// each to the slot of its keys (all of one call's keys in one slot),
+    /// each loading its script on a primary that lacks it (`NOSCRIPT`).
+    /// Not atomic either way. `before` must not use `.ignore()` or `.atomic()`.
+    pub(super) async fn invoke_many<T: FromRedisValue>(
+        &self,
+        conn: &mut Conn,
+        before: &Pipeline,
+        calls: &[ScriptInvocation<'_>],
+    ) -> Result<Vec<T>, StoreError> {
+        match conn {
+            Conn::Single(c) => {
+                let mut pipe = redis::pipe();
+                for cmd in before.cmd_iter() {
+                    pipe.add_command(cmd.clone()).ignore();
+                }
+                if let Some(first) = calls.first() {
+                    let _: String = first.load_async(c).await?;
+                }
+                for call in calls {
+                    pipe.invoke_script(call);
+                }
+                Ok(pipe.query_async(c).await?)
+            }
+            Conn::Cluster(c) => {
+                let shared: &redis::cluster_async::ClusterConnection = c;
+                concurrently(shared, before).await?;
+                let answers = calls.iter().map(|call| {
+                    let mut c = shared.clone();
+                    async move { call.invoke_async::<T>(&mut c).await }
+                });
+                Ok(futures_util::future::try_join_all(answers).await?)
+            }
+        }
+    }
+}
+
+/// The commands of `pipe`, sent concurrently on the cluster, each routed by
+/// its key; their answers in order.
+async fn concurrently(
+    shared: &redis::cluster_async::ClusterConnection,
+    pipe: &Pipeline,
+) -> redis::RedisResult<Vec<Value>> {
+    let answers = pipe.cmd_iter().map(|cmd| {
+        let mut c = shared.clone();
+        async move { cmd.query_async::<Value>(&mut c).await }
+    });
+    futures_util::future::try_join_all(answers).await
 }
 
 /// Longest wait for replicas to acknowledge a write ([`Store::replicated`]).
@@ -167,6 +220,17 @@ impl Store {
     /// to the primary of `key`'s slot, over the connection the write took.
     /// Nothing to do when the setting is 0.
     pub(super) async fn replicated(&self, conn: &mut Conn, key: &str) -> Result<(), StoreError> {
+        self.wait_replicas(conn, Some(key)).await
+    }
+
+    /// [`Store::replicated`] after writes to keys of many slots (a batch):
+    /// on a cluster the `WAIT` goes to every primary, and the fewest
+    /// acknowledgements count.
+    pub(super) async fn replicated_everywhere(&self, conn: &mut Conn) -> Result<(), StoreError> {
+        self.wait_replicas(conn, None).await
+    }
+
+    async fn wait_replicas(&self, conn: &mut Conn, key: Option<&str>) -> Result<(), StoreError> {
         use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
         if self.min_replicas == 0 {
             return Ok(());
@@ -176,8 +240,10 @@ impl Store {
             .arg(REPLICA_WAIT.as_millis() as u64);
         let acked: i64 = match conn {
             Conn::Single(c) => wait.query_async(c).await?,
+            // redis-rs sends a `WAIT` to every primary, answering the least.
+            Conn::Cluster(c) if key.is_none() => wait.query_async(c).await?,
             Conn::Cluster(c) => {
-                let route = Route::new(key_slot(key), SlotAddr::Master);
+                let route = Route::new(key_slot(key.unwrap_or_default()), SlotAddr::Master);
                 let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route));
                 let value = c.route_command(wait, routing).await?;
                 redis::from_redis_value(value).map_err(|e| StoreError::Corrupt(e.to_string()))?

@@ -143,7 +143,8 @@ impl Store {
         for shard in 0..DUE_SHARDS {
             pipe.zcard(self.due_key(shard));
         }
-        let counts: Vec<u64> = pipe.query_async(&mut conn).await?;
+        // Shards are slots of their own.
+        let counts: Vec<u64> = self.query_pipe(&mut conn, &pipe).await?;
         Ok(counts.into_iter().sum())
     }
 

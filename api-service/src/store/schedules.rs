@@ -133,16 +133,17 @@ impl Store {
     /// Every schedule (those the due index names), unordered.
     pub async fn schedules(&self) -> Result<Vec<ScheduleRecord>, StoreError> {
         let mut conn = self.conn().await?;
-        let mut ids = Vec::new();
+        // The shards, then the schedules' hashes: keys of many slots.
+        let mut shards = redis::pipe();
         for shard in 0..SHARDS {
-            let members: Vec<String> = redis::cmd("ZRANGE")
-                .arg(self.schedule_due_key(shard))
-                .arg(0)
-                .arg(-1)
-                .query_async(&mut conn)
-                .await?;
-            ids.extend(members.iter().filter_map(|m| Uuid::parse_str(m).ok()));
+            shards.zrange(self.schedule_due_key(shard), 0, -1);
         }
+        let members: Vec<Vec<String>> = self.query_pipe(&mut conn, &shards).await?;
+        let ids: Vec<Uuid> = members
+            .iter()
+            .flatten()
+            .filter_map(|m| Uuid::parse_str(m).ok())
+            .collect();
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -150,7 +151,7 @@ impl Store {
         for id in &ids {
             pipe.hgetall(self.schedule_key(id));
         }
-        let hashes: Vec<Vec<(String, String)>> = pipe.query_async(&mut conn).await?;
+        let hashes: Vec<Vec<(String, String)>> = self.query_pipe(&mut conn, &pipe).await?;
         ids.into_iter()
             .zip(hashes)
             .filter(|(_, fields)| !fields.is_empty())

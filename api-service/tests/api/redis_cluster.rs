@@ -127,3 +127,104 @@ async fn a_create_that_no_replica_acknowledges_answers_503() {
     assert_eq!(res.status(), 202);
     app.stop().await;
 }
+
+/// The v2 store code whose commands span slots, on a cluster: a batch of 50
+/// (on every primary) runs, a delayed task goes through the due index, a
+/// failed first attempt is retried, and a schedule is listed, fires and is
+/// deleted.
+#[tokio::test]
+async fn batches_delays_retries_and_schedules_run_on_a_redis_cluster() {
+    let cluster = PrivateRedisCluster::start(3, 1)
+        .await
+        .expect("a private redis cluster");
+    let seeds = cluster.seed_urls();
+    let fast = ["--schedule-seconds", "--schedule-tick-ms", "100"];
+    let mut app = Stack::start_on_redis_cluster(&seeds, &fast).await;
+    app.add_worker("w1").await;
+    app.add_worker("w2").await;
+
+    // A batch of 50, its tasks on every primary, all run.
+    let bodies: Vec<Value> = (0..50)
+        .map(|i| json!({"stages": 1, "stage_ms": 0, "input": {"n": i}}))
+        .collect();
+    let res = app
+        .http
+        .post(app.url("/tasks/batch"))
+        .json(&json!({ "tasks": bodies }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 202);
+    let answer: Value = res.json().await.unwrap();
+    let batch: Vec<String> = answer["tasks"]
+        .as_array()
+        .expect("the batch's tasks")
+        .iter()
+        .map(|t| t["task_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(batch.len(), 50, "{answer}");
+    let mut owners = HashSet::new();
+    for id in &batch {
+        let slot = cluster.keyslot(&format!("task:{{{id}}}")).await.unwrap();
+        owners.insert(cluster.primary_of_slot(slot).await.unwrap());
+    }
+    assert_eq!(owners.len(), 3, "the batch on every primary");
+
+    // A delayed task, and one whose first attempt fails.
+    let delayed = app
+        .create(json!({"stages": 1, "stage_ms": 0, "delay_ms": 1500}))
+        .await;
+    assert_eq!(app.task(&delayed).await["status"], "SCHEDULED");
+    let retried = app
+        .create(json!({
+            "algorithm": "hello", "stages": 2, "stage_ms": 0,
+            "max_attempts": 2, "retry_backoff_ms": 100,
+            "input": {"fail": {"at_stage": 1, "attempts": 1, "mode": "error"}}
+        }))
+        .await;
+
+    // A schedule firing every second, until it has made a task.
+    let res = app
+        .http
+        .post(app.url("/schedules"))
+        .json(&json!({"cron": "*/1 * * * * *", "task": {"stages": 1, "stage_ms": 0}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let schedule: Value = res.json().await.unwrap();
+    let schedule_id = schedule["schedule_id"].as_str().unwrap().to_owned();
+    let listed = app.get_json("/schedules").await;
+    assert_eq!(listed["schedules"][0]["schedule_id"], schedule_id.as_str());
+    let fired = test_support::eventually("the schedule fired", Duration::from_secs(15), || {
+        let path = format!("/schedules/{schedule_id}");
+        let app = &app;
+        async move {
+            let s = app.get_json(&path).await;
+            s["last_task_id"].as_str().map(str::to_owned)
+        }
+    })
+    .await;
+
+    app.assert_all_completed_once(&batch, Duration::from_secs(30))
+        .await;
+    let done = app.wait_terminal(&delayed, Duration::from_secs(20)).await;
+    assert_eq!(done["status"], "COMPLETED", "{done}");
+    let trail = test_support::status_trail(&app.events(&delayed).await);
+    assert_eq!(trail[..2], ["SCHEDULED", "QUEUED"], "{trail:?}");
+    let done = app.wait_terminal(&retried, Duration::from_secs(20)).await;
+    assert_eq!(done["status"], "COMPLETED", "{done}");
+    assert_eq!(done["attempt"], 2, "{done}");
+    let done = app.wait_terminal(&fired, Duration::from_secs(20)).await;
+    assert_eq!(done["status"], "COMPLETED", "{done}");
+
+    let deleted = app
+        .http
+        .delete(app.url(&format!("/schedules/{schedule_id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    assert_eq!(app.get_json("/schedules").await["schedules"], json!([]));
+    app.stop().await;
+}
