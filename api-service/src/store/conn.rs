@@ -36,6 +36,9 @@ pub enum Conn {
     Cluster(deadpool_redis::cluster::Connection),
 }
 
+/// Longest wait for one reply from a single Redis.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+
 fn pool_config(max_connections: usize) -> PoolConfig {
     PoolConfig {
         max_size: max_connections,
@@ -49,11 +52,18 @@ fn pool_config(max_connections: usize) -> PoolConfig {
 }
 
 impl Pools {
-    /// A pool on one Redis at `url`.
+    /// A pool on one Redis at `url`. A reply may take up to
+    /// [`RESPONSE_TIMEOUT`]: redis-rs's own default (500 ms) failed requests
+    /// and sweeps of a loaded 2-core machine whose Redis was merely slow.
     pub(super) fn single(url: &str, max_connections: usize) -> anyhow::Result<Self> {
-        let mut cfg = deadpool_redis::Config::from_url(url);
-        cfg.pool = Some(pool_config(max_connections));
-        Ok(Self::Single(cfg.create_pool(Some(Runtime::Tokio1))?))
+        let connection =
+            redis::AsyncConnectionConfig::new().set_response_timeout(Some(RESPONSE_TIMEOUT));
+        let manager = deadpool_redis::Manager::new_with_config(url, connection)?;
+        let pool = deadpool_redis::Pool::builder(manager)
+            .config(pool_config(max_connections))
+            .runtime(Runtime::Tokio1)
+            .build()?;
+        Ok(Self::Single(pool))
     }
 
     /// A pool on the Redis Cluster that `seeds` (any of its nodes) belong to.
