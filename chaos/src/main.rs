@@ -14,7 +14,7 @@
 //! after. About a tenth go in batches of five (`POST /tasks/batch`), about
 //! one in seven fails its first attempt at one stage with a retryable error
 //! (retried from that stage), and about one in seven of the others is
-//! delayed up to 3 s (`delay_ms`). Faults are drawn from the seed: their moments, the victims, and
+//! delayed up to 3 s (`delay_ms`), in a batch or not. Faults are drawn from the seed: their moments, the victims, and
 //! whether RabbitMQ stops cleanly or is killed. After the window the driver
 //! waits (bounded) for every task to end, then checks each through the api:
 //!
@@ -343,9 +343,7 @@ async fn drive(
         } else {
             1
         };
-        let bodies: Vec<Value> = (0..batch)
-            .map(|_| task_body(rng, &mut verdict, batch == 1))
-            .collect();
+        let bodies: Vec<Value> = (0..batch).map(|_| task_body(rng, &mut verdict)).collect();
         if batch > 1 {
             verdict.batched += batch;
         }
@@ -568,9 +566,8 @@ async fn cancel(http: &reqwest::Client, api: &str, id: &str, give_up_at: tokio::
 /// One task's create body: 2 to 4 short stages, any priority; about one in
 /// seven fails its first attempt at one stage with a retryable error (and
 /// so runs again from that stage after a short backoff), about one in seven
-/// waits up to 3 s first (`delay_ms`: SCHEDULED, then due) unless it goes
-/// in a batch (a batch takes no delayed tasks).
-fn task_body(rng: &mut fastrand::Rng, verdict: &mut Verdict, may_wait: bool) -> Value {
+/// waits up to 3 s first (`delay_ms`: SCHEDULED, then due).
+fn task_body(rng: &mut fastrand::Rng, verdict: &mut Verdict) -> Value {
     let stages = rng.u64(2..=4);
     let mut body = json!({
         "stages": stages,
@@ -587,7 +584,7 @@ fn task_body(rng: &mut fastrand::Rng, verdict: &mut Verdict, may_wait: bool) -> 
             body["max_attempts"] = json!(3);
             body["retry_backoff_ms"] = json!(200);
         }
-        15..=29 if may_wait => {
+        15..=29 => {
             verdict.delayed += 1;
             body["delay_ms"] = json!(rng.u64(0..=3_000));
         }

@@ -42,7 +42,7 @@ fn batch_request(req: &HttpRequest, body: &[u8]) -> Result<BatchRequest, ApiErro
     request_body(content = BatchRequest, description = "1 to 1,000 `POST /tasks` bodies; up to 4 MiB"),
     params(("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,200}$", description = "1 to 200 visible ASCII characters; covers the whole batch")),
     responses(
-        (status = 202, description = "Every task stored and published, in request order", body = BatchAnswer),
+        (status = 202, description = "Every task stored and published (QUEUED), or stored to run later (SCHEDULED), in request order", body = BatchAnswer),
         (status = 200, description = "Idempotent replay: the first batch's tasks, with their current statuses", body = BatchAnswer),
         (status = 400, description = "Invalid body or header; nothing created. An invalid task is named by `index` (0-based) and `field`", body = ErrorBody),
         (status = 401, description = "API key missing or wrong", body = ErrorBody),

@@ -3,7 +3,8 @@
 //! The steps are [`super::create`]'s, each done for every task at once:
 //! validate every body (the first invalid one answers 400 with its `index`,
 //! and nothing is made), reserve the `Idempotency-Key` for the whole batch,
-//! store every task in one Redis pipeline, publish every message and only
+//! store the tasks due later SCHEDULED (as a single create does), store
+//! every other task in one Redis pipeline, publish their messages and only
 //! then await the confirms, list them all. A store or publish that fails
 //! discards every task of the batch and answers 503, as a single create
 //! does; an api that dies midway leaves the stored tasks in the outbox,
@@ -26,7 +27,7 @@ use crate::{
         create::{self, Idempotency},
     },
     state::AppState,
-    store::{reservation_secs, IdempotencyKey},
+    store::{reservation_secs, Code, IdempotencyKey},
 };
 
 /// What a batch create did.
@@ -69,20 +70,21 @@ pub async fn create_batch(
             });
         }
     }
-    if let Err(e) = store_and_publish(state, &ids, &tasks, key.as_ref()).await {
-        if let Some(key) = &key {
-            forget(state, key, &ids[0]).await;
+    let statuses = match store_and_publish(state, &ids, &tasks, key.as_ref()).await {
+        Ok(statuses) => statuses,
+        Err(e) => {
+            if let Some(key) = &key {
+                forget(state, key, &ids[0]).await;
+            }
+            return Err(e);
         }
-        return Err(e);
-    }
+    };
     state.metrics.tasks_created.inc_by(ids.len() as u64);
-    tracing::info!(task_id = %ids[0], tasks = ids.len(), "batch queued");
+    tracing::info!(task_id = %ids[0], tasks = ids.len(), "batch created");
     let tasks = ids
         .into_iter()
-        .map(|task_id| TaskRef {
-            task_id,
-            status: TaskStatus::Queued,
-        })
+        .zip(statuses)
+        .map(|(task_id, status)| TaskRef { task_id, status })
         .collect();
     Ok(BatchCreated {
         tasks,
@@ -91,28 +93,13 @@ pub async fn create_batch(
 }
 
 /// Every body through [`create::validate`], in order; the first error
-/// carries its index. A task that would start SCHEDULED (`run_at` or
-/// `delay_ms` in the future) is refused: the batch's pipelined store and
-/// publish know only QUEUED tasks for now.
+/// carries its index.
 fn validate_all(state: &AppState, batch: BatchRequest) -> Result<Vec<NewTask>, ApiError> {
-    let now = chrono::Utc::now();
     batch
         .tasks
         .into_iter()
         .enumerate()
-        .map(|(i, request)| {
-            let field = if request.delay_ms.is_some() {
-                "delay_ms"
-            } else {
-                "run_at"
-            };
-            let task = create::validate(state, request).map_err(|e| e.at_index(i))?;
-            if task.run_at.is_some_and(|at| at > now) {
-                let message = "a batch takes tasks that run now; create delayed tasks one by one";
-                return Err(ApiError::invalid(field.to_owned(), message.to_owned()).at_index(i));
-            }
-            Ok(task)
-        })
+        .map(|(i, request)| create::validate(state, request).map_err(|e| e.at_index(i)))
         .collect()
 }
 
@@ -183,15 +170,38 @@ async fn replay(state: &AppState, first: &TaskId) -> Result<Vec<TaskRef>, ApiErr
     )))
 }
 
-/// Stores every task, keeps the key, publishes every message (confirmed)
-/// and lists them; discards them all when a step before the listing fails.
+/// Stores every task, keeps the key, publishes every message of a task that
+/// runs now (confirmed) and lists them; discards them all when a step before
+/// the listing fails. Tasks due later (`run_at`/`delay_ms` in the future)
+/// are stored SCHEDULED first, one by one (concurrently), as a single
+/// create stores them; the due sweep publishes them. Answers each task's status.
 async fn store_and_publish(
     state: &AppState,
     ids: &[TaskId],
     tasks: &[NewTask],
     key: Option<&IdempotencyKey>,
-) -> Result<(), ApiError> {
-    let pairs: Vec<(TaskId, &NewTask)> = ids.iter().copied().zip(tasks).collect();
+) -> Result<Vec<TaskStatus>, ApiError> {
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let due: Vec<Option<i64>> = tasks
+        .iter()
+        .map(|t| {
+            t.run_at
+                .map(|at| at.timestamp_millis())
+                .filter(|&ms| ms > now_ms)
+        })
+        .collect();
+    if let Err(e) = store_scheduled(state, ids, tasks, &due).await {
+        discard(state, ids, "a delayed task could not be stored").await;
+        return Err(e);
+    }
+    let pairs: Vec<(TaskId, &NewTask)> = ids
+        .iter()
+        .copied()
+        .zip(tasks)
+        .zip(&due)
+        .filter(|(_, due)| due.is_none())
+        .map(|(pair, _)| pair)
+        .collect();
     let stored = match state.store.create_many(&pairs).await {
         Ok(stored) => stored,
         Err(e) => {
@@ -209,6 +219,16 @@ async fn store_and_publish(
             discard(state, ids, "its key could not be kept").await;
             return Err(e.into());
         }
+    }
+    let statuses = due
+        .iter()
+        .map(|due| match due {
+            Some(_) => TaskStatus::Scheduled,
+            None => TaskStatus::Queued,
+        })
+        .collect();
+    if pairs.is_empty() {
+        return Ok(statuses);
     }
     let messages: Vec<(TaskMessage, &str)> = pairs
         .iter()
@@ -233,6 +253,33 @@ async fn store_and_publish(
         // the outbox sweep lists them once Redis takes writes.
         tracing::warn!(task_id = %ids[0], tasks = ids.len(), error = %e, "a published batch is not listed yet; the outbox sweep lists it");
     }
+    Ok(statuses)
+}
+
+/// Stores the batch's tasks that are due later (`due[i]` set) SCHEDULED,
+/// each with its due-index entry and listed, concurrently.
+async fn store_scheduled(
+    state: &AppState,
+    ids: &[TaskId],
+    tasks: &[NewTask],
+    due: &[Option<i64>],
+) -> Result<(), ApiError> {
+    let stores = ids
+        .iter()
+        .zip(tasks)
+        .zip(due)
+        .filter_map(|((id, task), due)| due.map(|ms| (id, task, ms)))
+        .map(|(id, task, due_ms)| async move {
+            let outcome = state.store.create_scheduled(id, task, due_ms).await?;
+            if outcome.code != Code::Ok {
+                return Err(ApiError::Unexpected(anyhow::anyhow!(
+                    "a fresh task id {id} answered {:?}",
+                    outcome.code
+                )));
+            }
+            Ok::<(), ApiError>(())
+        });
+    futures_util::future::try_join_all(stores).await?;
     Ok(())
 }
 

@@ -363,3 +363,43 @@ async fn a_batch_stored_but_never_published_is_finished_by_the_outbox_sweep() {
     assert_eq!(app.queue_depth("tasks.algo").await, 5, "one message each");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_batch_may_hold_delayed_tasks_which_start_scheduled_and_are_published_when_due() {
+    let app = spawn_app().await;
+    let tasks = json!({"tasks": [
+        {"stages": 1, "stage_ms": 0},
+        {"stages": 1, "stage_ms": 0, "delay_ms": 1500},
+        {"stages": 1, "stage_ms": 0, "delay_ms": 0},
+    ]});
+
+    let res = post_batch(&app, &tasks, None).await;
+
+    assert_eq!(res.status(), 202);
+    let answer: Value = res.json().await.unwrap();
+    let statuses: Vec<&str> = answer["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["QUEUED", "SCHEDULED", "QUEUED"], "{answer}");
+    let ids = ids(&answer);
+    let delayed = app.task(&ids[1]).await;
+    assert_eq!(delayed["status"], "SCHEDULED");
+    assert!(delayed["scheduled_for"].is_string(), "{delayed}");
+    assert_eq!(app.listed().await.len(), 3, "all three listed");
+
+    let queued = app
+        .wait_for(&ids[1], Duration::from_secs(10), |t| {
+            t["status"] == "QUEUED"
+        })
+        .await;
+    assert!(queued["scheduled_for"].is_null(), "{queued}");
+    assert_eq!(
+        app.queue_depth("tasks.algo").await,
+        3,
+        "each published once, the delayed one when due"
+    );
+    app.stop().await;
+}
