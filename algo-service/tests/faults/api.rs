@@ -55,7 +55,9 @@ async fn the_api_restarted_on_its_port_while_workers_run_loses_nothing() {
 /// stay PROCESSING forever. Instead another worker takes each one over.
 #[tokio::test]
 async fn a_worker_killed_while_the_api_was_down_had_acked_nothing() {
-    let mut sys = Stack::start(&["--lease-secs", "4"]).await;
+    // A lease long enough for w1 to run every stage unrenewed on a loaded
+    // machine (it stops running a task once its lease may have run out).
+    let mut sys = Stack::start(&["--lease-secs", "8"]).await;
     sys.add_worker("w1").await;
     let mut ids = Vec::new();
     for _ in 0..3 {
