@@ -398,23 +398,28 @@ async fn an_api_dying_mid_fire_loses_no_due_task_and_publishes_none_twice() {
         ids.push(id.to_string());
     }
     // The dying process: it claims every due entry (held 2 s), then stops
-    // at one of three steps, a third of the tasks each.
-    let entries = eventually(
-        "the entries to come due",
-        Duration::from_secs(5),
-        || async {
-            let mut all = Vec::new();
-            for shard in 0..api_service::store::DUE_SHARDS {
-                let (_, got) = store
-                    .claim_due(shard, 1000, Duration::from_secs(2))
-                    .await
-                    .unwrap();
-                all.extend(got);
-            }
-            (!all.is_empty()).then_some(all)
-        },
-    )
-    .await;
+    // at one of three steps, a third of the tasks each. The entries come due
+    // together, but a pass over the shards may straddle that moment: claim
+    // until every one is held (what is claimed stays held meanwhile).
+    let mut entries = Vec::new();
+    let give_up = tokio::time::Instant::now() + Duration::from_secs(5);
+    while entries.len() < TASKS {
+        assert!(
+            tokio::time::Instant::now() < give_up,
+            "only {} of {TASKS} entries came due",
+            entries.len()
+        );
+        for shard in 0..api_service::store::DUE_SHARDS {
+            let (_, got) = store
+                .claim_due(shard, 1000, Duration::from_secs(2))
+                .await
+                .unwrap();
+            entries.extend(got);
+        }
+        if entries.len() < TASKS {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
     assert_eq!(entries.len(), TASKS);
     for (i, entry) in entries.iter().enumerate() {
         if i % 3 >= 1 {
