@@ -182,14 +182,7 @@ async fn store_and_publish(
     key: Option<&IdempotencyKey>,
 ) -> Result<Vec<TaskStatus>, ApiError> {
     let now_ms = chrono::Utc::now().timestamp_millis();
-    let due: Vec<Option<i64>> = tasks
-        .iter()
-        .map(|t| {
-            t.run_at
-                .map(|at| at.timestamp_millis())
-                .filter(|&ms| ms > now_ms)
-        })
-        .collect();
+    let due: Vec<Option<i64>> = tasks.iter().map(|t| create::due_later(t, now_ms)).collect();
     if let Err(e) = store_scheduled(state, ids, tasks, &due).await {
         discard(state, ids, "a delayed task could not be stored").await;
         return Err(e);

@@ -170,11 +170,19 @@ fn key_conflict() -> ApiError {
     }
 }
 
+/// When `task` is due (ms), if that is after `now_ms`: then it starts
+/// SCHEDULED; `None` means it runs now.
+pub fn due_later(task: &NewTask, now_ms: i64) -> Option<i64> {
+    task.run_at
+        .map(|at| at.timestamp_millis())
+        .filter(|&due_ms| due_ms > now_ms)
+}
+
 /// Stores a validated task and starts it: published now (QUEUED), or, with
 /// a `run_at` in the future, SCHEDULED for the due sweep to publish then.
 /// Answers the status it has. A failure leaves nothing behind (the key, if
-/// any, is the caller's to release). One function for every create path
-/// (single and batch).
+/// any, is the caller's to release). A batch makes the same decision with
+/// [`due_later`], then stores its QUEUED tasks in one pipeline.
 ///
 /// # Errors
 /// Redis or RabbitMQ unavailable (503), RabbitMQ blocking (503 `broker_blocked`).
@@ -184,9 +192,8 @@ pub async fn store_and_start(
     task: &NewTask,
     key: Option<&IdempotencyKey>,
 ) -> Result<TaskStatus, ApiError> {
-    let now_ms = chrono::Utc::now().timestamp_millis();
-    match task.run_at.map(|at| at.timestamp_millis()) {
-        Some(due_ms) if due_ms > now_ms => {
+    match due_later(task, chrono::Utc::now().timestamp_millis()) {
+        Some(due_ms) => {
             store_scheduled(state, id, task, key, due_ms).await?;
             Ok(TaskStatus::Scheduled)
         }
