@@ -82,6 +82,40 @@ BLOB_OF_INPUT_JS = """async (taskId) => {
   return { blob_id: task.input.image, content_type: res.headers.get('content-type'), size };
 }"""
 
+# Counts the page's live streams where the page opens them: a streamed fetch
+# with Accept: text/event-stream is open from the call until its body ends
+# (the end is seen before the page's reader sees it), it fails, or its signal
+# aborts. Playwright's request events cannot count this: the next stream's
+# "request" can arrive before the previous one's "requestfinished".
+COUNT_STREAMS_JS = """(() => {
+  const streams = (window.__streams = { open: 0, max: 0 });
+  const fetch = window.fetch.bind(window);
+  window.fetch = async (input, init) => {
+    const accept = init && init.headers && init.headers.Accept;
+    if (accept !== 'text/event-stream') return fetch(input, init);
+    let open = true;
+    const close = () => {
+      if (open) { open = false; streams.open -= 1; }
+    };
+    streams.open += 1;
+    streams.max = Math.max(streams.max, streams.open);
+    if (init.signal) init.signal.addEventListener('abort', close);
+    let res;
+    try {
+      res = await fetch(input, init);
+    } catch (e) {
+      close();
+      throw e;
+    }
+    if (!res.body) {
+      close();
+      return res;
+    }
+    const body = res.body.pipeThrough(new TransformStream({ flush: close }));
+    return new Response(body, { status: res.status, statusText: res.statusText, headers: res.headers });
+  };
+})();"""
+
 PROGRESS_AT_LEAST_30_JS = """(taskId) =>
   Number(document.querySelector(`li.task[data-task-id="${taskId}"] .bar`).getAttribute('aria-valuenow')) >= 30"""
 
@@ -113,30 +147,18 @@ class Dashboard(unittest.TestCase):
         cls.page = page = context.new_page()
         cls.offsite = []  # requests to anything but the api
         cls.page_errors = []  # uncaught exceptions and console errors
-        cls.streams = {"open": 0, "max": 0}  # SSE requests in flight
-
-        def is_stream(req):
-            return req.headers.get("accept") == "text/event-stream"
+        page.add_init_script(COUNT_STREAMS_JS)
 
         def on_request(req):
             # blob: URLs are this page's own memory (the result image preview).
             if origin(req.url) != ORIGIN and not req.url.startswith(("data:", "blob:")):
                 cls.offsite.append(req.url)
-            if is_stream(req):
-                cls.streams["open"] += 1
-                cls.streams["max"] = max(cls.streams["max"], cls.streams["open"])
-
-        def on_done(req):
-            if is_stream(req):
-                cls.streams["open"] -= 1
 
         def on_console(msg):
             if msg.type == "error" and not EXPECTED_CONSOLE_ERROR.search(msg.text):
                 cls.page_errors.append(msg.text)
 
         page.on("request", on_request)
-        page.on("requestfinished", on_done)
-        page.on("requestfailed", on_done)
         page.on("pageerror", lambda err: cls.page_errors.append(str(err)))
         page.on("console", on_console)
         page.goto(DASHBOARD_URL)
@@ -382,7 +404,8 @@ class Dashboard(unittest.TestCase):
         # what they missed. Each task runs 4 s, so the first ones are still
         # live when the fourth is submitted, however slow a busy machine
         # makes the form.
-        self.streams["max"] = self.streams["open"]
+        page = self.page
+        page.evaluate("() => { window.__streams.max = window.__streams.open; }")
         ids = [
             self.submit(
                 {
@@ -401,7 +424,7 @@ class Dashboard(unittest.TestCase):
             self.assertEqual(
                 self.row(task_id).get_by_role("progressbar").get_attribute("aria-valuenow"), "100", task_id
             )
-        self.assertEqual(self.streams["max"], 4, "four streams at most, and all four used")
+        self.assertEqual(page.evaluate("() => window.__streams.max"), 4, "four streams at most, and all four used")
 
     def test_8_narrow_window(self):
         """In a narrow window nothing overflows sideways."""
