@@ -301,7 +301,10 @@ impl RedisLimit {
         conn: &mut redis::aio::MultiplexedConnection,
         id: &TaskId,
     ) -> anyhow::Result<()> {
-        let outbox = format!("{}tasks:unpublished", self.prefix);
+        // The api's sharded cross-task sets (api-service's store::shards):
+        // shard = the high half of the id's bits mod 8, each its own hash tag.
+        let shard = (id.as_uuid().as_u128() >> 64) % 8;
+        let outbox = format!("{}tasks:unpublished:{{outbox-{shard}}}", self.prefix);
         let _: i64 = redis::cmd("ZADD")
             .arg(&outbox)
             .arg(chrono::Utc::now().timestamp_millis())
@@ -327,7 +330,7 @@ impl RedisLimit {
         }
         let now_ms: i64 = out.get(9).and_then(|s| s.parse().ok()).unwrap_or(0);
         let _: i64 = redis::cmd("ZADD")
-            .arg(format!("{}tasks:index", self.prefix))
+            .arg(format!("{}tasks:index:{{index-{shard}}}", self.prefix))
             .arg(0)
             .arg(format!("{now_ms:015}:{id}"))
             .query_async(conn)

@@ -229,6 +229,21 @@ impl TestEnv {
         Ok(client.get_multiplexed_async_connection().await?)
     }
 
+    /// How many members the cross-task set `set` (every shard) holds under
+    /// this test's prefix.
+    ///
+    /// # Errors
+    /// Redis is unreachable.
+    pub async fn set_size(&self, set: api_service::store::Set) -> anyhow::Result<u64> {
+        let mut conn = self.redis().await?;
+        let mut pipe = redis::pipe();
+        for key in set.keys(&self.redis_prefix) {
+            pipe.zcard(key);
+        }
+        let sizes: Vec<u64> = pipe.query_async(&mut conn).await?;
+        Ok(sizes.into_iter().sum())
+    }
+
     /// Deletes the vhost (and everything in it) if it was made here, and
     /// every key under the prefix.
     pub async fn cleanup(&self) {

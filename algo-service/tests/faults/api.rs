@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use api_service::store::{reservation_secs, IdemReservation, IdempotencyKey, RESERVATION_SECS};
+use api_service::store::{
+    reservation_secs, IdemReservation, IdempotencyKey, Set, RESERVATION_SECS,
+};
 use task_model::{CreateTaskRequest, NewTask, TaskId};
 use test_support::{body, eventually, Stack};
 
@@ -129,16 +131,7 @@ async fn a_task_stored_by_an_api_that_died_before_publishing_it_still_runs() {
     let created = sys.create(body(1, 0)).await;
     sys.assert_all_completed_once(&[created], Duration::from_secs(20))
         .await;
-    let mut redis = redis::Client::open(sys.env.redis_url.as_str())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let outbox: i64 = redis::cmd("ZCARD")
-        .arg(format!("{}tasks:unpublished", sys.env.redis_prefix))
-        .query_async(&mut redis)
-        .await
-        .unwrap();
+    let outbox = sys.env.set_size(Set::Outbox).await.unwrap();
     assert_eq!(outbox, 0);
     assert_eq!(sys.hellos(), 3, "published once each");
     sys.stop().await;

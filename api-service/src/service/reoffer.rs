@@ -25,10 +25,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     state::AppState,
-    store::{LeaseCheck, StoreError},
+    store::{DueLease, LeaseCheck, StoreError},
 };
 
-/// Entries looked at per sweep.
+/// Entries looked at per sweep, per shard of the lease index.
 const BATCH: usize = 100;
 /// A re-offer that nobody took up (its message lost, say, because the api
 /// died between marking and publishing) is made again after this long.
@@ -62,9 +62,9 @@ pub async fn run(state: Arc<AppState>, stop: CancellationToken) {
 /// Redis is unavailable. A broker that is down or blocking ends the sweep
 /// early without an error; the next one tries again.
 pub async fn sweep_once(state: &AppState) -> Result<usize, StoreError> {
-    let (now, ids) = state.store.due_leases(BATCH).await?;
+    let due = state.store.due_leases(BATCH).await?;
     let mut reoffered = 0;
-    for id in ids {
+    for DueLease { id, seen_ms: now } in due {
         let (marked_ms, holder) = match state.store.check_lease(&id, REOFFER_AGAIN).await {
             Ok(LeaseCheck::Untracked) => {
                 state.store.retrack_lease(&id, None, now).await?;

@@ -15,7 +15,7 @@
 use deadpool_redis::redis;
 use task_model::{NewTask, TaskId, TaskStatus};
 
-use super::{create_args, listing, parse_outcome, Code, Store, StoreError};
+use super::{create_args, listing, parse_outcome, Code, Set, Store, StoreError};
 
 /// A task [`Store::create_many`] stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,16 +52,17 @@ impl Store {
             return Ok(Vec::new());
         }
         let now = chrono::Utc::now().timestamp_millis();
-        let members: Vec<(i64, String)> =
-            tasks.iter().map(|(id, _)| (now, id.to_string())).collect();
+        let members: Vec<(TaskId, i64, String)> = tasks
+            .iter()
+            .map(|(id, _)| (*id, now, id.to_string()))
+            .collect();
         let mut before = redis::pipe();
-        before
-            .zadd_multiple(self.unpublished_key(), &members)
-            .zadd_multiple(self.queued_key(), &members);
+        self.zadd_sharded(&mut before, Set::Outbox, &members);
+        self.zadd_sharded(&mut before, Set::Queued, &members);
         let calls: Vec<_> = tasks
             .iter()
             .zip(&members)
-            .map(|((id, task), (_, member))| {
+            .map(|((id, task), (_, _, member))| {
                 let mut call = self.script.key(self.task_key(id));
                 call.key(self.events_key(id))
                     .arg("create")
@@ -112,8 +113,8 @@ impl Store {
             // One task's keys: one slot.
             pipe.del(&[self.task_key(id), self.events_key(id)]);
         }
-        let members: Vec<String> = ids.iter().map(TaskId::to_string).collect();
-        pipe.zrem(self.unpublished_key(), &members);
+        let members: Vec<(TaskId, String)> = ids.iter().map(|id| (*id, id.to_string())).collect();
+        self.zrem_sharded(&mut pipe, Set::Outbox, &members);
         let _: () = self.query_pipe(&mut conn, &pipe).await?;
         Ok(())
     }
@@ -126,21 +127,18 @@ impl Store {
             return Ok(());
         }
         let mut conn = self.conn().await?;
-        let listed: Vec<(i64, String)> = tasks
+        let listed: Vec<(TaskId, i64, String)> = tasks
             .iter()
-            .map(|t| (0, listing::index_member(t.created_ms, &t.id)))
+            .map(|t| (t.id, 0, listing::index_member(t.created_ms, &t.id)))
             .collect();
-        let _: i64 = redis::cmd("ZADD")
-            .arg(self.index_key())
-            .arg(&listed)
-            .query_async(&mut conn)
-            .await?;
-        let members: Vec<String> = tasks.iter().map(|t| t.id.to_string()).collect();
-        let _: i64 = redis::cmd("ZREM")
-            .arg(self.unpublished_key())
-            .arg(&members)
-            .query_async(&mut conn)
-            .await?;
+        let mut list = redis::pipe();
+        self.zadd_sharded(&mut list, Set::Index, &listed);
+        let _: Vec<i64> = self.query_pipe(&mut conn, &list).await?;
+        let members: Vec<(TaskId, String)> =
+            tasks.iter().map(|t| (t.id, t.id.to_string())).collect();
+        let mut leave = redis::pipe();
+        self.zrem_sharded(&mut leave, Set::Outbox, &members);
+        let _: Vec<i64> = self.query_pipe(&mut conn, &leave).await?;
         Ok(())
     }
 

@@ -153,7 +153,7 @@ impl Store {
     pub async fn enter_outbox(&self, id: &TaskId) -> Result<(), StoreError> {
         let mut conn = self.conn().await?;
         let _: i64 = redis::cmd("ZADD")
-            .arg(self.unpublished_key())
+            .arg(self.unpublished_key(id))
             .arg(chrono::Utc::now().timestamp_millis())
             .arg(id.to_string())
             .query_async(&mut conn)

@@ -1,7 +1,7 @@
 //! The lease index: which running tasks may have a lapsed lease, for
 //! [`crate::service::reoffer`].
 //!
-//! A sorted set (`tasks:leases`) holds the id of every claimed task, scored
+//! A sorted set (`tasks:leases`, in [`super::SHARDS`] shards) holds the id of every claimed task, scored
 //! by when its lease may run out (ms, the Redis clock). It lives outside the
 //! task's slot, so it is a hint, never the truth: the truth is the task's
 //! hash (`status`, `lease_until_ms`), which the sweep reads in the task's own
@@ -27,7 +27,15 @@ use deadpool_redis::redis;
 use redis::Script;
 use task_model::TaskId;
 
-use super::{Store, StoreError};
+use super::{Set, Store, StoreError};
+
+/// A task the lease sweep should look at ([`Store::due_leases`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DueLease {
+    pub id: TaskId,
+    /// The Redis clock (ms) of its shard when the sweep read it.
+    pub seen_ms: i64,
+}
 
 /// What the task's hash says about a lease the index found due.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,8 +128,9 @@ return 0",
 });
 
 impl Store {
-    fn leases_key(&self) -> String {
-        format!("{}tasks:leases", self.prefix)
+    /// The lease index's shard of task `id` ([`super::shards`]).
+    fn leases_key(&self, id: &TaskId) -> String {
+        self.key_of(Set::Leases, id)
     }
 
     /// Puts the task into the lease index, due when a lease of `lease`
@@ -129,7 +138,7 @@ impl Store {
     pub async fn track_lease(&self, id: &TaskId, lease: Duration) -> Result<(), StoreError> {
         let mut conn = self.conn().await?;
         let _: i64 = TRACK
-            .key(self.leases_key())
+            .key(self.leases_key(id))
             .arg(id.to_string())
             .arg(lease.as_millis() as u64)
             .invoke_async(&mut conn)
@@ -137,34 +146,40 @@ impl Store {
         Ok(())
     }
 
-    /// The Redis clock and up to `limit` indexed tasks whose lease may have
-    /// run out by it. Members that are not task ids are dropped.
-    pub async fn due_leases(&self, limit: usize) -> Result<(i64, Vec<TaskId>), StoreError> {
+    /// Up to `limit` indexed tasks (from each shard) whose lease may have run
+    /// out, each with the clock of the Redis that holds its shard (what
+    /// [`Store::retrack_lease`] compares against). Members that are not task
+    /// ids are dropped.
+    pub async fn due_leases(&self, limit: usize) -> Result<Vec<DueLease>, StoreError> {
         let mut conn = self.conn().await?;
-        let raw: Vec<String> = DUE
-            .key(self.leases_key())
-            .arg(limit)
-            .invoke_async(&mut conn)
-            .await?;
-        let mut raw = raw.into_iter();
-        let now = raw
-            .next()
-            .and_then(|n| n.parse().ok())
-            .ok_or_else(|| StoreError::Corrupt("the lease sweep got no clock".into()))?;
-        let mut ids = Vec::new();
-        for member in raw {
-            match TaskId::parse(&member) {
-                Ok(id) => ids.push(id),
-                Err(_) => {
-                    let _: i64 = redis::cmd("ZREM")
-                        .arg(self.leases_key())
-                        .arg(&member)
-                        .query_async(&mut conn)
-                        .await?;
+        let keys = self.shard_keys(Set::Leases);
+        let calls: Vec<_> = keys
+            .iter()
+            .map(|key| {
+                let mut call = DUE.key(key);
+                call.arg(limit);
+                call
+            })
+            .collect();
+        let shards: Vec<Vec<String>> = self.invoke_many(&mut conn, &redis::pipe(), &calls).await?;
+        let mut due = Vec::new();
+        let mut bad = Vec::new();
+        for raw in shards {
+            let mut raw = raw.into_iter();
+            let seen_ms = raw
+                .next()
+                .and_then(|n| n.parse().ok())
+                .ok_or_else(|| StoreError::Corrupt("the lease sweep got no clock".into()))?;
+            for member in raw {
+                match TaskId::parse(&member) {
+                    Ok(id) => due.push(DueLease { id, seen_ms }),
+                    Err(_) => bad.push(member),
                 }
             }
         }
-        Ok((now, ids))
+        self.remove_members(&mut conn, Set::Leases, &bad, |_| None)
+            .await?;
+        Ok(due)
     }
 
     /// Reads the task's lease in its own atomic step and, if it lapsed and
@@ -215,7 +230,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         let mut conn = self.conn().await?;
         let _: i64 = RETRACK
-            .key(self.leases_key())
+            .key(self.leases_key(id))
             .arg(id.to_string())
             .arg(seen_ms)
             .arg(next_ms.map(|ms| ms.to_string()).unwrap_or_default())

@@ -1,6 +1,7 @@
 //! The newest-first task index and its opaque cursors.
 //!
-//! One sorted set, every member scored 0 and named
+//! One sorted set in [`super::SHARDS`] shards ([`super::shards`]; a page
+//! merges the shards), every member scored 0 and named
 //! `<created_ms, 15 digits>:<task id>`, so lexicographic order is creation
 //! order and `ZRANGE … BYLEX REV` pages newest first without ties. A cursor is
 //! the last member seen, signed, so a cursor the api did not issue is refused.
@@ -11,13 +12,20 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use task_model::{TaskId, TaskStatus, TaskView};
 
-use super::{parse_task, Store, StoreError, TaskRecord};
+use super::{parse_task, Set, Store, StoreError, TaskRecord};
 
 /// Most index entries one listing request reads when filtering by status.
 const MAX_SCAN: usize = 5_000;
 
 pub(super) fn index_member(created_ms: i64, id: &TaskId) -> String {
     format!("{created_ms:015}:{id}")
+}
+
+/// The task an index member names, if it names one.
+pub(super) fn member_task(member: &str) -> Option<TaskId> {
+    member
+        .split_once(':')
+        .and_then(|(_, id)| TaskId::parse(id).ok())
 }
 
 /// Signs and checks list cursors.
@@ -91,34 +99,37 @@ impl Store {
             let tasks = self.load_members(&mut conn, &members).await?;
             scan.take(members, tasks, want);
         }
-        if !scan.stale.is_empty() {
-            let _: i64 = redis::cmd("ZREM")
-                .arg(self.index_key())
-                .arg(&scan.stale)
-                .query_async(&mut conn)
-                .await?;
-        }
+        self.remove_members(&mut conn, Set::Index, &scan.stale, member_task)
+            .await?;
         Ok(scan.into_page())
     }
 
-    /// Up to `count` index members before `start` (a `ZRANGE … BYLEX` bound), newest first.
+    /// Up to `count` index members before `start` (a `ZRANGE … BYLEX` bound),
+    /// newest first: the first `count` of every shard's, merged (members
+    /// order the same in every shard, so the merge is the one index's order).
     async fn index_range(
         &self,
         conn: &mut super::Conn,
         start: &str,
         count: usize,
     ) -> Result<Vec<String>, StoreError> {
-        Ok(redis::cmd("ZRANGE")
-            .arg(self.index_key())
-            .arg(start)
-            .arg("-")
-            .arg("BYLEX")
-            .arg("REV")
-            .arg("LIMIT")
-            .arg(0)
-            .arg(count)
-            .query_async(conn)
-            .await?)
+        let mut pipe = redis::pipe();
+        for key in self.shard_keys(Set::Index) {
+            pipe.cmd("ZRANGE")
+                .arg(key)
+                .arg(start)
+                .arg("-")
+                .arg("BYLEX")
+                .arg("REV")
+                .arg("LIMIT")
+                .arg(0)
+                .arg(count);
+        }
+        let shards: Vec<Vec<String>> = self.query_pipe(conn, &pipe).await?;
+        let mut members: Vec<String> = shards.into_iter().flatten().collect();
+        members.sort_unstable_by(|a, b| b.cmp(a));
+        members.truncate(count);
+        Ok(members)
     }
 
     /// The task behind each index member, in one round trip; `None` for a
@@ -128,10 +139,7 @@ impl Store {
         conn: &mut super::Conn,
         members: &[String],
     ) -> Result<Vec<Option<TaskRecord>>, StoreError> {
-        let ids: Vec<Option<TaskId>> = members
-            .iter()
-            .map(|m| m.split_once(':').and_then(|(_, id)| TaskId::parse(id).ok()))
-            .collect();
+        let ids: Vec<Option<TaskId>> = members.iter().map(|m| member_task(m)).collect();
         let mut pipe = redis::pipe();
         for id in ids.iter().flatten() {
             pipe.hgetall(self.task_key(id));

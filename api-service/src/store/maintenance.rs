@@ -182,7 +182,7 @@ impl Store {
         let mut pipe = redis::pipe();
         for id in ids {
             pipe.hget(self.task_key(id), "created_ms")
-                .zscore(self.unpublished_key(), id.to_string());
+                .zscore(self.unpublished_key(id), id.to_string());
         }
         let found: Vec<(Option<String>, Option<f64>)> = self.query_pipe(conn, &pipe).await?;
         let mut members = Vec::new();
@@ -193,7 +193,7 @@ impl Store {
                 continue;
             }
             match created.as_deref().map(str::parse::<i64>) {
-                Some(Ok(ms)) => members.push(listing::index_member(ms, id)),
+                Some(Ok(ms)) => members.push((*id, listing::index_member(ms, id))),
                 // Expired or deleted since the SCAN saw it.
                 None => {}
                 Some(Err(_)) => {
@@ -205,13 +205,25 @@ impl Store {
         if members.is_empty() {
             return Ok((0, skipped));
         }
-        let mut add = redis::cmd("ZADD");
-        add.arg(self.index_key()).arg("NX");
+        let mut by_shard: Vec<Vec<&(TaskId, String)>> = vec![Vec::new(); super::SHARDS];
         for m in &members {
-            add.arg(0).arg(m);
+            by_shard[super::shards::shard_of(&m.0)].push(m);
         }
-        let added: usize = add.query_async(conn).await?;
-        Ok((added, skipped))
+        let mut pipe = redis::pipe();
+        for (shard, members) in by_shard.iter().enumerate() {
+            if members.is_empty() {
+                continue;
+            }
+            let add = pipe
+                .cmd("ZADD")
+                .arg(self.shard_key(super::Set::Index, shard))
+                .arg("NX");
+            for (_, m) in members {
+                add.arg(0).arg(m);
+            }
+        }
+        let added: Vec<usize> = self.query_pipe(conn, &pipe).await?;
+        Ok((added.into_iter().sum(), skipped))
     }
 
     /// Redis's `maxmemory-policy` (`CONFIG GET`), or

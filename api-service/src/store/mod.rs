@@ -22,6 +22,7 @@ mod queued;
 mod queues;
 mod record;
 mod schedules;
+mod shards;
 
 use std::time::Duration;
 
@@ -36,7 +37,7 @@ use conn::Pools;
 pub use due::{DueEntry, DUE_SHARDS};
 pub use hub::{EventHub, Watch};
 pub use idempotency::{reservation_secs, IdemReservation, IdempotencyKey, RESERVATION_SECS};
-pub use leases::LeaseCheck;
+pub use leases::{DueLease, LeaseCheck};
 pub use listing::{Cursor, Page};
 pub use maintenance::{EvictionPolicy, IndexRepair, Persistence};
 pub use queued::OldestQueued;
@@ -44,6 +45,7 @@ pub use queues::QueueState;
 use record::{parse_event, parse_task};
 pub use record::{TaskRecord, WebhookState};
 pub use schedules::{ScheduleRecord, SHARDS as SCHEDULE_SHARDS};
+pub use shards::{shard_of, Set, SHARDS};
 
 /// A Redis failure: the api answers 503 and retries nothing itself.
 #[derive(Debug, thiserror::Error)]
@@ -204,15 +206,16 @@ impl Store {
         format!("{}events:{{{id}}}", self.prefix)
     }
 
-    fn index_key(&self) -> String {
-        format!("{}tasks:index", self.prefix)
+    /// The list index's shard of task `id` ([`shards`]).
+    fn index_key(&self, id: &TaskId) -> String {
+        self.key_of(Set::Index, id)
     }
 
-    /// Ids of tasks being created whose message is not confirmed yet, scored
-    /// by when that started (ms, the api's clock): the outbox that
-    /// [`crate::service::republish`] sweeps.
-    fn unpublished_key(&self) -> String {
-        format!("{}tasks:unpublished", self.prefix)
+    /// The outbox's shard of task `id`: ids of tasks being created whose
+    /// message is not confirmed yet, scored by when that started (ms, the
+    /// api's clock), which [`crate::service::republish`] sweeps.
+    fn unpublished_key(&self, id: &TaskId) -> String {
+        self.key_of(Set::Outbox, id)
     }
 
     /// The pub/sub channel every event is announced on as `<task id> <seq>`.
@@ -275,7 +278,7 @@ impl Store {
         // One pooled connection for the whole create.
         let mut conn = self.conn().await?;
         let _: i64 = redis::cmd("ZADD")
-            .arg(self.unpublished_key())
+            .arg(self.unpublished_key(id))
             .arg(chrono::Utc::now().timestamp_millis())
             .arg(id.to_string())
             .query_async(&mut conn)
@@ -305,7 +308,7 @@ impl Store {
         let outcome = self.transition_on(&mut conn, id, "create", &args).await?;
         if outcome.code == Code::Ok {
             let _: i64 = redis::cmd("ZADD")
-                .arg(self.index_key())
+                .arg(self.index_key(id))
                 .arg(0)
                 .arg(listing::index_member(outcome.snapshot.now_ms, id))
                 .query_async(&mut conn)
@@ -366,8 +369,8 @@ impl Store {
         let mut pipe = redis::pipe();
         pipe.del(self.task_key(id))
             .del(self.events_key(id))
-            .zrem(self.index_key(), listing::index_member(created_ms, id))
-            .zrem(self.unpublished_key(), id.to_string());
+            .zrem(self.index_key(id), listing::index_member(created_ms, id))
+            .zrem(self.unpublished_key(id), id.to_string());
         let _: () = self.query_pipe(&mut conn, &pipe).await?;
         Ok(())
     }
@@ -387,13 +390,13 @@ impl Store {
     pub async fn mark_published(&self, id: &TaskId, created_ms: i64) -> Result<(), StoreError> {
         let mut conn = self.conn().await?;
         let _: i64 = redis::cmd("ZADD")
-            .arg(self.index_key())
+            .arg(self.index_key(id))
             .arg(0)
             .arg(listing::index_member(created_ms, id))
             .query_async(&mut conn)
             .await?;
         let _: i64 = redis::cmd("ZREM")
-            .arg(self.unpublished_key())
+            .arg(self.unpublished_key(id))
             .arg(id.to_string())
             .query_async(&mut conn)
             .await?;
@@ -405,7 +408,7 @@ impl Store {
     pub async fn drop_from_outbox(&self, id: &TaskId) -> Result<(), StoreError> {
         let mut conn = self.conn().await?;
         let _: i64 = redis::cmd("ZREM")
-            .arg(self.unpublished_key())
+            .arg(self.unpublished_key(id))
             .arg(id.to_string())
             .query_async(&mut conn)
             .await?;
@@ -413,35 +416,38 @@ impl Store {
     }
 
     /// Up to `limit` ids that entered the outbox before `before_ms` (api clock),
-    /// oldest first. Members that are not task ids are dropped.
+    /// oldest first over every shard. Members that are not task ids are dropped.
     pub async fn unpublished_before(
         &self,
         before_ms: i64,
         limit: usize,
     ) -> Result<Vec<TaskId>, StoreError> {
         let mut conn = self.conn().await?;
-        let members: Vec<String> = redis::cmd("ZRANGEBYSCORE")
-            .arg(self.unpublished_key())
-            .arg("-inf")
-            .arg(before_ms)
-            .arg("LIMIT")
-            .arg(0)
-            .arg(limit)
-            .query_async(&mut conn)
-            .await?;
-        let mut ids = Vec::with_capacity(members.len());
-        for member in members {
+        let mut pipe = redis::pipe();
+        for key in self.shard_keys(Set::Outbox) {
+            pipe.cmd("ZRANGEBYSCORE")
+                .arg(key)
+                .arg("-inf")
+                .arg(before_ms)
+                .arg("WITHSCORES")
+                .arg("LIMIT")
+                .arg(0)
+                .arg(limit);
+        }
+        let shards: Vec<Vec<(String, f64)>> = self.query_pipe(&mut conn, &pipe).await?;
+        let mut members: Vec<(String, f64)> = shards.into_iter().flatten().collect();
+        members.sort_by(|a, b| a.1.total_cmp(&b.1));
+        let mut ids = Vec::with_capacity(limit.min(members.len()));
+        let mut bad = Vec::new();
+        for (member, _) in members {
             match TaskId::parse(&member) {
-                Ok(id) => ids.push(id),
-                Err(_) => {
-                    let _: i64 = redis::cmd("ZREM")
-                        .arg(self.unpublished_key())
-                        .arg(&member)
-                        .query_async(&mut conn)
-                        .await?;
-                }
+                Ok(id) if ids.len() < limit => ids.push(id),
+                Ok(_) => {}
+                Err(_) => bad.push(member),
             }
         }
+        self.remove_members(&mut conn, Set::Outbox, &bad, |_| None)
+            .await?;
         Ok(ids)
     }
 

@@ -1,6 +1,7 @@
 //! The QUEUED set of `tasks.algo`: every task not yet claimed, scored by when
 //! it was created (ms, the api's clock), so the age of the oldest QUEUED task
-//! is one `ZRANGE` away ([`Store::oldest_queued`]).
+//! is one `ZRANGE` per shard away ([`Store::oldest_queued`]; the set is
+//! spread over [`super::SHARDS`] keys, [`super::shards`]).
 //!
 //! Like the list index it lives outside the transition step (another slot),
 //! so it may hold members that are no longer QUEUED: a claim takes its task
@@ -11,7 +12,7 @@
 use deadpool_redis::redis;
 use task_model::{TaskId, TaskStatus};
 
-use super::{parse_task, Store, StoreError, TaskRecord};
+use super::{parse_task, Set, Store, StoreError, TaskRecord};
 
 /// Members read per round trip when looking for the oldest QUEUED task.
 const BATCH: usize = 50;
@@ -27,12 +28,9 @@ pub struct OldestQueued {
 }
 
 impl Store {
-    pub(super) fn queued_key(&self) -> String {
-        format!(
-            "{}tasks:queued:{}",
-            self.prefix,
-            task_model::topology::TASKS_QUEUE
-        )
+    /// The QUEUED set's shard of task `id` ([`super::shards`]).
+    pub(super) fn queued_key(&self, id: &TaskId) -> String {
+        self.key_of(Set::Queued, id)
     }
 
     /// Puts a task about to be created into the QUEUED set.
@@ -42,7 +40,7 @@ impl Store {
         id: &TaskId,
     ) -> Result<(), StoreError> {
         let _: i64 = redis::cmd("ZADD")
-            .arg(self.queued_key())
+            .arg(self.queued_key(id))
             .arg(chrono::Utc::now().timestamp_millis())
             .arg(id.to_string())
             .query_async(conn)
@@ -56,7 +54,7 @@ impl Store {
         let mut conn = self.conn().await?;
         let mut pipe = redis::pipe();
         pipe.hgetall(self.task_key(id))
-            .zrem(self.queued_key(), id.to_string());
+            .zrem(self.queued_key(id), id.to_string());
         let (fields, _): (Vec<(String, String)>, i64) = self.query_pipe(&mut conn, &pipe).await?;
         if fields.is_empty() {
             return Ok(None);
@@ -64,17 +62,35 @@ impl Store {
         parse_task(*id, fields).map(Some)
     }
 
-    /// The oldest task still QUEUED, if any; members of the set that are no
-    /// longer QUEUED (or no task id) are dropped on the way.
+    /// The oldest task still QUEUED, if any: the oldest of each shard's
+    /// oldest. Members of the set that are no longer QUEUED (or no task id)
+    /// are dropped on the way.
     pub async fn oldest_queued(&self) -> Result<Option<OldestQueued>, StoreError> {
         let mut conn = self.conn().await?;
+        let mut oldest: Option<OldestQueued> = None;
+        for key in self.shard_keys(Set::Queued) {
+            if let Some(found) = self.oldest_in(&mut conn, &key).await? {
+                if oldest.is_none_or(|o| found.created_ms < o.created_ms) {
+                    oldest = Some(found);
+                }
+            }
+        }
+        Ok(oldest)
+    }
+
+    /// The oldest task still QUEUED in the shard `key`.
+    async fn oldest_in(
+        &self,
+        conn: &mut super::Conn,
+        key: &str,
+    ) -> Result<Option<OldestQueued>, StoreError> {
         for _ in 0..MAX_ROUNDS {
             let members: Vec<(String, f64)> = redis::cmd("ZRANGE")
-                .arg(self.queued_key())
+                .arg(key)
                 .arg(0)
                 .arg(BATCH - 1)
                 .arg("WITHSCORES")
-                .query_async(&mut conn)
+                .query_async(conn)
                 .await?;
             if members.is_empty() {
                 return Ok(None);
@@ -86,19 +102,20 @@ impl Store {
                 pipe.hget(self.task_key(id), "status");
             }
             let statuses: Vec<Option<String>> = if ids.iter().any(Option::is_some) {
-                self.query_pipe(&mut conn, &pipe).await?
+                self.query_pipe(conn, &pipe).await?
             } else {
                 Vec::new()
             };
             let (oldest, stale) = first_queued(&members, &ids, statuses);
-            drop_stale(&mut conn, &self.queued_key(), &stale).await?;
+            drop_stale(conn, key, &stale).await?;
             if oldest.is_some() {
                 return Ok(oldest);
             }
         }
         tracing::warn!(
+            shard = key,
             dropped = MAX_ROUNDS * BATCH,
-            "the QUEUED set still starts with tasks no longer queued; the next look goes on"
+            "a shard of the QUEUED set still starts with tasks no longer queued; the next look goes on"
         );
         Ok(None)
     }

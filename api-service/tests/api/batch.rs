@@ -298,10 +298,9 @@ async fn with_rabbitmq_unreachable_a_batch_answers_503_and_leaves_nothing_behind
             "no {pattern} left"
         );
     }
-    let mut redis = app.env.redis().await.unwrap();
-    let outbox: i64 = redis::cmd("ZCARD")
-        .arg(format!("{}tasks:unpublished", app.env.redis_prefix))
-        .query_async(&mut redis)
+    let outbox = app
+        .env
+        .set_size(api_service::store::Set::Outbox)
         .await
         .unwrap();
     assert_eq!(outbox, 0, "nothing left for the outbox sweep to publish");

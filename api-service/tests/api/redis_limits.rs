@@ -11,8 +11,10 @@ use std::{
     time::Duration,
 };
 
+use api_service::store::Set;
 use redis::aio::MultiplexedConnection;
 use serde_json::json;
+use task_model::TaskId;
 use test_support::{eventually, servers::PrivateRedis, Stack};
 
 async fn admin(redis: &PrivateRedis) -> MultiplexedConnection {
@@ -142,21 +144,12 @@ async fn a_full_redis_keeps_every_accepted_task_listable() {
         assert_eq!(app.get_task(id).await.status(), 200, "task {id} exists");
     }
     // Creates refused half-way leave their ids there; the sweep drops them.
-    let outbox = format!("{}tasks:unpublished", app.env.redis_prefix);
     eventually(
         "the sweep empties the outbox",
         Duration::from_secs(30),
-        || {
-            let mut conn = conn.clone();
-            let outbox = outbox.clone();
-            async move {
-                let n: u64 = redis::cmd("ZCARD")
-                    .arg(&outbox)
-                    .query_async(&mut conn)
-                    .await
-                    .unwrap();
-                (n == 0).then_some(())
-            }
+        || async {
+            let n = app.env.set_size(Set::Outbox).await.unwrap();
+            (n == 0).then_some(())
         },
     )
     .await;
@@ -172,22 +165,29 @@ async fn repair_index_relists_tasks_missing_from_the_index() {
     for _ in 0..5 {
         ids.push(app.create(json!({"stages": 1, "stage_ms": 0})).await);
     }
-    let index = format!("{}tasks:index", app.env.redis_prefix);
+    assert_eq!(app.env.set_size(Set::Index).await.unwrap(), 5);
     let mut conn = app.env.redis().await.expect("the shared redis");
-    let members: Vec<String> = redis::cmd("ZRANGE")
-        .arg(&index)
-        .arg(0)
-        .arg(-1)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    assert_eq!(members.len(), 5);
-    let _: i64 = redis::cmd("ZREM")
-        .arg(&index)
-        .arg(&members[..3])
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    for id in &ids[..3] {
+        let shard = Set::Index.key_for(&app.env.redis_prefix, &TaskId::parse(id).unwrap());
+        let members: Vec<String> = redis::cmd("ZRANGE")
+            .arg(&shard)
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let member: Vec<&String> = members
+            .iter()
+            .filter(|m| m.ends_with(id.as_str()))
+            .collect();
+        assert_eq!(member.len(), 1, "task {id} is in its shard of the index");
+        let _: i64 = redis::cmd("ZREM")
+            .arg(&shard)
+            .arg(member[0])
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
     assert_eq!(all_listed(&app).await.len(), 2, "three entries deleted");
 
     let repair = |expect: &'static str| {
