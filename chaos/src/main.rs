@@ -89,6 +89,11 @@ struct Cli {
     /// The window in which faults happen; tasks are submitted in its first half.
     #[arg(long, default_value_t = 100)]
     duration_secs: u64,
+    /// Submit the tasks over this many seconds instead of the window's first
+    /// half (node faults take seconds each, so a --cluster run's faults go on
+    /// well past its window: a longer submission keeps tasks under them).
+    #[arg(long)]
+    submit_secs: Option<u64>,
     /// How long to wait, after the window, for every task to end.
     #[arg(long, default_value_t = 240)]
     settle_secs: u64,
@@ -480,8 +485,10 @@ async fn drive(
     let t0 = tokio::time::Instant::now();
 
     // Submissions: steady over the first half of the window, retried with the same key.
-    let submit_window = window.mul_f64(0.5);
-    let give_up_at = t0 + window + Duration::from_secs(120);
+    let submit_window = cli
+        .submit_secs
+        .map_or_else(|| window.mul_f64(0.5), Duration::from_secs);
+    let give_up_at = t0 + window.max(submit_window) + Duration::from_secs(120);
     let mut submissions = Vec::with_capacity(cli.tasks);
     let mut verdict = Verdict {
         tasks: cli.tasks,
