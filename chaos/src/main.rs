@@ -7,6 +7,18 @@
 //! api and worker binaries from `--bin-dir`. The shared servers on 6379 and
 //! 5672 are never touched.
 //!
+//! With `--cluster` it is the scale-out topology instead, on free loopback
+//! ports: a 3-node RabbitMQ cluster, a Redis Cluster of 3 primaries and 3
+//! replicas, HAProxy (Debian's `haproxy`, deploy/haproxy.cfg.tmpl) in front
+//! of 2 api processes, the workers' `API_URL` being HAProxy; everything with
+//! `QUEUE_TYPE=quorum`, `AMQP_URL` listing the 3 nodes and
+//! `REDIS_CLUSTER_URLS` the 6 Redis nodes. Its faults, in turn: SIGKILL of
+//! a RabbitMQ node (booted again on its data: it rejoins), SIGKILL of a
+//! Redis primary (the driver waits until its replica serves its slots, then
+//! starts the old one again, and waits until it is a linked replica),
+//! SIGKILL of one api behind HAProxy (started again after 0.5 to 3 s), and
+//! worker SIGKILL and SIGTERM.
+//!
 //! Tasks are submitted at a steady pace over the first half of the fault
 //! window (faster than the workers run them, so faults hit running tasks), each with an `Idempotency-Key`, retried with the same key until
 //! the api answers (so a create cut short by a fault is neither lost nor
@@ -42,9 +54,11 @@ use std::{
 use anyhow::Context;
 use clap::Parser;
 use serde_json::{json, Value};
-use test_support::servers::{PrivateRabbit, PrivateRedis, RabbitOptions};
+use test_support::servers::{
+    PrivateRabbit, PrivateRabbitCluster, PrivateRedis, PrivateRedisCluster, RabbitOptions,
+};
 
-use crate::procs::{Procs, Setup};
+use crate::procs::{Procs, RedisEnv, Setup};
 
 const TERMINAL: [&str; 4] = ["COMPLETED", "FAILED", "TIMED_OUT", "CANCELLED"];
 
@@ -60,14 +74,26 @@ struct Cli {
     workers: usize,
     /// Faults to inject, in turn: worker SIGKILL, worker SIGTERM, RabbitMQ
     /// restart, api restart (whatever went down is started again at once).
+    /// With --cluster: worker SIGKILL, worker SIGTERM, RabbitMQ node SIGKILL,
+    /// Redis primary SIGKILL, api SIGKILL behind HAProxy.
     #[arg(long, default_value_t = 30)]
     faults: usize,
+    /// Run on the scale-out topology: 3 RabbitMQ nodes (quorum queues), a
+    /// Redis Cluster of 3 primaries + 3 replicas, HAProxy in front of 2 apis
+    /// (all private, on free loopback ports; needs Debian's haproxy).
+    #[arg(long)]
+    cluster: bool,
     /// Seed of every random choice (default: from the clock; printed).
     #[arg(long)]
     seed: Option<u64>,
     /// The window in which faults happen; tasks are submitted in its first half.
     #[arg(long, default_value_t = 100)]
     duration_secs: u64,
+    /// Submit the tasks over this many seconds instead of the window's first
+    /// half (node faults take seconds each, so a --cluster run's faults go on
+    /// well past its window: a longer submission keeps tasks under them).
+    #[arg(long)]
+    submit_secs: Option<u64>,
     /// How long to wait, after the window, for every task to end.
     #[arg(long, default_value_t = 240)]
     settle_secs: u64,
@@ -100,15 +126,36 @@ enum Fault {
     WorkerSigterm,
     ApiRestart,
     RabbitmqRestart,
+    RabbitmqNodeKill,
+    RedisPrimaryKill,
+    ApiKill,
 }
 
 impl Fault {
-    const ALL: [Fault; 4] = [
+    /// The faults of a run on one node of each.
+    const SINGLE: [Fault; 4] = [
         Fault::WorkerSigkill,
         Fault::WorkerSigterm,
         Fault::RabbitmqRestart,
         Fault::ApiRestart,
     ];
+
+    /// The faults of a `--cluster` run.
+    const CLUSTER: [Fault; 5] = [
+        Fault::WorkerSigkill,
+        Fault::WorkerSigterm,
+        Fault::RabbitmqNodeKill,
+        Fault::RedisPrimaryKill,
+        Fault::ApiKill,
+    ];
+
+    fn kinds(cluster: bool) -> &'static [Fault] {
+        if cluster {
+            &Self::CLUSTER
+        } else {
+            &Self::SINGLE
+        }
+    }
 
     fn name(self) -> &'static str {
         match self {
@@ -116,6 +163,9 @@ impl Fault {
             Fault::WorkerSigterm => "worker_sigterm",
             Fault::ApiRestart => "api_restart",
             Fault::RabbitmqRestart => "rabbitmq_restart",
+            Fault::RabbitmqNodeKill => "rabbitmq_node_kill",
+            Fault::RedisPrimaryKill => "redis_primary_kill",
+            Fault::ApiKill => "api_kill",
         }
     }
 }
@@ -152,6 +202,9 @@ struct Verdict {
     dead_letters: Option<u32>,
     seed: u64,
     secs: u64,
+    cluster: bool,
+    /// Seconds from a Redis primary's SIGKILL until a replica served its slots.
+    redis_failovers: Vec<f64>,
 }
 
 impl Verdict {
@@ -165,7 +218,7 @@ impl Verdict {
     }
 
     fn line(&self) -> String {
-        let by_kind: Vec<String> = Fault::ALL
+        let by_kind: Vec<String> = Fault::kinds(self.cluster)
             .iter()
             .map(|f| format!("{}={}", f.name(), self.faults.get(f).copied().unwrap_or(0)))
             .collect();
@@ -175,7 +228,7 @@ impl Verdict {
             .map(|(s, n)| format!("{}={n}", s.to_ascii_lowercase()))
             .collect();
         format!(
-            "chaos: tasks={} faults={} ({}) lost={} stuck={} duplicated={} unsubmitted={} bad_exits={} [{}] taken_over={} retried={} delayed={} batched={} dead_letters={} hello_world={}/{} seed={} secs={}",
+            "chaos: tasks={} faults={} ({}) lost={} stuck={} duplicated={} unsubmitted={} bad_exits={} [{}] taken_over={} retried={} delayed={} batched={} dead_letters={} hello_world={}/{} seed={} secs={}{}",
             self.tasks,
             self.faults.values().sum::<usize>(),
             by_kind.join(" "),
@@ -195,6 +248,12 @@ impl Verdict {
             self.recorded_stages,
             self.seed,
             self.secs,
+            if self.cluster {
+                let max = self.redis_failovers.iter().copied().fold(0.0, f64::max);
+                format!(" topology=cluster redis_failover_max={max:.1}s")
+            } else {
+                String::new()
+            },
         )
     }
 }
@@ -269,69 +328,171 @@ async fn run(cli: Cli) -> anyhow::Result<Verdict> {
         ),
     );
 
-    let redis = PrivateRedis::start()
-        .await
-        .context("private redis-server")?;
-    let mut rabbit = PrivateRabbit::start(RabbitOptions::default())
-        .await
-        .context("private RabbitMQ node")?;
-    say(
-        started,
-        format!(
-            "redis on :{}, rabbitmq node {} on :{}",
-            redis.port, rabbit.node, rabbit.port
-        ),
-    );
+    let (mut infra, redis, amqp_url, queue_type) = if cli.cluster {
+        let (rabbit, redis) = tokio::join!(
+            PrivateRabbitCluster::start(3),
+            PrivateRedisCluster::start(3, 1)
+        );
+        let rabbit = rabbit.context("private 3-node RabbitMQ cluster")?;
+        let redis = redis.context("private Redis Cluster")?;
+        say(
+            started,
+            format!(
+                "redis cluster on :{} (3 primaries, 3 replicas), rabbitmq nodes {}",
+                (0..redis.nodes())
+                    .map(|i| redis.port(i).to_string())
+                    .collect::<Vec<_>>()
+                    .join(",:"),
+                rabbit
+                    .nodes
+                    .iter()
+                    .map(|n| format!("{} on :{}", n.node, n.port))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        );
+        let seeds = RedisEnv::Cluster(redis.seed_urls().join(","));
+        let amqp = rabbit.amqp_url_list();
+        (
+            Infra::Cluster { redis, rabbit },
+            seeds,
+            amqp,
+            Some("quorum"),
+        )
+    } else {
+        let redis = PrivateRedis::start()
+            .await
+            .context("private redis-server")?;
+        let rabbit = PrivateRabbit::start(RabbitOptions::default())
+            .await
+            .context("private RabbitMQ node")?;
+        say(
+            started,
+            format!(
+                "redis on :{}, rabbitmq node {} on :{}",
+                redis.port, rabbit.node, rabbit.port
+            ),
+        );
+        let url = RedisEnv::Single(redis.url());
+        let amqp = rabbit.amqp_url();
+        (
+            Infra::Single {
+                _redis: redis,
+                rabbit: Box::new(rabbit),
+            },
+            url,
+            amqp,
+            None,
+        )
+    };
     let mut procs = Procs::new(
         Setup {
             bin_dir,
             log_dir: log_dir.clone(),
             token: format!("chaos-{seed}"),
-            redis_url: redis.url(),
+            redis,
             redis_prefix: "chaos:".to_owned(),
-            amqp_url: rabbit.amqp_url(),
+            amqp_url,
+            queue_type,
             lease_secs: cli.lease_secs,
             grace_secs: cli.grace_secs,
             concurrency: cli.concurrency,
         },
+        if cli.cluster { 2 } else { 1 },
         cli.workers,
     );
-    let outcome = drive(&cli, &mut rng, &mut procs, &mut rabbit, started).await;
+    let outcome = drive(&cli, &mut rng, &mut procs, &mut infra, started).await;
     procs.shutdown().await;
-    rabbit.stop().await;
+    infra.stop().await;
     let mut verdict = outcome?;
     verdict.seed = seed;
     verdict.secs = started.elapsed().as_secs();
     Ok(verdict)
 }
 
+/// The private servers under the api and the workers.
+enum Infra {
+    Single {
+        /// Held for the run: killed on drop.
+        _redis: PrivateRedis,
+        rabbit: Box<PrivateRabbit>,
+    },
+    Cluster {
+        redis: PrivateRedisCluster,
+        rabbit: PrivateRabbitCluster,
+    },
+}
+
+impl Infra {
+    /// An AMQP URL of a running node (for the final look at `tasks.dead`).
+    fn amqp_url(&self) -> String {
+        match self {
+            Infra::Single { rabbit, .. } => rabbit.amqp_url(),
+            Infra::Cluster { rabbit, .. } => rabbit
+                .nodes
+                .iter()
+                .find(|n| n.is_running())
+                .unwrap_or(&rabbit.nodes[0])
+                .amqp_url(),
+        }
+    }
+
+    async fn stop(&mut self) {
+        match self {
+            Infra::Single { rabbit, .. } => rabbit.stop().await,
+            Infra::Cluster { redis, rabbit } => {
+                rabbit.stop().await;
+                redis.stop().await;
+            }
+        }
+    }
+}
+
 async fn drive(
     cli: &Cli,
     rng: &mut fastrand::Rng,
     procs: &mut Procs,
-    rabbit: &mut PrivateRabbit,
+    infra: &mut Infra,
     started: Instant,
 ) -> anyhow::Result<Verdict> {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()?;
-    procs.start_api().await?;
+    for n in 0..procs.api_count() {
+        procs.start_api(n).await?;
+    }
+    if cli.cluster {
+        procs.start_haproxy().await?;
+    }
     for slot in 0..procs.worker_count() {
         procs.start_worker(slot)?;
     }
     let api = procs.api_url();
     wait_ready(&http, &api).await?;
-    say(started, format!("api on {api}, {} workers", cli.workers));
+    match procs.haproxy_ports() {
+        Some((_, stats)) => say(
+            started,
+            format!(
+                "haproxy on {api} (stats http://127.0.0.1:{stats}/) in front of {} apis, {} workers",
+                procs.api_count(),
+                cli.workers
+            ),
+        ),
+        None => say(started, format!("api on {api}, {} workers", cli.workers)),
+    }
 
     let window = Duration::from_secs(cli.duration_secs);
     let t0 = tokio::time::Instant::now();
 
     // Submissions: steady over the first half of the window, retried with the same key.
-    let submit_window = window.mul_f64(0.5);
-    let give_up_at = t0 + window + Duration::from_secs(120);
+    let submit_window = cli
+        .submit_secs
+        .map_or_else(|| window.mul_f64(0.5), Duration::from_secs);
+    let give_up_at = t0 + window.max(submit_window) + Duration::from_secs(120);
     let mut submissions = Vec::with_capacity(cli.tasks);
     let mut verdict = Verdict {
         tasks: cli.tasks,
+        cluster: cli.cluster,
         ..Verdict::default()
     };
     let mut i = 0;
@@ -365,7 +526,8 @@ async fn drive(
     }
 
     // Faults: the kinds in turn, shuffled, at sorted random moments in the window.
-    let mut kinds: Vec<Fault> = (0..cli.faults).map(|i| Fault::ALL[i % 4]).collect();
+    let all = Fault::kinds(cli.cluster);
+    let mut kinds: Vec<Fault> = (0..cli.faults).map(|i| all[i % all.len()]).collect();
     rng.shuffle(&mut kinds);
     let mut moments: Vec<Duration> = (0..cli.faults)
         .map(|_| window.mul_f64(0.05 + 0.9 * rng.f64()))
@@ -374,10 +536,11 @@ async fn drive(
     let mut next_free = t0;
     for (n, (kind, at)) in kinds.into_iter().zip(moments).enumerate() {
         // A fault that falls while the previous one was still under way (a
-        // RabbitMQ boot takes seconds) comes 0.5 to 2 s after it instead.
+        // RabbitMQ boot takes seconds, a Redis failover and resync too)
+        // comes 0.5 to 2 s after it instead.
         let gap = Duration::from_millis(rng.u64(500..=2_000));
         tokio::time::sleep_until((t0 + at).max(next_free + gap)).await;
-        let what = inject(kind, rng, procs, rabbit, &mut verdict).await?;
+        let what = inject(kind, rng, procs, infra, &mut verdict).await?;
         *verdict.faults.entry(kind).or_default() += 1;
         next_free = tokio::time::Instant::now();
         say(
@@ -478,7 +641,7 @@ async fn drive(
                 .push(format!("{id} {terminal} terminal events"));
         }
     }
-    verdict.dead_letters = dead_letters(&rabbit.amqp_url()).await;
+    verdict.dead_letters = dead_letters(&infra.amqp_url()).await;
     verdict.hellos = procs.hellos();
     verdict.strays = procs.strays();
     Ok(verdict)
@@ -489,7 +652,7 @@ async fn inject(
     kind: Fault,
     rng: &mut fastrand::Rng,
     procs: &mut Procs,
-    rabbit: &mut PrivateRabbit,
+    infra: &mut Infra,
     verdict: &mut Verdict,
 ) -> anyhow::Result<String> {
     Ok(match kind {
@@ -520,11 +683,93 @@ async fn inject(
             )
         }
         Fault::ApiRestart => {
-            procs.kill_api().await;
-            procs.start_api().await?;
+            procs.kill_api(0).await;
+            procs.start_api(0).await?;
             "api killed (SIGKILL) and started again on its port".to_owned()
         }
+        Fault::ApiKill => {
+            let n = rng.usize(..procs.api_count());
+            procs.kill_api(n).await;
+            let down = Instant::now();
+            // Down long enough, now and then, for HAProxy's health check
+            // (every 2 s, out after 2 failures) to take it out.
+            tokio::time::sleep(Duration::from_millis(rng.u64(500..=3_000))).await;
+            procs.start_api(n).await?;
+            format!(
+                "{} killed (SIGKILL) behind haproxy, started again after {:.1}s",
+                procs.api_name(n),
+                down.elapsed().as_secs_f64()
+            )
+        }
+        Fault::RabbitmqNodeKill => {
+            let Infra::Cluster { rabbit, .. } = infra else {
+                anyhow::bail!("a RabbitMQ node kill needs --cluster");
+            };
+            let n = rng.usize(..rabbit.nodes.len());
+            let node = rabbit.nodes[n].node.clone();
+            rabbit.kill(n).await;
+            let down = Instant::now();
+            tokio::time::sleep(Duration::from_millis(rng.u64(500..=3_000))).await;
+            rabbit
+                .restart(n)
+                .await
+                .with_context(|| format!("booting {node} again"))?;
+            let booted = down.elapsed();
+            rabbit
+                .wait_running(rabbit.nodes.len(), Duration::from_secs(90))
+                .await
+                .with_context(|| format!("{node} rejoining the cluster"))?;
+            format!(
+                "{node} killed (SIGKILL), booted again on its data after {:.1}s, rejoined after {:.1}s",
+                booted.as_secs_f64(),
+                down.elapsed().as_secs_f64()
+            )
+        }
+        Fault::RedisPrimaryKill => {
+            let Infra::Cluster { redis, .. } = infra else {
+                anyhow::bail!("a Redis primary kill needs --cluster");
+            };
+            let nodes = redis.cluster_nodes().await?;
+            let primaries: Vec<usize> = (0..redis.nodes())
+                .filter(|&i| {
+                    redis.is_running(i)
+                        && nodes.iter().any(|n| {
+                            n.port == redis.port(i) && n.primary && !n.failed && !n.slots.is_empty()
+                        })
+                })
+                .collect();
+            anyhow::ensure!(!primaries.is_empty(), "no live Redis primary to kill");
+            let victim = primaries[rng.usize(..primaries.len())];
+            let port = redis.port(victim);
+            redis.kill(victim).await?;
+            let down = Instant::now();
+            redis
+                .wait_ok(Duration::from_secs(60))
+                .await
+                .with_context(|| format!("a replica taking over from :{port}"))?;
+            let promoted = down.elapsed().as_secs_f64();
+            verdict.redis_failovers.push(promoted);
+            redis.restart(victim).await?;
+            redis
+                .wait_replicas_linked(Duration::from_secs(60))
+                .await
+                .with_context(|| format!(":{port} rejoining as a replica"))?;
+            let replica = redis
+                .cluster_nodes()
+                .await?
+                .iter()
+                .any(|n| n.port == port && !n.primary);
+            format!(
+                "primary :{port} killed (SIGKILL), its replica served its slots after {promoted:.1}s, \
+                 :{port} back {} after {:.1}s",
+                if replica { "as a linked replica" } else { "AS A PRIMARY (unexpected)" },
+                down.elapsed().as_secs_f64()
+            )
+        }
         Fault::RabbitmqRestart => {
+            let Infra::Single { rabbit, .. } = infra else {
+                anyhow::bail!("a whole-broker restart runs without --cluster");
+            };
             let how = if rng.bool() {
                 rabbit.stop().await;
                 "stopped"

@@ -1,6 +1,7 @@
 //! The processes under test, started from their release (or debug) binaries:
-//! the api on a fixed loopback port (so a restart keeps its address) and the
-//! workers, each in a slot that a restart fills with a new generation.
+//! the api processes, each on a fixed loopback port (so a restart keeps its
+//! address), the workers, each in a slot that a restart fills with a new
+//! generation, and (with `--cluster`) HAProxy in front of the apis.
 
 use std::{
     path::{Path, PathBuf},
@@ -25,12 +26,25 @@ pub(crate) struct Setup {
     pub(crate) bin_dir: PathBuf,
     pub(crate) log_dir: PathBuf,
     pub(crate) token: String,
-    pub(crate) redis_url: String,
+    /// The api's Redis: `REDIS_URL`, or `REDIS_CLUSTER_URLS` (comma-separated seeds).
+    pub(crate) redis: RedisEnv,
     pub(crate) redis_prefix: String,
+    /// `AMQP_URL`: one node, or every node of the cluster, comma-separated.
     pub(crate) amqp_url: String,
+    /// `QUEUE_TYPE` of the api and the workers (`None`: the default, classic).
+    pub(crate) queue_type: Option<&'static str>,
     pub(crate) lease_secs: u64,
     pub(crate) grace_secs: u64,
     pub(crate) concurrency: u16,
+}
+
+/// Which Redis the api uses.
+#[derive(Debug, Clone)]
+pub(crate) enum RedisEnv {
+    /// `REDIS_URL`.
+    Single(String),
+    /// `REDIS_CLUSTER_URLS`.
+    Cluster(String),
 }
 
 /// One worker process.
@@ -40,12 +54,13 @@ pub(crate) struct Worker {
     child: Child,
 }
 
-/// The api and the workers.
+/// The api processes, the workers and HAProxy.
 #[derive(Debug)]
 pub(crate) struct Procs {
     setup: Setup,
-    pub(crate) api_port: u16,
-    api: Option<Child>,
+    api_ports: Vec<u16>,
+    apis: Vec<Option<Child>>,
+    haproxy: Option<Haproxy>,
     workers: Vec<Option<Worker>>,
     generations: Vec<u32>,
     /// `hello world` lines printed by every worker process so far.
@@ -55,11 +70,20 @@ pub(crate) struct Procs {
 }
 
 impl Procs {
-    pub(crate) fn new(setup: Setup, workers: usize) -> Self {
+    /// `apis` api processes (each on a port of its own) and `workers` worker slots.
+    pub(crate) fn new(setup: Setup, apis: usize, workers: usize) -> Self {
+        let mut api_ports: Vec<u16> = Vec::new();
+        while api_ports.len() < apis {
+            let port = free_port();
+            if !api_ports.contains(&port) {
+                api_ports.push(port);
+            }
+        }
         Self {
             setup,
-            api_port: free_port(),
-            api: None,
+            apis: (0..apis).map(|_| None).collect(),
+            api_ports,
+            haproxy: None,
             workers: (0..workers).map(|_| None).collect(),
             generations: vec![0; workers],
             hellos: Arc::default(),
@@ -67,8 +91,35 @@ impl Procs {
         }
     }
 
+    /// Where clients and workers reach the api: HAProxy when it runs, else
+    /// the first api process.
     pub(crate) fn api_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.api_port)
+        match &self.haproxy {
+            Some(h) => format!("http://127.0.0.1:{}", h.port),
+            None => self.direct_url(0),
+        }
+    }
+
+    fn direct_url(&self, api: usize) -> String {
+        format!("http://127.0.0.1:{}", self.api_ports[api])
+    }
+
+    pub(crate) fn api_count(&self) -> usize {
+        self.apis.len()
+    }
+
+    /// HAProxy's front and stats addresses, when it runs.
+    pub(crate) fn haproxy_ports(&self) -> Option<(u16, u16)> {
+        self.haproxy.as_ref().map(|h| (h.port, h.stats_port))
+    }
+
+    /// Starts HAProxy (Debian's `haproxy`) round-robin in front of every api
+    /// port, with deploy/haproxy.cfg.tmpl's settings (health check `GET
+    /// /healthz` every 2 s, out after 2 failures, `option redispatch`).
+    pub(crate) async fn start_haproxy(&mut self) -> anyhow::Result<()> {
+        let haproxy = Haproxy::start(&self.api_ports, &self.setup.log_dir).await?;
+        self.haproxy = Some(haproxy);
+        Ok(())
     }
 
     pub(crate) fn hellos(&self) -> usize {
@@ -111,31 +162,43 @@ impl Procs {
             .env("CALLBACK_TOKEN", &self.setup.token)
             .env("AMQP_URL", &self.setup.amqp_url)
             .env("RUST_LOG", "info")
+            .env("QUEUE_TYPE", self.setup.queue_type.unwrap_or("classic"))
             .stdin(Stdio::null())
             .kill_on_drop(true);
         cmd
     }
 
-    /// Starts the api on its port and waits until `/healthz` answers.
-    pub(crate) async fn start_api(&mut self) -> anyhow::Result<()> {
-        let log = self.log_file("api")?;
-        let child = self
-            .command(&self.binary("api-service")?)
-            .env("API_BIND", format!("127.0.0.1:{}", self.api_port))
-            .env("REDIS_URL", &self.setup.redis_url)
+    /// Starts api process `api` on its port and waits until its `/healthz` answers.
+    pub(crate) async fn start_api(&mut self, api: usize) -> anyhow::Result<()> {
+        if self.apis[api].is_some() {
+            bail!("api {api} runs already");
+        }
+        let name = self.api_name(api);
+        let log = self.log_file(&name)?;
+        let mut cmd = self.command(&self.binary("api-service")?);
+        match &self.setup.redis {
+            RedisEnv::Single(url) => cmd.env("REDIS_URL", url),
+            RedisEnv::Cluster(seeds) => cmd.env("REDIS_CLUSTER_URLS", seeds),
+        };
+        let child = cmd
+            .env("API_BIND", format!("127.0.0.1:{}", self.api_ports[api]))
             .env("REDIS_PREFIX", &self.setup.redis_prefix)
             .env("LEASE_SECS", self.setup.lease_secs.to_string())
             .env("API_WORKERS", "2")
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
-            .context("starting api-service")?;
-        self.api = Some(child);
-        let url = format!("{}/healthz", self.api_url());
+            .with_context(|| format!("starting {name}"))?;
+        self.apis[api] = Some(child);
+        let url = format!("{}/healthz", self.direct_url(api));
         let http = reqwest::Client::new();
         for _ in 0..300 {
-            if let Some(status) = self.api.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                bail!("api-service exited at start ({status}); see api.log");
+            if let Some(status) = self.apis[api]
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                self.apis[api] = None;
+                bail!("{name} exited at start ({status}); see {name}.log");
             }
             if http
                 .get(&url)
@@ -147,14 +210,23 @@ impl Procs {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        bail!("api-service did not answer /healthz within 30 s")
+        bail!("{name} did not answer /healthz within 30 s")
     }
 
-    /// SIGKILLs the api.
-    pub(crate) async fn kill_api(&mut self) {
-        if let Some(mut api) = self.api.take() {
-            let _ = api.start_kill();
-            let _ = api.wait().await;
+    /// `api` for the only api, `api-<n>` when there are several (its log's name).
+    pub(crate) fn api_name(&self, api: usize) -> String {
+        if self.apis.len() == 1 {
+            "api".to_owned()
+        } else {
+            format!("api-{}", api + 1)
+        }
+    }
+
+    /// SIGKILLs api process `api`.
+    pub(crate) async fn kill_api(&mut self, api: usize) {
+        if let Some(mut child) = self.apis[api].take() {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
         }
     }
 
@@ -236,6 +308,93 @@ impl Procs {
         for slot in 0..self.workers.len() {
             self.kill_worker(slot).await;
         }
-        self.kill_api().await;
+        for api in 0..self.apis.len() {
+            self.kill_api(api).await;
+        }
+        if let Some(mut haproxy) = self.haproxy.take() {
+            let _ = haproxy.child.start_kill();
+            let _ = haproxy.child.wait().await;
+        }
+    }
+}
+
+/// HAProxy in front of the api processes.
+#[derive(Debug)]
+struct Haproxy {
+    port: u16,
+    stats_port: u16,
+    child: Child,
+}
+
+/// The deployment's HAProxy configuration; [`Haproxy::start`] fills in its
+/// placeholders.
+const HAPROXY_TEMPLATE: &str = include_str!("../../deploy/haproxy.cfg.tmpl");
+
+impl Haproxy {
+    async fn start(api_ports: &[u16], log_dir: &Path) -> anyhow::Result<Self> {
+        let port = free_port();
+        let mut stats_port = free_port();
+        while stats_port == port || api_ports.contains(&stats_port) {
+            stats_port = free_port();
+        }
+        let servers: String = api_ports
+            .iter()
+            .enumerate()
+            .map(|(i, p)| format!("    server api-{} 127.0.0.1:{p} check\n", i + 1))
+            .collect();
+        let config = HAPROXY_TEMPLATE
+            .replace("@FRONT_BIND@", &format!("127.0.0.1:{port}"))
+            .replace("@STATS_BIND@", &format!("127.0.0.1:{stats_port}"))
+            .replace("@API_SERVERS@\n", &servers);
+        let path = log_dir.join("haproxy.cfg");
+        std::fs::write(&path, config)?;
+        let check = Command::new("haproxy")
+            .args(["-c", "-q", "-f"])
+            .arg(&path)
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .context(
+                "running haproxy -c (is Debian's haproxy installed? apt-get install haproxy)",
+            )?;
+        if !check.status.success() {
+            bail!(
+                "haproxy rejects {}: {}",
+                path.display(),
+                String::from_utf8_lossy(&check.stderr)
+            );
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log_dir.join("haproxy.log"))?;
+        let mut child = Command::new("haproxy")
+            .arg("-db")
+            .arg("-f")
+            .arg(&path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting haproxy")?;
+        for _ in 0..200 {
+            if let Some(status) = child.try_wait()? {
+                bail!("haproxy exited at start ({status}); see haproxy.log");
+            }
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                return Ok(Self {
+                    port,
+                    stats_port,
+                    child,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = child.start_kill();
+        bail!("haproxy did not listen on {port} within 10 s")
     }
 }
