@@ -17,6 +17,9 @@ use task_model::{NewTask, TaskId, TaskStatus};
 
 use super::{create_args, listing, parse_outcome, Code, Set, Store, StoreError};
 
+/// Creates sent per pipeline by [`Store::create_many`].
+const CREATES_PER_TRIP: usize = 100;
+
 /// A task [`Store::create_many`] stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stored {
@@ -31,10 +34,10 @@ impl Store {
     }
 
     /// Stores every task as [`Store::create`] stores one: first all of them
-    /// into the outbox and the QUEUED set (one `ZADD` each), then the
+    /// into the outbox and the QUEUED set (one `ZADD` per shard), then the
     /// transition script's `create` of each, in order. On a single Redis one
-    /// round trip; on a cluster the creates run concurrently, each on its
-    /// task's slot ([`Store::invoke_many`]).
+    /// round trip per [`CREATES_PER_TRIP`] tasks; on a cluster the creates run
+    /// concurrently, each on its task's slot ([`Store::invoke_many`]).
     ///
     /// Like a create, the batch counts once `REDIS_MIN_REPLICAS` replicas
     /// have it ([`Store::replicated_everywhere`]).
@@ -73,7 +76,15 @@ impl Store {
             })
             .collect();
         let mut conn = self.conn().await?;
-        let raw: Vec<Vec<String>> = self.invoke_many(&mut conn, &before, &calls).await?;
+        // In pipelines of CREATES_PER_TRIP, each answered well within the
+        // connection's response timeout even on a slow, loaded Redis (one
+        // pipeline of 1,000 scripts is one request that must all be answered
+        // in time; CI saw it time out into a 503).
+        let mut raw: Vec<Vec<String>> = Vec::with_capacity(tasks.len());
+        for (i, chunk) in calls.chunks(CREATES_PER_TRIP).enumerate() {
+            let first = if i == 0 { &before } else { &redis::pipe() };
+            raw.extend(self.invoke_many(&mut conn, first, chunk).await?);
+        }
         if raw.len() != tasks.len() {
             return Err(StoreError::Corrupt(format!(
                 "a batch of {} creates answered {} times",
