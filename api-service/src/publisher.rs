@@ -38,6 +38,17 @@ use tokio::sync::{Notify, RwLock};
 
 /// Longest wait for a publish and its confirm; past it the broker counts as unreachable.
 pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The longest a batch publish may take in all ([`Publisher::publish_tasks`]).
+pub const BATCH_PUBLISH_LIMIT: Duration = Duration::from_secs(60);
+
+/// `step`, or [`PublishError::Timeout`] when it does not finish within
+/// [`PUBLISH_TIMEOUT`].
+async fn stalls<T>(step: impl std::future::Future<Output = T>) -> Result<T, PublishError> {
+    tokio::time::timeout(PUBLISH_TIMEOUT, step)
+        .await
+        .map_err(|_| PublishError::Timeout)
+}
 use tokio_util::sync::CancellationToken;
 
 /// Why a publish did not go through.
@@ -399,8 +410,11 @@ impl Publisher {
 
     /// Publishes many tasks, each to its named queue, as
     /// [`Publisher::publish_task`] publishes one, but
-    /// pipelined: every message is sent first, then every confirm awaited
-    /// (within [`PUBLISH_TIMEOUT`] plus 10 ms a message). `Ok` only when the
+    /// pipelined: every message is sent first, then every confirm awaited.
+    /// The deadline is on progress, not on the whole batch: it fails when
+    /// no send or confirm completes for [`PUBLISH_TIMEOUT`] (a broker that
+    /// confirms slowly but steadily, e.g. on a loaded machine, is not dead),
+    /// and in any case after [`BATCH_PUBLISH_LIMIT`]. `Ok` only when the
     /// broker confirmed them all; after an error some may have been routed.
     pub async fn publish_tasks(
         &self,
@@ -412,24 +426,22 @@ impl Publisher {
             for (message, queue) in messages {
                 let routing_key = self.routing.topology.lane_for(queue, message.priority);
                 let (body, properties) = task_envelope(message);
-                let confirm = channel
-                    .basic_publish(
-                        topology::TASKS_EXCHANGE.into(),
-                        routing_key.as_str().into(),
-                        PUBLISH_OPTIONS,
-                        &body,
-                        properties,
-                    )
-                    .await?;
+                let confirm = stalls(channel.basic_publish(
+                    topology::TASKS_EXCHANGE.into(),
+                    routing_key.as_str().into(),
+                    PUBLISH_OPTIONS,
+                    &body,
+                    properties,
+                ))
+                .await??;
                 confirms.push(confirm);
             }
             for confirm in confirms {
-                confirmed(confirm.await?)?;
+                confirmed(stalls(confirm).await??)?;
             }
             Ok(())
         };
-        let timeout = PUBLISH_TIMEOUT + Duration::from_millis(10) * messages.len() as u32;
-        self.guarded(&status, timeout, publishing).await
+        self.guarded(&status, BATCH_PUBLISH_LIMIT, publishing).await
     }
 
     /// Broadcasts a cancel to every worker.
