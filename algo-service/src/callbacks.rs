@@ -193,7 +193,7 @@ impl ApiClient {
         task_id: TaskId,
         status: TaskStatus,
         result: Option<serde_json::Value>,
-        error: Option<String>,
+        (error, stage): (Option<String>, Option<u32>),
         stop: &CancellationToken,
     ) -> Result<Answer, Abandoned> {
         let body = StatusReport {
@@ -202,6 +202,7 @@ impl ApiClient {
             result,
             error,
             retryable: false,
+            stage,
         };
         self.call(task_id, "status", &body, stop).await
     }
@@ -224,6 +225,7 @@ impl ApiClient {
             result: None,
             error: Some(error),
             retryable: true,
+            stage: None,
         };
         self.call(task_id, "status", &body, stop).await
     }
@@ -546,7 +548,7 @@ mod tests {
                 id,
                 TaskStatus::Completed,
                 Some(json!({"stages": 1, "output": "hello world"})),
-                None,
+                (None, Some(1)),
                 &CancellationToken::new(),
             )
             .await
@@ -560,7 +562,7 @@ mod tests {
         let body: serde_json::Value = serde_json::from_slice(&requests[3].body).unwrap();
         assert_eq!(
             body,
-            json!({"status": "COMPLETED", "worker": "w1", "result": {"stages": 1, "output": "hello world"}})
+            json!({"status": "COMPLETED", "worker": "w1", "result": {"stages": 1, "output": "hello world"}, "stage": 1})
         );
     }
 
@@ -597,7 +599,7 @@ mod tests {
                 unknown,
                 TaskStatus::Processing,
                 None,
-                None,
+                (None, None),
                 &CancellationToken::new(),
             )
             .await

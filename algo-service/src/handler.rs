@@ -181,7 +181,13 @@ async fn claim(ctx: &HandlerContext, task_id: TaskId) -> Claim {
     loop {
         let answer = match ctx
             .api
-            .report_status(task_id, TaskStatus::Processing, None, None, &ctx.shutdown)
+            .report_status(
+                task_id,
+                TaskStatus::Processing,
+                None,
+                (None, None),
+                &ctx.shutdown,
+            )
             .await
         {
             Ok(answer) => answer,

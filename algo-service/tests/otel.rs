@@ -111,7 +111,7 @@ fn trace_arrived(spans: &[Got], task_id: &str) -> bool {
         .filter(of_task)
         .filter(|s| s.name == "report_status" || s.name == "report_progress")
         .count();
-    worker_task && calls >= 4 && handled >= calls
+    worker_task && calls >= 3 && handled >= calls
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -229,11 +229,12 @@ async fn one_task_is_one_trace_from_the_create_to_its_last_callback() {
         .collect();
     stages.sort_unstable();
     assert_eq!(stages, ["1", "2"]);
-    // Each callback (claim, two progress reports, the completion), under the
+    // Each callback (claim, the first stage's progress, the completion that
+    // carries the last stage's), under the
     // task, and the api's handling of each under it: the request carried
     // its traceparent.
     let callbacks = named("callback");
-    assert!(callbacks.len() >= 4, "{callbacks:#?}");
+    assert!(callbacks.len() >= 3, "{callbacks:#?}");
     for callback in &callbacks {
         assert_eq!(callback.parent, consume.span_id, "{callback:#?}");
     }
@@ -253,7 +254,10 @@ async fn one_task_is_one_trace_from_the_create_to_its_last_callback() {
         count("report_status") >= 2,
         "claim and completion: {handled:#?}"
     );
-    assert!(count("report_progress") >= 2, "one per stage: {handled:#?}");
+    assert!(
+        count("report_progress") >= 1,
+        "one per stage but the last: {handled:#?}"
+    );
     // And no callback of this task was handled outside the trace.
     let stray = spans.iter().filter(|s| {
         (s.name == "report_status" || s.name == "report_progress")

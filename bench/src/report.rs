@@ -571,11 +571,11 @@ fn where_time_goes(r: &Results) -> String {
                 ),
                 (
                     "4_claimed_to_progress_ms",
-                    "4. PROCESSING → progress (stage on a blocking thread, progress callback)",
+                    "4. PROCESSING → last progress (stage on a blocking thread, then the finish callback that carries its progress)",
                 ),
                 (
                     "5_progress_to_completed_ms",
-                    "5. progress → COMPLETED (finish callback)",
+                    "5. last progress → COMPLETED (recorded in the same step: 0 but for the clock's ms)",
                 ),
                 (
                     "6_completed_to_client_ms",
@@ -611,7 +611,7 @@ fn where_time_goes(r: &Results) -> String {
             md,
             "\n### drain\n\n\
              Rate between 10 % and 90 % completed (overall, including worker start-up: {} tasks/s; \
-             wall time {} s). Each task costs the api {} callbacks (claim, progress, finish), \
+             wall time {} s). Each task costs the api {} callbacks (a claim and a finish carrying the one stage's progress), \
              {} ms of api handling in all; 2 workers × 64 in flight. CPU per task, and how busy \
              the machine's cores were ({} %):\n",
             val(r, "drain.overall_rate"),

@@ -131,6 +131,11 @@ pub struct StatusReport {
     /// longer this worker's), else `FAILED`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub retryable: bool,
+    /// With a terminal status: the stages done. When it is past the stored
+    /// stage, the api records it (and its progress event) first, so the
+    /// last stage needs no progress callback of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<u32>,
 }
 
 /// `POST /internal/tasks/{id}/progress`; also the lease heartbeat.

@@ -102,7 +102,7 @@ pub(crate) async fn finish(
         Ending::TimedOut => (TaskStatus::TimedOut, None, Some(timed_out(job, stage))),
         Ending::Failed(error) => (TaskStatus::Failed, None, Some(error)),
     };
-    report(ctx, job.task_id, status, result, error).await
+    report(ctx, job.task_id, status, result, (error, Some(stage))).await
 }
 
 /// Reports `FAILED` with `reason` for a claimed task this worker cannot run
@@ -110,7 +110,7 @@ pub(crate) async fn finish(
 /// PROCESSING for ever; says how to settle the delivery.
 pub async fn fail_unrunnable(ctx: &HandlerContext, task_id: TaskId, reason: String) -> Disposition {
     tracing::error!(%reason, "cannot run the claimed task; reporting it FAILED");
-    report(ctx, task_id, TaskStatus::Failed, None, Some(reason)).await
+    report(ctx, task_id, TaskStatus::Failed, None, (Some(reason), None)).await
 }
 
 async fn report(
@@ -118,11 +118,11 @@ async fn report(
     task_id: TaskId,
     status: TaskStatus,
     result: Option<serde_json::Value>,
-    error: Option<String>,
+    error_and_stage: (Option<String>, Option<u32>),
 ) -> Disposition {
     let answer = ctx
         .api
-        .report_status(task_id, status, result, error, &ctx.abandon)
+        .report_status(task_id, status, result, error_and_stage, &ctx.abandon)
         .await;
     match answer {
         Ok(answer) => settle_after_report(ctx, status, answer),

@@ -188,6 +188,7 @@ pub async fn run(
         }
         Err(error) => (start, error.map(Failure::fatal), None),
     };
+    report_held_back(&progress, (stage, params.stages), failure.as_ref(), flag);
     drop(progress);
     let verdict = reporter.await.unwrap_or_else(|e| {
         tracing::error!(error = %e, "the progress reporter crashed");
@@ -198,6 +199,22 @@ pub async fn run(
     let end = ending(stage, params.stages, reason, failure, verdict);
     tracing::info!(stage, stages = params.stages, ?reason, ?verdict, ending = ?end, "run over");
     finish::finish(ctx, job, stage, end, result).await
+}
+
+/// The last stage's progress is held back for the COMPLETED report to
+/// carry; when the run will not report COMPLETED (the job's output failed,
+/// or shutdown requeues it), it goes to the reporter now, so the stage is
+/// recorded and a later attempt does not run it again.
+fn report_held_back(
+    progress: &mpsc::UnboundedSender<u32>,
+    (stage, stages): (u32, u32),
+    failure: Option<&Failure>,
+    flag: &StopFlag,
+) {
+    let completes = failure.is_none() && flag.reason() != Some(StopReason::Shutdown);
+    if stage == stages && stages > 0 && !completes {
+        let _ = progress.send(stage);
+    }
 }
 
 /// A claim that already asks for a cancel, or whose deadline passed, stops
@@ -300,8 +317,12 @@ async fn run_stages(
                     .observe(started.elapsed().as_secs_f64());
                 stage += 1;
                 tracing::debug!(stage, stages = params.stages, "stage completed");
-                // A closed channel means the reporter stopped (lost task); the flag says so.
-                let _ = progress.send(stage);
+                // The last stage's progress rides on the COMPLETED report
+                // (one callback fewer); see `report_held_back`. A closed
+                // channel means the reporter stopped (lost task); the flag says so.
+                if stage < params.stages {
+                    let _ = progress.send(stage);
+                }
             }
             Ok(StageOutcome::Interrupted) => break,
             Ok(StageOutcome::Expired) => {

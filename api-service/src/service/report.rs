@@ -66,7 +66,14 @@ pub async fn finish(
     }
     let outcome = state
         .store
-        .finish(&id, &report.worker, status, result, error, state.result_ttl)
+        .finish(
+            &id,
+            (&report.worker, report.stage),
+            status,
+            result,
+            error,
+            state.result_ttl,
+        )
         .await?;
     timer.observe_duration();
     if outcome.code == Code::Ok {

@@ -534,11 +534,13 @@ impl Store {
         self.transition(id, "progress", &args).await
     }
 
-    /// A terminal state from the holder. The task and its events then expire after `ttl`.
+    /// A terminal state from the holder, after `stage` stages (`None`: the
+    /// stored stage; one past it is recorded first, with its progress
+    /// event). The task and its events then expire after `ttl`.
     pub async fn finish(
         &self,
         id: &TaskId,
-        worker: &str,
+        (worker, stage): (&str, Option<u32>),
         status: TaskStatus,
         result: Option<&serde_json::Value>,
         error: Option<&str>,
@@ -550,6 +552,7 @@ impl Store {
             ttl.as_secs().to_string(),
             result.map(|r| r.to_string()).unwrap_or_default(),
             error.unwrap_or_default().to_owned(),
+            stage.map(|s| s.to_string()).unwrap_or_default(),
         ];
         self.transition(id, "finish", &args).await
     }

@@ -194,11 +194,23 @@ if op == 'progress' then
 end
 
 if op == 'finish' then
+  -- ARGV[9]: the stages done, or '' (then the stored stage counts). A
+  -- report's stage beyond the stored one is the last stage's progress,
+  -- folded into this report: recorded, as its own progress event, first.
   local final, ttl, result, err = ARGV[5], ARGV[6], ARGV[7], ARGV[8]
-  -- COMPLETED means every stage ran, and each reported its progress first.
-  if final == 'COMPLETED' and
-      tonumber(redis.call('HGET', task, 'stage')) < tonumber(redis.call('HGET', task, 'stages')) then
+  local stored_stage = tonumber(redis.call('HGET', task, 'stage'))
+  local stored_stages = tonumber(redis.call('HGET', task, 'stages'))
+  local reported = tonumber(ARGV[9] or '')
+  if reported and reported > stored_stages then return snapshot('bad_stages') end
+  local done = stored_stage
+  if reported and reported > stored_stage then done = reported end
+  -- COMPLETED means every stage ran.
+  if final == 'COMPLETED' and done < stored_stages then
     return snapshot('stages_incomplete')
+  end
+  if done > stored_stage then
+    touch('stage', done)
+    event('progress')
   end
   touch('status', final)
   if result ~= '' then redis.call('HSET', task, 'result', result) end

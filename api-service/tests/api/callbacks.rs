@@ -318,3 +318,91 @@ async fn completed_before_every_stage_is_refused_and_the_task_stays_with_its_hol
     assert_eq!(status, 200, "FAILED at stage 0 is fine");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_terminal_report_carries_the_last_stage_which_is_recorded_with_its_progress_event_first()
+{
+    let app = spawn_app().await;
+    let id = app.create(json!({"stages": 2, "stage_ms": 0})).await;
+    app.claim(&id, "w1").await;
+    app.progress(&id, "w1", 1, 2).await;
+
+    // A stage the task does not have is refused, and nothing changes.
+    let (status, answer) = app
+        .status_callback(
+            &id,
+            json!({"status": "COMPLETED", "worker": "w1", "stage": 3}),
+        )
+        .await;
+    assert_eq!(status, 400, "{answer}");
+    // One stage short is still short.
+    let (status, answer) = app
+        .status_callback(
+            &id,
+            json!({"status": "COMPLETED", "worker": "w1", "stage": 1}),
+        )
+        .await;
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (409, Some("stages_incomplete")),
+        "{answer}"
+    );
+
+    let (status, answer) = app
+        .status_callback(
+            &id,
+            json!({"status": "COMPLETED", "worker": "w1", "stage": 2, "result": {"stages": 2}}),
+        )
+        .await;
+    assert_eq!(
+        (status, answer["status"].as_str(), answer["stage"].as_u64()),
+        (200, Some("COMPLETED"), Some(2)),
+        "{answer}"
+    );
+    let task = app.task(&id).await;
+    assert_eq!(
+        (task["stage"].as_u64(), task["progress"].as_u64()),
+        (Some(2), Some(100))
+    );
+    let kinds: Vec<(String, u64)> = app
+        .events(&id)
+        .await
+        .iter()
+        .map(|e| {
+            let kind = if e["type"] == "status" {
+                e["status"].as_str()
+            } else {
+                e["type"].as_str()
+            };
+            (kind.unwrap().to_owned(), e["progress"].as_u64().unwrap())
+        })
+        .collect();
+    let kinds: Vec<(&str, u64)> = kinds.iter().map(|(k, p)| (k.as_str(), *p)).collect();
+    assert_eq!(
+        kinds,
+        [
+            ("QUEUED", 0),
+            ("PROCESSING", 0),
+            ("progress", 50),
+            ("progress", 100),
+            ("COMPLETED", 100)
+        ]
+    );
+
+    // A FAILED report after stages records them too (a later attempt does not rerun them).
+    let failed = app.create(json!({"stages": 2, "stage_ms": 0})).await;
+    app.claim(&failed, "w1").await;
+    let (status, _) = app
+        .status_callback(
+            &failed,
+            json!({"status": "FAILED", "worker": "w1", "stage": 1, "error": "output lost"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let task = app.task(&failed).await;
+    assert_eq!(
+        (task["status"].as_str(), task["stage"].as_u64()),
+        (Some("FAILED"), Some(1))
+    );
+    app.stop().await;
+}

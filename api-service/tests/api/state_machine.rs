@@ -80,7 +80,9 @@ async fn ask(store: &Store, id: &TaskId, ask: Ask) -> Code {
                     .await
                     .expect("redis answers");
             }
-            store.finish(id, HOLDER, status, None, None, TTL).await
+            store
+                .finish(id, (HOLDER, None), status, None, None, TTL)
+                .await
         }
     };
     outcome.expect("redis answers").code
