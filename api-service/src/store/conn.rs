@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use deadpool_redis::{
     redis::{
-        self, aio::ConnectionLike, Cmd, FromRedisValue, Pipeline, RedisFuture, ScriptInvocation,
-        Value,
+        self, aio::ConnectionLike, Cmd, ErrorKind, FromRedisValue, Pipeline, RedisFuture,
+        ScriptInvocation, ServerErrorKind, Value,
     },
     PoolConfig, Runtime, Timeouts,
 };
@@ -151,8 +151,9 @@ impl Store {
 impl Store {
     /// Runs `before` (commands of any slots, their answers discarded), then
     /// every script call of `calls`, answering the calls' results in order.
-    /// On a single Redis: `SCRIPT LOAD`, then one pipeline (one round trip;
-    /// `EVALSHA` in a pipeline cannot fall back to `EVAL`). On a cluster:
+    /// On a single Redis: one pipeline (one round trip; `EVALSHA` in a
+    /// pipeline cannot fall back to `EVAL`, so on `NOSCRIPT` it loads the
+    /// script and sends the pipeline again). On a cluster:
     /// `before` through [`Store::query_pipe`], then the calls concurrently,
     /// each to the slot of its keys (all of one call's keys in one slot),
     /// each loading its script on a primary that lacks it (`NOSCRIPT`).
@@ -169,13 +170,21 @@ impl Store {
                 for cmd in before.cmd_iter() {
                     pipe.add_command(cmd.clone()).ignore();
                 }
-                if let Some(first) = calls.first() {
-                    let _: String = first.load_async(c).await?;
-                }
                 for call in calls {
                     pipe.invoke_script(call);
                 }
-                Ok(pipe.query_async(c).await?)
+                match pipe.query_async(c).await {
+                    // The script is not loaded yet (a fresh or restarted
+                    // Redis): load it and send it all again. Only `before`
+                    // ran, and its commands (`ZADD`s) repeat harmlessly.
+                    Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                        if let Some(first) = calls.first() {
+                            let _: String = first.load_async(c).await?;
+                        }
+                        Ok(pipe.query_async(c).await?)
+                    }
+                    answer => Ok(answer?),
+                }
             }
             Conn::Cluster(c) => {
                 let shared: &redis::cluster_async::ClusterConnection = c;

@@ -275,17 +275,32 @@ impl Store {
     /// the task instead of leaving it QUEUED forever. It also joins the
     /// QUEUED set ([`Store::oldest_queued`]) until a worker claims it.
     pub async fn create(&self, id: &TaskId, task: &NewTask) -> Result<Outcome, StoreError> {
-        // One pooled connection for the whole create.
+        // The outbox and QUEUED entries first, then the task: one round
+        // trip on a single Redis ([`Store::invoke_many`] keeps that order).
         let mut conn = self.conn().await?;
-        let _: i64 = redis::cmd("ZADD")
-            .arg(self.unpublished_key(id))
-            .arg(chrono::Utc::now().timestamp_millis())
-            .arg(id.to_string())
-            .query_async(&mut conn)
+        let now = chrono::Utc::now().timestamp_millis();
+        let member = id.to_string();
+        let mut before = redis::pipe();
+        before
+            .zadd(self.unpublished_key(id), &member, now)
+            .zadd(self.queued_key(id), &member, now);
+        let mut call = self.script.key(self.task_key(id));
+        call.key(self.events_key(id))
+            .arg("create")
+            .arg(self.events_channel())
+            .arg(&member)
+            .arg(create_args(task));
+        let raw: Vec<Vec<String>> = self
+            .invoke_many(&mut conn, &before, std::slice::from_ref(&call))
             .await?;
-        self.note_queued(&mut conn, id).await?;
-        self.transition_on(&mut conn, id, "create", &create_args(task))
-            .await
+        let answer = raw
+            .first()
+            .ok_or_else(|| StoreError::Corrupt("a create answered nothing".into()))?;
+        let outcome = parse_outcome(answer)?;
+        if outcome.code == Code::Ok {
+            self.replicated(&mut conn, &self.task_key(id)).await?;
+        }
+        Ok(outcome)
     }
 
     /// Stores a new task that waits until `due_ms` (SCHEDULED), and lists it.
@@ -386,9 +401,20 @@ impl Store {
     /// outbox and [`crate::service::republish`] lists it later; when the
     /// `ZREM` fails the sweep repeats both (the `ZADD` is idempotent). The two
     /// keys are not in one slot, so this is not one script: it stays correct
-    /// on Redis Cluster.
+    /// on Redis Cluster. On a single Redis both go as one `MULTI`/`EXEC`
+    /// (one round trip): a command Redis refuses when it is queued (`OOM`)
+    /// aborts the whole transaction, so the `ZREM` runs only with the `ZADD`.
     pub async fn mark_published(&self, id: &TaskId, created_ms: i64) -> Result<(), StoreError> {
         let mut conn = self.conn().await?;
+        if let Conn::Single(c) = &mut conn {
+            let _: (i64, i64) = redis::pipe()
+                .atomic()
+                .zadd(self.index_key(id), listing::index_member(created_ms, id), 0)
+                .zrem(self.unpublished_key(id), id.to_string())
+                .query_async(c)
+                .await?;
+            return Ok(());
+        }
         let _: i64 = redis::cmd("ZADD")
             .arg(self.index_key(id))
             .arg(0)

@@ -299,3 +299,55 @@ async fn a_redis_refusing_config_is_ready() {
     assert_eq!(app.get_task(&id).await.status(), 200);
     app.stop().await;
 }
+
+/// A Redis that lost its scripts (a restart, a failover to a replica that
+/// never ran them, `SCRIPT FLUSH`) answers the pipelined `EVALSHA` of a
+/// create with `NOSCRIPT`: the create loads the script and goes through,
+/// once, and so does a batch.
+#[tokio::test]
+async fn creates_survive_a_redis_that_forgot_the_transition_script() {
+    let redis = PrivateRedis::start().await.expect("a private redis");
+    let mut conn = admin(&redis).await;
+    let app = Stack::start_on_redis(redis.url(), &[]).await;
+    let first = app.create(json!({"stages": 1, "stage_ms": 0})).await;
+
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut conn)
+        .await
+        .expect("SCRIPT FLUSH");
+    let second = app.create(json!({"stages": 1, "stage_ms": 0})).await;
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut conn)
+        .await
+        .expect("SCRIPT FLUSH");
+    let batch = app
+        .http
+        .post(app.url("/tasks/batch"))
+        .json(&json!({"tasks": [{"stages": 1}, {"stages": 1}]}))
+        .send()
+        .await
+        .expect("POST /tasks/batch");
+    assert_eq!(batch.status(), 202);
+    let batch: serde_json::Value = batch.json().await.expect("a JSON answer");
+
+    let mut ids = vec![first, second];
+    ids.extend(
+        batch["tasks"]
+            .as_array()
+            .expect("the batch lists its tasks")
+            .iter()
+            .map(|t| t["task_id"].as_str().expect("an id").to_owned()),
+    );
+    assert_eq!(ids.len(), 4);
+    for id in &ids {
+        let task = app.task(id).await;
+        assert_eq!(task["status"], "QUEUED", "{task}");
+        let events = app.events(id).await;
+        assert_eq!(events.len(), 1, "created once: {events:?}");
+    }
+    let listed = all_listed(&app).await;
+    assert!(ids.iter().all(|id| listed.contains(id)), "{listed:?}");
+    app.stop().await;
+}
