@@ -84,6 +84,28 @@ impl Api {
             .map_err(|e| anyhow::anyhow!("POST /tasks answered a bad task_id: {e}"))
     }
 
+    /// `POST /tasks/batch` of `count` copies of `body`; answers how many it created.
+    pub(crate) async fn create_batch(&self, body: &Value, count: usize) -> anyhow::Result<usize> {
+        let tasks = vec![body.clone(); count];
+        let resp = self
+            .http
+            .post(format!("{}/tasks/batch", self.base))
+            .timeout(Duration::from_secs(120))
+            .json(&serde_json::json!({ "tasks": tasks }))
+            .send()
+            .await
+            .context("POST /tasks/batch")?;
+        let status = resp.status();
+        if status != reqwest::StatusCode::ACCEPTED {
+            bail!(
+                "POST /tasks/batch answered {status}: {}",
+                resp.text().await.unwrap_or_default()
+            );
+        }
+        let v: Value = resp.json().await?;
+        Ok(v["tasks"].as_array().map_or(0, Vec::len))
+    }
+
     /// `GET /tasks/{id}`.
     pub(crate) async fn get(&self, id: TaskId) -> anyhow::Result<TaskView> {
         self.get_json(&format!("/tasks/{id}")).await

@@ -107,6 +107,7 @@ fn key_value(s: &str) -> Result<(String, String), String> {
 enum Scenario {
     Limit,
     Create,
+    Batch,
     Dispatch,
     Drain,
     Makespan,
@@ -114,9 +115,10 @@ enum Scenario {
 }
 
 impl Scenario {
-    const ALL: [Scenario; 6] = [
+    const ALL: [Scenario; 7] = [
         Scenario::Limit,
         Scenario::Create,
+        Scenario::Batch,
         Scenario::Dispatch,
         Scenario::Drain,
         Scenario::Makespan,
@@ -127,6 +129,7 @@ impl Scenario {
         match self {
             Scenario::Limit => "limit",
             Scenario::Create => "create",
+            Scenario::Batch => "batch",
             Scenario::Dispatch => "dispatch",
             Scenario::Drain => "drain",
             Scenario::Makespan => "makespan",
@@ -154,6 +157,8 @@ fn plans(smoke: bool) -> (LimitPlan, Plan) {
             Plan {
                 create_levels: vec![(1, 20), (16, 20), (64, 20)],
                 create_warmup: 5,
+                batches: 2,
+                batch_size: 20,
                 dispatch_n: 5,
                 drain_n: 50,
                 drain_workers: 2,
@@ -174,6 +179,8 @@ fn plans(smoke: bool) -> (LimitPlan, Plan) {
             Plan {
                 create_levels: vec![(1, 1500), (16, 4000), (64, 6000)],
                 create_warmup: 200,
+                batches: 10,
+                batch_size: 1000,
                 dispatch_n: 300,
                 drain_n: 10_000,
                 drain_workers: 2,
@@ -195,13 +202,15 @@ fn plan_text(l: &LimitPlan, p: &Plan) -> String {
         .collect();
     format!(
         "limits: {} messages, {} Redis tasks, {} sequential round trips; create: {} (after {} warm-up each); \
-         dispatch: {} tasks; drain: {} tasks, {} workers × 64; makespan: {} tasks of {} ms, 1 worker × {}; \
+         batch: {} requests of {} tasks, 1 client; dispatch: {} tasks; drain: {} tasks, {} workers × 64; makespan: {} tasks of {} ms, 1 worker × {}; \
          cancel: {} tasks of a {} ms stage",
         l.publishes,
         l.redis_tasks,
         l.round_trips,
         levels.join(", "),
         p.create_warmup,
+        p.batches,
+        p.batch_size,
         p.dispatch_n,
         p.drain_n,
         p.drain_workers,
@@ -325,6 +334,9 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
                 Scenario::Create => {
                     scenarios::in_sandbox(&infra, |sb| scenarios::create(&ctx, sb)).await
                 }
+                Scenario::Batch => {
+                    scenarios::in_sandbox(&infra, |sb| scenarios::batch(&ctx, sb)).await
+                }
                 Scenario::Dispatch => {
                     scenarios::in_sandbox(&infra, |sb| scenarios::dispatch(&ctx, sb)).await
                 }
@@ -362,7 +374,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         }
     }
 
-    let rows = report::rows(&results, plan.makespan_stage_ms, &levels);
+    let rows = report::rows(&results, plan.makespan_stage_ms, &levels, plan.batch_size);
     println!("{}", report::table(&results, &rows, cli.smoke));
     if let Some(dir) = &cli.out_dir {
         std::fs::create_dir_all(dir)?;
@@ -467,6 +479,7 @@ fn headline(out: &RunOut) -> String {
         "create.c1.rate",
         "create.c16.rate",
         "create.c64.rate",
+        "batch.rate",
         "dispatch.p50_ms",
         "dispatch.p99_ms",
         "drain.rate",

@@ -41,6 +41,9 @@ impl RunOut {
 pub(crate) struct Plan {
     pub(crate) create_levels: Vec<(usize, usize)>,
     pub(crate) create_warmup: usize,
+    /// `POST /tasks/batch`: this many requests of `batch_size` tasks, one client.
+    pub(crate) batches: usize,
+    pub(crate) batch_size: usize,
     pub(crate) dispatch_n: usize,
     pub(crate) drain_n: usize,
     pub(crate) drain_workers: usize,
@@ -216,6 +219,44 @@ pub(crate) async fn create(ctx: &Ctx, sb: Sandbox) -> anyhow::Result<RunOut> {
         );
     }
     footprint(&mut out, "create", vec![("api", api_proc)]).await;
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------
+// batch
+// ---------------------------------------------------------------------------
+
+/// `POST /tasks/batch` of `batch_size` tasks, one request at a time from
+/// one client, workers stopped: tasks created per second (after one
+/// warm-up batch).
+pub(crate) async fn batch(ctx: &Ctx, sb: Sandbox) -> anyhow::Result<RunOut> {
+    let mut out = RunOut::default();
+    let (api_proc, base) = ctx.launcher.api(&sb, "batch-api").await?;
+    let api = Api::new(&base);
+    let body = one_stage(0);
+    let size = ctx.plan.batch_size;
+    api.create_batch(&body, size).await?;
+    let mut probe = CpuProbe::shared();
+    probe.add("api", vec![api_proc.pid]);
+    let c0 = probe.read();
+    let started = Instant::now();
+    let mut created = 0;
+    let mut lat = Vec::with_capacity(ctx.plan.batches);
+    for _ in 0..ctx.plan.batches {
+        let t = Instant::now();
+        let n = api.create_batch(&body, size).await?;
+        if n != size {
+            bail!("a batch of {size} answered {n} tasks");
+        }
+        lat.push(ms(t.elapsed()));
+        created += n;
+    }
+    let elapsed = started.elapsed();
+    let c1 = probe.read();
+    out.set("batch.rate", created as f64 / elapsed.as_secs_f64());
+    out.set("batch.p50_ms", stats::percentile(&lat, 50.0));
+    cpu_breakdown(&mut out, "batch", &c0, &c1, created, elapsed);
+    footprint(&mut out, "batch", vec![("api", api_proc)]).await;
     Ok(out)
 }
 
