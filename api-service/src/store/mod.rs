@@ -42,7 +42,7 @@ pub use listing::{Cursor, Page};
 pub use maintenance::{EvictionPolicy, IndexRepair, Persistence};
 pub use queued::OldestQueued;
 pub use queues::QueueState;
-use record::{parse_event, parse_task};
+use record::{parse_event, parse_listed_event, parse_task};
 pub use record::{TaskRecord, WebhookState};
 pub use schedules::{ScheduleRecord, SHARDS as SCHEDULE_SHARDS};
 pub use shards::{shard_of, Set, SHARDS};
@@ -609,18 +609,40 @@ impl Store {
         after_seq: u64,
         count: usize,
     ) -> Result<Vec<task_model::EventView>, StoreError> {
+        if count == 0 {
+            return Ok(Vec::new());
+        }
         let mut conn = self.conn().await?;
-        let raw: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        // Event n is at index n - 1: those after `after_seq` start at index `after_seq`.
+        let first = after_seq.min(i64::MAX as u64) as i64;
+        let last = first.saturating_add(count as i64 - 1);
+        let listed: Result<Vec<String>, _> = redis::cmd("LRANGE")
             .arg(self.events_key(id))
-            .arg(format!("(0-{after_seq}"))
-            .arg("+")
-            .arg("COUNT")
-            .arg(count)
+            .arg(first)
+            .arg(last)
             .query_async(&mut conn)
-            .await?;
-        raw.into_iter()
-            .map(|(entry_id, fields)| parse_event(&entry_id, &fields))
-            .collect()
+            .await;
+        match listed {
+            Ok(raw) => (first..)
+                .zip(raw)
+                .map(|(index, json)| parse_listed_event(index as u64 + 1, &json))
+                .collect(),
+            // A task stored by a version that kept its events in a stream.
+            Err(e) if e.code() == Some("WRONGTYPE") => {
+                let raw: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+                    .arg(self.events_key(id))
+                    .arg(format!("(0-{after_seq}"))
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(count)
+                    .query_async(&mut conn)
+                    .await?;
+                raw.into_iter()
+                    .map(|(entry_id, fields)| parse_event(&entry_id, &fields))
+                    .collect()
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Records a webhook delivery attempt's outcome, if the task still

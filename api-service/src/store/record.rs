@@ -183,6 +183,17 @@ pub(super) fn parse_task(
     })
 }
 
+/// Event `seq` of a task's event list: a JSON array of field, value pairs.
+pub(super) fn parse_listed_event(seq: u64, json: &str) -> Result<EventView, StoreError> {
+    let flat: Vec<String> =
+        serde_json::from_str(json).map_err(|e| StoreError::Corrupt(format!("event {seq}: {e}")))?;
+    let fields: Vec<(String, String)> = flat
+        .chunks_exact(2)
+        .map(|kv| (kv[0].clone(), kv[1].clone()))
+        .collect();
+    parse_event(&format!("0-{seq}"), &fields)
+}
+
 /// One stream entry (id `0-<seq>`) as an event.
 pub(super) fn parse_event(
     entry_id: &str,

@@ -1,6 +1,8 @@
 -- Every change of a task's state, as one atomic step.
 --
--- KEYS[1] task hash, KEYS[2] its event stream (both share the task's hash tag).
+-- KEYS[1] task hash, KEYS[2] its event log (both share the task's hash tag):
+-- a list of JSON arrays of field, value pairs, event seq n at index n - 1
+-- (a Redis stream in versions before, still appended to for such tasks).
 -- ARGV[1] op: create | claim | progress | finish | retry | due | cancel
 -- ARGV[2] pub/sub channel for live events
 -- ARGV[3] task id (for the published event)
@@ -44,7 +46,9 @@ local function record_error(err)
   redis.call('HSET', task, 'errors', cjson.encode(list))
 end
 
--- Appends one event (seq 1, 2, … as stream ids 0-1, 0-2, …) and announces it.
+-- Appends one event (seq 1, 2, …) and announces it. A list, not a stream:
+-- a stream's first node preallocates 4 KB (stream-node-max-bytes), most of
+-- what a finished task kept; four events in a list take about 500 bytes.
 local function event(kind, detail)
   local seq = redis.call('HINCRBY', task, 'seq', 1)
   local f = redis.call('HMGET', task, 'status', 'stage', 'stages', 'worker', 'progress')
@@ -59,7 +63,11 @@ local function event(kind, detail)
   if detail and detail ~= '' then
     table.insert(fields, 'detail'); table.insert(fields, detail)
   end
-  redis.call('XADD', events, '0-' .. seq, unpack(fields))
+  if seq > 1 and redis.call('TYPE', events).ok == 'stream' then
+    redis.call('XADD', events, '0-' .. seq, unpack(fields))
+  else
+    redis.call('RPUSH', events, cjson.encode(fields))
+  end
   redis.call('PUBLISH', channel, task_id .. ' ' .. seq)
 end
 

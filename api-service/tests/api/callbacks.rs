@@ -406,3 +406,85 @@ async fn a_terminal_report_carries_the_last_stage_which_is_recorded_with_its_pro
     );
     app.stop().await;
 }
+
+/// The event log is a list (a stream's first node preallocates 4 KB): a
+/// finished one-stage task keeps its hash and events in under 2 KiB.
+#[tokio::test]
+async fn a_finished_task_keeps_under_2_kib_in_redis() {
+    let app = spawn_app().await;
+    let id = app.create(json!({"stages": 1, "stage_ms": 0})).await;
+    app.claim(&id, "w1").await;
+    let (status, _) = app
+        .status_callback(
+            &id,
+            json!({"status": "COMPLETED", "worker": "w1", "stage": 1, "result": {"stages": 1, "output": "hello world"}}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        app.events(&id).await.len(),
+        4,
+        "QUEUED, PROCESSING, progress, COMPLETED"
+    );
+    let mut redis = app.env.redis().await.unwrap();
+    let mut bytes = 0;
+    for key in ["task", "events"] {
+        let used: Option<i64> = redis::cmd("MEMORY")
+            .arg("USAGE")
+            .arg(format!("{}{key}:{{{id}}}", app.env.redis_prefix))
+            .arg("SAMPLES")
+            .arg(0)
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        bytes += used.expect("the key exists");
+    }
+    assert!(bytes <= 2048, "{bytes} bytes");
+    app.stop().await;
+}
+
+/// A task stored by a version that kept its events in a Redis stream goes
+/// on there: new events are appended to the stream and all are read back.
+#[tokio::test]
+async fn a_task_whose_events_are_a_stream_keeps_them_there() {
+    let app = spawn_app().await;
+    let id = app.create(json!({"stages": 2, "stage_ms": 0})).await;
+    let key = format!("{}events:{{{id}}}", app.env.redis_prefix);
+    let mut redis = app.env.redis().await.unwrap();
+    let first = app.events(&id).await;
+    let at = chrono::DateTime::parse_from_rfc3339(first[0]["at"].as_str().unwrap())
+        .unwrap()
+        .timestamp_millis();
+    let _: () = redis::pipe()
+        .atomic()
+        .del(&key)
+        .cmd("XADD")
+        .arg(&key)
+        .arg("0-1")
+        .arg(&[
+            "type", "status", "status", "QUEUED", "stage", "0", "stages", "2", "attempt", "0",
+        ])
+        .arg("at")
+        .arg(at)
+        .ignore()
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+
+    app.claim(&id, "w1").await;
+    app.progress(&id, "w1", 1, 2).await;
+    let kind: String = redis::cmd("TYPE")
+        .arg(&key)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(kind, "stream");
+    let events = app.events(&id).await;
+    let seen: Vec<(u64, &str)> = events
+        .iter()
+        .map(|e| (e["seq"].as_u64().unwrap(), e["type"].as_str().unwrap()))
+        .collect();
+    assert_eq!(seen, [(1, "status"), (2, "status"), (3, "progress")]);
+    assert_eq!(events[2]["progress"], 50);
+    app.stop().await;
+}
