@@ -125,6 +125,12 @@ impl Api {
         Ok(resp.json().await?)
     }
 
+    /// `GET /tasks?limit={limit}`: the first page; answers how many tasks it held.
+    pub(crate) async fn list_page(&self, limit: usize) -> anyhow::Result<usize> {
+        let page: Value = self.get_json(&format!("/tasks?limit={limit}")).await?;
+        Ok(page["tasks"].as_array().map_or(0, Vec::len))
+    }
+
     /// `DELETE /tasks/{id}`: the answer's HTTP status and task status.
     pub(crate) async fn cancel(&self, id: TaskId) -> anyhow::Result<(u16, String)> {
         let resp = self

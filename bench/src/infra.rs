@@ -142,6 +142,11 @@ impl Infra {
 }
 
 impl Sandbox {
+    /// A connection to the Redis the sandbox's keys are on.
+    pub(crate) async fn redis(&self) -> anyhow::Result<redis::aio::MultiplexedConnection> {
+        self.infra.redis().await
+    }
+
     /// Deletes the vhost (with its queues) and every key under the prefix.
     pub(crate) async fn cleanup(&self) -> anyhow::Result<()> {
         let vhost = self

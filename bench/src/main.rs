@@ -108,6 +108,7 @@ enum Scenario {
     Limit,
     Create,
     Batch,
+    Stored,
     Dispatch,
     Drain,
     Makespan,
@@ -115,10 +116,11 @@ enum Scenario {
 }
 
 impl Scenario {
-    const ALL: [Scenario; 7] = [
+    const ALL: [Scenario; 8] = [
         Scenario::Limit,
         Scenario::Create,
         Scenario::Batch,
+        Scenario::Stored,
         Scenario::Dispatch,
         Scenario::Drain,
         Scenario::Makespan,
@@ -130,6 +132,7 @@ impl Scenario {
             Scenario::Limit => "limit",
             Scenario::Create => "create",
             Scenario::Batch => "batch",
+            Scenario::Stored => "stored",
             Scenario::Dispatch => "dispatch",
             Scenario::Drain => "drain",
             Scenario::Makespan => "makespan",
@@ -141,6 +144,7 @@ impl Scenario {
     fn default_runs(self) -> usize {
         match self {
             Scenario::Dispatch | Scenario::Cancel => 5,
+            Scenario::Stored => 1,
             _ => 3,
         }
     }
@@ -159,6 +163,7 @@ fn plans(smoke: bool) -> (LimitPlan, Plan) {
                 create_warmup: 5,
                 batches: 2,
                 batch_size: 20,
+                stored_n: 200,
                 dispatch_n: 5,
                 drain_n: 50,
                 drain_workers: 2,
@@ -181,6 +186,7 @@ fn plans(smoke: bool) -> (LimitPlan, Plan) {
                 create_warmup: 200,
                 batches: 10,
                 batch_size: 1000,
+                stored_n: 100_000,
                 dispatch_n: 300,
                 drain_n: 10_000,
                 drain_workers: 2,
@@ -202,7 +208,7 @@ fn plan_text(l: &LimitPlan, p: &Plan) -> String {
         .collect();
     format!(
         "limits: {} messages, {} Redis tasks, {} sequential round trips; create: {} (after {} warm-up each); \
-         batch: {} requests of {} tasks, 1 client; dispatch: {} tasks; drain: {} tasks, {} workers × 64; makespan: {} tasks of {} ms, 1 worker × {}; \
+         batch: {} requests of {} tasks, 1 client; stored: {} tasks, then the last create level and 200 list pages; dispatch: {} tasks; drain: {} tasks, {} workers × 64; makespan: {} tasks of {} ms, 1 worker × {}; \
          cancel: {} tasks of a {} ms stage",
         l.publishes,
         l.redis_tasks,
@@ -211,6 +217,7 @@ fn plan_text(l: &LimitPlan, p: &Plan) -> String {
         p.create_warmup,
         p.batches,
         p.batch_size,
+        p.stored_n,
         p.dispatch_n,
         p.drain_n,
         p.drain_workers,
@@ -336,6 +343,9 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
                 }
                 Scenario::Batch => {
                     scenarios::in_sandbox(&infra, |sb| scenarios::batch(&ctx, sb)).await
+                }
+                Scenario::Stored => {
+                    scenarios::in_sandbox(&infra, |sb| scenarios::stored(&ctx, sb)).await
                 }
                 Scenario::Dispatch => {
                     scenarios::in_sandbox(&infra, |sb| scenarios::dispatch(&ctx, sb)).await
@@ -480,6 +490,8 @@ fn headline(out: &RunOut) -> String {
         "create.c16.rate",
         "create.c64.rate",
         "batch.rate",
+        "stored.create_rate",
+        "stored.list_p99_ms",
         "dispatch.p50_ms",
         "dispatch.p99_ms",
         "drain.rate",

@@ -191,6 +191,32 @@ pub(crate) fn rows(
         publish.clone(),
         Goal::RatioAtLeast(0.8),
     );
+    let empty = r
+        .median(&format!(
+            "create.c{}.rate",
+            create_levels.last().copied().unwrap_or(64)
+        ))
+        .map(|v| (v, "the same, empty store".to_owned()));
+    let stored = r
+        .median("stored.n")
+        .map_or(String::new(), |n| format!("{n:.0}"));
+    add(
+        format!(
+            "create, {} clients, {stored} tasks stored",
+            create_levels.last().copied().unwrap_or(64)
+        ),
+        "stored.create_rate".into(),
+        "tasks/s",
+        empty,
+        Goal::RatioAtLeast(0.9),
+    );
+    add(
+        format!("`GET /tasks?limit=50` p99, {stored} tasks stored"),
+        "stored.list_p99_ms".into(),
+        "ms",
+        None,
+        Goal::Below(5.0),
+    );
     let floor = refs
         .dispatch_floor
         .map(|v| (v, "broker + Redis round trips".to_owned()));
@@ -250,7 +276,16 @@ pub(crate) fn rows(
         cfloor,
         Goal::Below(50.0),
     );
-    for scenario in ["create", "batch", "dispatch", "drain", "makespan", "cancel"] {
+    add(
+        "Redis per finished task (hash, events, its share of the indexes)".into(),
+        "drain.redis_bytes_per_task".into(),
+        "bytes",
+        None,
+        Goal::Below(2048.0),
+    );
+    for scenario in [
+        "create", "batch", "stored", "dispatch", "drain", "makespan", "cancel",
+    ] {
         for role in ["api", "worker"] {
             add(
                 format!("{scenario}: {role} peak RSS"),

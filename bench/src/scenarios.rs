@@ -44,6 +44,8 @@ pub(crate) struct Plan {
     /// `POST /tasks/batch`: this many requests of `batch_size` tasks, one client.
     pub(crate) batches: usize,
     pub(crate) batch_size: usize,
+    /// Tasks stored before the `stored` scenario measures creates and lists.
+    pub(crate) stored_n: usize,
     pub(crate) dispatch_n: usize,
     pub(crate) drain_n: usize,
     pub(crate) drain_workers: usize,
@@ -261,6 +263,47 @@ pub(crate) async fn batch(ctx: &Ctx, sb: Sandbox) -> anyhow::Result<RunOut> {
 }
 
 // ---------------------------------------------------------------------------
+// stored: how cost grows with the tasks kept
+// ---------------------------------------------------------------------------
+
+/// With `stored_n` tasks stored (created in batches, workers stopped):
+/// creates at 64 clients (compared with the empty store's `create` figure
+/// of the same run) and `GET /tasks?limit=50`, one at a time.
+pub(crate) async fn stored(ctx: &Ctx, sb: Sandbox) -> anyhow::Result<RunOut> {
+    let mut out = RunOut::default();
+    let (api_proc, base) = ctx.launcher.api(&sb, "stored-api").await?;
+    let api = Api::new(&base);
+    let body = one_stage(0);
+    let n = ctx.plan.stored_n;
+    let mut stored = 0;
+    while stored < n {
+        stored += api.create_batch(&body, 1000.min(n - stored)).await?;
+    }
+    let (concurrency, count) = *ctx
+        .plan
+        .create_levels
+        .last()
+        .context("the plan has a create level")?;
+    create_load(&api, &body, ctx.plan.create_warmup, concurrency).await?;
+    let (elapsed, _) = create_load(&api, &body, count, concurrency).await?;
+    out.set("stored.n", (n + count) as f64);
+    out.set("stored.create_rate", count as f64 / elapsed.as_secs_f64());
+    let mut lat = Vec::new();
+    for _ in 0..200 {
+        let t = Instant::now();
+        let listed = api.list_page(50).await?;
+        lat.push(ms(t.elapsed()));
+        if listed != 50.min(n) {
+            bail!("GET /tasks?limit=50 listed {listed} of {n} stored tasks");
+        }
+    }
+    out.set("stored.list_p50_ms", stats::percentile(&lat, 50.0));
+    out.set("stored.list_p99_ms", stats::percentile(&lat, 99.0));
+    footprint(&mut out, "stored", vec![("api", api_proc)]).await;
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------
 // dispatch overhead
 // ---------------------------------------------------------------------------
 
@@ -460,7 +503,63 @@ pub(crate) async fn drain(ctx: &Ctx, sb: Sandbox) -> anyhow::Result<RunOut> {
     let mut procs = vec![("api", api_proc)];
     procs.extend(workers.into_iter().map(|w| ("worker", w.proc)));
     footprint(&mut out, "drain", procs).await;
+    out.set(
+        "drain.redis_bytes_per_task",
+        redis_bytes_per_task(&sb, n).await?,
+    );
     Ok(out)
+}
+
+/// Redis memory per finished task of the sandbox, from `MEMORY USAGE`: the
+/// mean of the task's hash and event log over a sample of up to 200 tasks,
+/// plus every cross-task key's (the list index, …) share for `n` tasks.
+async fn redis_bytes_per_task(sb: &Sandbox, n: usize) -> anyhow::Result<f64> {
+    let mut redis = sb.redis().await?;
+    let usage = |key: String| {
+        let mut cmd = redis::cmd("MEMORY");
+        cmd.arg("USAGE").arg(key).arg("SAMPLES").arg(0);
+        cmd
+    };
+    let mut keys: Vec<String> = Vec::new();
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{}*", sb.prefix))
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut redis)
+            .await?;
+        keys.extend(batch);
+        cursor = next;
+        if cursor == 0 {
+            break;
+        }
+    }
+    let task_prefix = format!("{}task:", sb.prefix);
+    let tasks: Vec<&String> = keys
+        .iter()
+        .filter(|k| k.starts_with(&task_prefix))
+        .collect();
+    let sample: Vec<&&String> = tasks.iter().take(200).collect();
+    anyhow::ensure!(!sample.is_empty(), "no task keys under {}", sb.prefix);
+    let mut per_task = 0i64;
+    for key in &sample {
+        let events = key.replacen("task:", "events:", 1);
+        let a: Option<i64> = usage((**key).clone()).query_async(&mut redis).await?;
+        let b: Option<i64> = usage(events).query_async(&mut redis).await?;
+        per_task += a.unwrap_or(0) + b.unwrap_or(0);
+    }
+    let mut shared = 0i64;
+    for key in keys
+        .iter()
+        .filter(|k| k.starts_with(&format!("{}tasks:", sb.prefix)))
+    {
+        let used: Option<i64> = usage(key.clone()).query_async(&mut redis).await?;
+        shared += used.unwrap_or(0);
+    }
+    Ok(per_task as f64 / sample.len() as f64 + shared as f64 / n.max(1) as f64)
 }
 
 // ---------------------------------------------------------------------------
