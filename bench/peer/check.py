@@ -25,7 +25,7 @@ SIZES = {  # scenario: (count, extra driver arguments)
     "create": (50, ["--warmup", "10"]),
     "dispatch": (5, []),
     "drain": (50, ["--workers", "2"]),
-    "makespan": (10, ["--stage-ms", "500"]),
+    "makespan": (8, ["--stage-ms", "500"]),  # one wave at the default --concurrency 8
     "cancel": (3, ["--stage-ms", "3000"]),
 }
 
