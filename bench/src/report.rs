@@ -993,7 +993,13 @@ fn side_by_side_md(s: &SideBySide, meta: &Meta) -> String {
     }
     md.push_str(
         "Taskforge's figure is the median of its runs; Celery's are one run each. \
-         *ours ÷ best*: below 1 is better for latencies and the makespan, above 1 for rates.\n\n",
+         *ours ÷ best*: below 1 is better for latencies and the makespan, above 1 for rates. \
+         Create runs no worker, so its three pool columns are three runs of the same client. \
+         Drain and makespan poll the result keys (one `MGET`) as ours polls the api's metrics; \
+         Celery's makespan runs from the first ping answered (or the first task's start, when \
+         earlier) to the last `date_done`. Celery records `REVOKED` when the worker sends the \
+         signal, before the task has stopped; Taskforge records `CANCELLED` once the C routine \
+         has returned. The threads pool cannot terminate a running task.\n\n",
     );
     let mut head = vec!["figure".to_owned(), "Taskforge".to_owned()];
     for pool in crate::peer::Pool::ALL {
