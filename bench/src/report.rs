@@ -897,7 +897,7 @@ fn side_goals(rows: &[SideRow]) -> Vec<SideGoal> {
         "create, 1 client ≥ 1.5× Celery's confirmed apply_async".to_owned(),
         create
             .and_then(|r| r.best("confirm"))
-            .map(|(v, p)| (v, format!("{p}, confirm (best)"))),
+            .map(|(v, p)| (v, format!("{p}, confirm; the best pool"))),
         1.5,
         false,
     );
