@@ -3,12 +3,19 @@
 # api, the worker and the bench, then `bench`, which measures the brokers'
 # own limits on this machine, starts the api and the workers itself for each
 # scenario (each run in a RabbitMQ vhost and Redis key prefix of its own,
-# removed afterwards), and writes BENCHMARKS.md and bench.png.
+# removed afterwards), and writes BENCHMARKS.md and bench.png. The same
+# run measures a Celery app of ours (bench/peer/) through the same scenarios,
+# for its prefork, threads and gevent pools with and without publisher
+# confirms, and puts both side by side; Celery comes from PyPI into the
+# virtualenv run/peer-venv (bench/peer/requirements.txt, installed again only
+# when that file changes).
 #
-#   bash scripts/bench.sh                 # the full benchmark (a few minutes on 2 cores); output in run/bench/
+#   bash scripts/bench.sh                 # the full benchmark, Celery included (under 15 min on 2 cores); output in run/bench/
 #   bash scripts/bench.sh --publish       # the same, written to docs/ (the tracked report the README cites)
-#   bash scripts/bench.sh --smoke         # tiny counts, nothing judged; output in run/bench-smoke/
+#   bash scripts/bench.sh --no-peer       # without Celery (no virtualenv needed)
+#   bash scripts/bench.sh --smoke         # tiny counts, nothing judged, no Celery; output in run/bench-smoke/
 #   bash scripts/bench.sh --only create,dispatch --runs 1   # part of it; output in run/bench-partial/
+#   bash scripts/bench.sh --only dispatch,peer --runs 1     # part of it, Celery's dispatch beside ours
 #   bash scripts/bench.sh --help          # this text, then the bench's own options
 #
 # Only --publish touches docs/, and only a full run may publish. Other
@@ -26,17 +33,33 @@ out_dir="$RUN_DIR/bench"
 publish=0
 partial=""
 help=0
+smoke=0
+no_peer=0
+only=""
 args=()
+prev=""
 for arg in "$@"; do
+    [ "$prev" = --only ] && only="$arg"
+    prev="$arg"
     case "$arg" in
         --publish) publish=1; continue ;;
         -h | --help) help=1 ;;
-        --smoke) partial="--smoke"; out_dir="$RUN_DIR/bench-smoke" ;;
-        --only | --only=* | --runs | --runs=*) partial="${arg%%=*}"; out_dir="$RUN_DIR/bench-partial" ;;
+        --smoke) smoke=1; partial="--smoke"; out_dir="$RUN_DIR/bench-smoke" ;;
+        --no-peer) no_peer=1 ;;
+        --peer-python | --peer-python=*) die "bench.sh makes the peer's virtualenv itself; run target/release/bench directly for another Python" ;;
+        --only=*) only="${arg#--only=}"; partial="--only"; out_dir="$RUN_DIR/bench-partial" ;;
+        --only | --runs | --runs=*) partial="${arg%%=*}"; out_dir="$RUN_DIR/bench-partial" ;;
         --out-dir | --out-dir=*) die "bench.sh chooses the output directory itself (run/bench/, or docs/ with --publish); run target/release/bench directly for another" ;;
     esac
     args+=("$arg")
 done
+# The Celery peer runs unless skipped, in a smoke run, or left out by --only.
+want_peer=1
+if [ "$no_peer" = 1 ] || [ "$smoke" = 1 ]; then
+    want_peer=0
+elif [ -n "$only" ] && [[ ",$only," != *,peer,* ]]; then
+    want_peer=0
+fi
 if [ "$help" = 1 ]; then
     usage
     if [ -x target/release/bench ]; then
@@ -54,6 +77,23 @@ fi
 
 log "infrastructure"
 bash scripts/infra.sh
+
+if [ "$want_peer" = 1 ]; then
+    # The peer's virtualenv, made again when requirements.txt changed (or a run broke off).
+    venv="$RUN_DIR/peer-venv"
+    requirements=bench/peer/requirements.txt
+    stamp="$(sha256sum "$requirements" | cut -d' ' -f1)"
+    if [ "$(cat "$venv/.taskforge-requirements" 2>/dev/null)" != "$stamp" ]; then
+        ensure_python_venv
+        log "making the Celery peer's virtualenv $venv ($requirements)"
+        rm -rf "$venv"
+        python3 -m venv "$venv" || die "python3 -m venv $venv failed"
+        "$venv/bin/python" -m pip install --disable-pip-version-check --no-input -q -r "$requirements" ||
+            die "pip install -r $requirements failed (PyPI reachable? PIP_INDEX_URL set right?); --no-peer skips Celery"
+        echo "$stamp" >"$venv/.taskforge-requirements"
+    fi
+    args+=(--peer-python "$venv/bin/python")
+fi
 
 have cargo || die "cargo not found: install Rust with rustup (https://rustup.rs)"
 ensure_tool cc gcc # the native crate compiles C through the cc crate

@@ -9,11 +9,16 @@
 //! counts (figures not judged) so the test suite keeps the benchmark working;
 //! any functional failure exits non-zero.
 //!
+//! Scenario `peer` runs the same scenarios against a Celery app of ours
+//! (`bench/peer/`, under `--peer-python`) for each of its pools, with and
+//! without publisher confirms, and the report puts both side by side.
+//!
 //! `scripts/bench.sh` is the way to run it.
 
 mod client;
 mod infra;
 mod limit;
+mod peer;
 mod plot;
 mod procs;
 mod report;
@@ -28,6 +33,7 @@ use clap::{Parser, ValueEnum};
 use crate::{
     infra::Infra,
     limit::LimitPlan,
+    peer::{Peer, PeerPlan},
     procs::Launcher,
     report::{Meta, Results},
     scenarios::{Ctx, Plan, RunOut},
@@ -59,13 +65,32 @@ struct Cli {
     #[arg(long)]
     log_dir: Option<PathBuf>,
 
-    /// Runs per scenario [default: 3 for limit, create, drain, makespan; 5 for dispatch, cancel; 1 with --smoke].
+    /// Runs per scenario [default: 3 for limit, create, drain, makespan; 5 for dispatch, cancel; 1 for peer, and with --smoke].
     #[arg(long)]
     runs: Option<usize>,
 
-    /// Only these scenarios (comma-separated).
+    /// Only these scenarios (comma-separated). `peer` runs Celery through
+    /// those of create, dispatch, drain, makespan, cancel also named (all
+    /// five when none is).
     #[arg(long, value_delimiter = ',')]
     only: Vec<Scenario>,
+
+    /// Skip the Celery peer (the smoke run always does).
+    #[arg(long)]
+    no_peer: bool,
+
+    /// The Python with Celery, gevent and redis installed, for the peer
+    /// (scripts/bench.sh makes run/peer-venv and passes its python).
+    #[arg(long, value_name = "PATH")]
+    peer_python: Option<PathBuf>,
+
+    /// Tiny peer sizes (a few tasks each), to check the peer's path end to end; figures mean nothing.
+    #[arg(long)]
+    peer_tiny: bool,
+
+    /// Where the peer's driver.py and celery_app.py are.
+    #[arg(long, value_name = "DIR", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/peer"))]
+    peer_dir: PathBuf,
 
     /// An extra setting for every api process, e.g. `--api-env API_WORKERS=1` (repeatable; for experiments).
     #[arg(long, value_name = "KEY=VALUE", value_parser = key_value)]
@@ -113,10 +138,12 @@ enum Scenario {
     Drain,
     Makespan,
     Cancel,
+    /// Celery, through the selected scenarios, each pool × confirm mode.
+    Peer,
 }
 
 impl Scenario {
-    const ALL: [Scenario; 8] = [
+    const ALL: [Scenario; 9] = [
         Scenario::Limit,
         Scenario::Create,
         Scenario::Batch,
@@ -125,6 +152,7 @@ impl Scenario {
         Scenario::Drain,
         Scenario::Makespan,
         Scenario::Cancel,
+        Scenario::Peer,
     ];
 
     fn name(self) -> &'static str {
@@ -137,14 +165,15 @@ impl Scenario {
             Scenario::Drain => "drain",
             Scenario::Makespan => "makespan",
             Scenario::Cancel => "cancel",
+            Scenario::Peer => "peer",
         }
     }
 
-    /// Cheap scenarios get more runs.
+    /// Cheap scenarios get more runs; the peer (30 driver runs) one.
     fn default_runs(self) -> usize {
         match self {
             Scenario::Dispatch | Scenario::Cancel => 5,
-            Scenario::Stored => 1,
+            Scenario::Stored | Scenario::Peer => 1,
             _ => 3,
         }
     }
@@ -197,6 +226,78 @@ fn plans(smoke: bool) -> (LimitPlan, Plan) {
                 cancel_stage_ms: 3000,
             },
         )
+    }
+}
+
+/// The Celery peer's sizes: smaller than ours where Celery is slow (drain
+/// 2,000 instead of 10,000; makespan 200 tasks instead of 1,000, 64 on
+/// prefork), one run per variant, so its 30 variants fit in a few minutes.
+/// The smoke run skips the peer.
+fn peer_plan(tiny: bool) -> PeerPlan {
+    if tiny {
+        return PeerPlan {
+            create_n: 30,
+            create_warmup: 5,
+            dispatch_n: 10,
+            drain_n: 50,
+            drain_workers: 2,
+            makespan_n: 10,
+            makespan_stage_ms: 500,
+            cancel_n: 3,
+            cancel_stage_ms: 3000,
+        };
+    }
+    PeerPlan {
+        create_n: 1500,
+        create_warmup: 200,
+        dispatch_n: 300,
+        drain_n: 2000,
+        drain_workers: 2,
+        makespan_n: 200,
+        makespan_stage_ms: 2000,
+        cancel_n: 50,
+        cancel_stage_ms: 3000,
+    }
+}
+
+/// The peer to run, or `None` when it is not selected, skipped or smoke.
+async fn peer_of(cli: &Cli, log_dir: &std::path::Path) -> anyhow::Result<Option<(Peer, String)>> {
+    let selected = cli.only.is_empty() || cli.only.contains(&Scenario::Peer);
+    if !selected || cli.no_peer {
+        return Ok(None);
+    }
+    if cli.smoke {
+        eprintln!("bench: the smoke run skips the Celery peer");
+        return Ok(None);
+    }
+    let Some(python) = &cli.peer_python else {
+        anyhow::bail!(
+            "the Celery peer needs --peer-python (scripts/bench.sh makes run/peer-venv and passes it); \
+             or pass --no-peer"
+        );
+    };
+    let peer = Peer {
+        python: python.clone(),
+        dir: cli.peer_dir.clone(),
+        log_dir: log_dir.to_owned(),
+        redis_url: cli.redis_url.clone(),
+        plan: peer_plan(cli.peer_tiny),
+    };
+    let version = peer.check().await?;
+    Ok(Some((peer, version)))
+}
+
+/// The scenarios the peer runs: those of ours selected, or all.
+fn peer_scenarios(selected: &[Scenario]) -> Vec<&'static str> {
+    let ours: Vec<&'static str> = selected
+        .iter()
+        .map(|s| s.name())
+        .filter(|n| peer::SCENARIOS.contains(n))
+        .collect();
+    if ours.is_empty() {
+        peer::SCENARIOS.to_vec()
+    } else {
+        ours
     }
 }
 
@@ -268,17 +369,21 @@ fn main() -> ExitCode {
 /// Runs everything; `Ok(false)` when a scenario failed (the rest still ran).
 async fn run(cli: Cli) -> anyhow::Result<bool> {
     let started = Instant::now();
-    let bin_dir = match cli.bin_dir {
+    let bin_dir = match cli.bin_dir.clone() {
         Some(d) => d,
         None => std::env::current_exe()?
             .parent()
             .context("the executable has no directory")?
             .to_owned(),
     };
-    let log_dir = cli.log_dir.unwrap_or_else(|| {
+    let log_dir = cli.log_dir.clone().unwrap_or_else(|| {
         std::env::temp_dir().join(format!("taskforge-bench-{}", std::process::id()))
     });
-    let infra = Infra::new(cli.redis_url.clone(), cli.amqp_host, cli.mgmt_url);
+    let infra = Infra::new(
+        cli.redis_url.clone(),
+        cli.amqp_host.clone(),
+        cli.mgmt_url.clone(),
+    );
     infra.check().await?;
     let mut launcher = Launcher::new(&bin_dir, &log_dir, &cli.redis_url)?;
     launcher.api_env = cli.api_env.clone();
@@ -289,6 +394,10 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         launcher,
         plan: plan.clone(),
     };
+    let peer = peer_of(&cli, &log_dir).await?;
+    if let Some((_, version)) = &peer {
+        eprintln!("bench: the Celery peer runs with {version}");
+    }
     let load_before = infra::load_average();
     let (redis_pids, rabbitmq_pids) = infra::servers();
     eprintln!("bench: CPU accounting watches redis {redis_pids:?} and rabbitmq {rabbitmq_pids:?}");
@@ -302,7 +411,9 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
     let selected: Vec<Scenario> = Scenario::ALL
         .into_iter()
         .filter(|s| cli.only.is_empty() || cli.only.contains(s))
+        .filter(|s| *s != Scenario::Peer || peer.is_some())
         .collect();
+    let peer_runs = peer_scenarios(&selected);
     let mut results = Results::default();
     let mut failures = Vec::new();
     let redis_url = &cli.redis_url;
@@ -359,6 +470,11 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
                 Scenario::Cancel => {
                     scenarios::in_sandbox(&infra, |sb| scenarios::cancel(&ctx, sb)).await
                 }
+                // Sandboxes of its own, one per variant; `peer` is Some when selected.
+                Scenario::Peer => match &peer {
+                    Some((p, _)) => Ok(p.run(&infra, &peer_runs).await),
+                    None => continue,
+                },
             };
             match out {
                 Ok(out) => {
@@ -373,6 +489,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
                         headline(&out)
                     );
                     results.foreign_cores.push(foreign.max(0.0));
+                    failures.extend(out.failures.iter().cloned());
                     record(&mut results, scenario, out);
                 }
                 Err(e) => {
@@ -386,6 +503,10 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
 
     let rows = report::rows(&results, plan.makespan_stage_ms, &levels, plan.batch_size);
     println!("{}", report::table(&results, &rows, cli.smoke));
+    let side = report::side_by_side(&results, plan.makespan_stage_ms);
+    if !side.is_empty() {
+        println!("{}", report::side_by_side_text(&side, cli.smoke));
+    }
     if let Some(dir) = &cli.out_dir {
         std::fs::create_dir_all(dir)?;
         let meta = Meta {
@@ -400,13 +521,20 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             smoke: cli.smoke,
             message_bytes: results.median("limit.message_bytes").unwrap_or(0.0) as usize,
             settings: settings_text(&cli.api_env, &cli.worker_env),
+            peer: peer.as_ref().map(|(p, v)| (v.clone(), p.plan.text())),
             command: if cli.smoke {
                 "bench --smoke".to_owned()
             } else {
                 "scripts/bench.sh".to_owned()
             },
         };
-        let mut md = report::markdown(&results, &rows, &meta, &plan_text(&limit_plan, &plan));
+        let mut md = report::markdown(
+            &results,
+            &rows,
+            &side,
+            &meta,
+            &plan_text(&limit_plan, &plan),
+        );
         if !failures.is_empty() {
             md.push_str("\n## Failures\n\n");
             for f in &failures {
@@ -476,6 +604,9 @@ fn record(results: &mut Results, scenario: Scenario, out: RunOut) {
         Scenario::Cancel => results.cancel_latencies.extend(&out.latencies),
         _ => {}
     }
+    for (k, v) in out.samples {
+        results.samples.entry(k).or_default().extend(v);
+    }
     for (k, v) in out.values {
         results.values.entry(k).or_default().push(v);
     }
@@ -483,6 +614,13 @@ fn record(results: &mut Results, scenario: Scenario, out: RunOut) {
 
 /// The run's main figures, for the progress line.
 fn headline(out: &RunOut) -> String {
+    if out.values.keys().any(|k| k.starts_with("celery.")) {
+        return format!(
+            "{} Celery figures, {} variants failed",
+            out.values.len(),
+            out.failures.len()
+        );
+    }
     const MAIN: &[&str] = &[
         "limit.publish_w64",
         "limit.redis_create",

@@ -1,5 +1,6 @@
-//! `bench.png`: the POST → COMPLETED latency distribution, and create
-//! throughput against client concurrency beside the broker's limit.
+//! `bench.png`: the POST → COMPLETED latency distribution (beside Celery's
+//! best confirmed pool when the peer ran), and create throughput against
+//! client concurrency beside the broker's limit.
 //!
 //! Drawn with plotters' bitmap backend; text uses DejaVu Sans embedded in
 //! the binary (through `ab_glyph`), so no fontconfig or system font is needed.
@@ -31,31 +32,67 @@ pub(crate) fn draw(r: &Results, levels: &[usize], path: &Path) -> anyhow::Result
 
 type Area<'a> = DrawingArea<BitMapBackend<'a>, plotters::coord::Shift>;
 
+/// Celery's dispatch samples with the lowest p50 among the confirmed
+/// variants (Taskforge always confirms): its label and samples.
+fn celery_dispatch(r: &Results) -> Option<(String, &Vec<f64>)> {
+    crate::peer::Pool::ALL
+        .iter()
+        .filter_map(|p| {
+            let s = r
+                .samples
+                .get(&format!("celery.{}.confirm.dispatch", p.name()))?;
+            (!s.is_empty()).then(|| (p.name(), s))
+        })
+        .min_by(|a, b| stats::percentile(a.1, 50.0).total_cmp(&stats::percentile(b.1, 50.0)))
+        .map(|(pool, s)| (format!("Celery {pool} pool, confirms"), s))
+}
+
+fn histogram(samples: &[f64], width: f64, bins: usize) -> Vec<u32> {
+    let mut counts = vec![0u32; bins];
+    for &x in samples {
+        counts[((x / width) as usize).min(bins - 1)] += 1;
+    }
+    counts
+}
+
 fn latency(r: &Results, area: &Area<'_>) -> anyhow::Result<()> {
     let lat = &r.dispatch_latencies;
+    let celery = celery_dispatch(r);
     let p50 = stats::percentile(lat, 50.0);
     let p99 = stats::percentile(lat, 99.0);
-    let hi = if lat.is_empty() {
+    let hi = lat
+        .iter()
+        .chain(celery.iter().flat_map(|c| c.1.iter()))
+        .copied()
+        .collect::<Vec<f64>>();
+    let hi = if hi.is_empty() {
         10.0
     } else {
-        (stats::percentile(lat, 99.9) * 1.15).max(6.0)
+        (stats::percentile(&hi, 99.9) * 1.15).max(6.0)
     };
     let bins = 60usize;
     let width = hi / bins as f64;
-    let mut counts = vec![0u32; bins];
-    for &x in lat {
-        let i = ((x / width) as usize).min(bins - 1);
-        counts[i] += 1;
-    }
-    let top = f64::from(counts.iter().copied().max().unwrap_or(1)) * 1.15;
+    let counts = histogram(lat, width, bins);
+    let celery_counts = celery.as_ref().map(|c| histogram(c.1, width, bins));
+    let top = f64::from(
+        counts
+            .iter()
+            .chain(celery_counts.iter().flatten())
+            .copied()
+            .max()
+            .unwrap_or(1),
+    ) * 1.15;
+    let caption = match &celery {
+        Some(_) => {
+            "POST → COMPLETED beside Celery's apply_async → SUCCESS, 1 stage of 0 ms".to_owned()
+        }
+        None => format!(
+            "POST → COMPLETED, 1 stage of 0 ms, sequential ({} samples)",
+            lat.len()
+        ),
+    };
     let mut chart = ChartBuilder::on(area)
-        .caption(
-            format!(
-                "POST → COMPLETED, 1 stage of 0 ms, sequential ({} samples)",
-                lat.len()
-            ),
-            ("sans-serif", 18),
-        )
+        .caption(caption, ("sans-serif", 18))
         .margin(15)
         .x_label_area_size(40)
         .y_label_area_size(55)
@@ -69,18 +106,44 @@ fn latency(r: &Results, area: &Area<'_>) -> anyhow::Result<()> {
         .label_style(("sans-serif", 13))
         .axis_desc_style(("sans-serif", 14))
         .draw()?;
-    chart.draw_series(counts.iter().enumerate().map(|(i, &c)| {
-        let x0 = i as f64 * width;
-        Rectangle::new(
-            [(x0, 0.0), (x0 + width * 0.92, f64::from(c))],
-            BLUE.mix(0.6).filled(),
-        )
-    }))?;
-    for (x, label, color) in [
-        (p50, format!("p50 {p50:.2} ms"), GREEN),
-        (p99, format!("p99 {p99:.2} ms"), RED),
-        (5.0, "goal: p99 < 5 ms".to_owned(), BLACK),
-    ] {
+    let bars = |counts: &[u32], color: RGBColor| {
+        counts
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| {
+                let x0 = i as f64 * width;
+                Rectangle::new(
+                    [(x0, 0.0), (x0 + width * 0.92, f64::from(c))],
+                    color.mix(0.5).filled(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    chart
+        .draw_series(bars(&counts, BLUE))?
+        .label(format!("Taskforge ({} samples)", lat.len()))
+        .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 20, y + 5)], BLUE.mix(0.5).filled()));
+    let orange = RGBColor(230, 120, 0);
+    let mut lines = vec![
+        (p50, format!("Taskforge p50 {p50:.2} ms"), GREEN),
+        (p99, format!("Taskforge p99 {p99:.2} ms"), RED),
+    ];
+    if let (Some((label, samples)), Some(cc)) = (&celery, &celery_counts) {
+        chart
+            .draw_series(bars(cc, orange))?
+            .label(format!("{label} ({} samples)", samples.len()))
+            .legend(move |(x, y)| {
+                Rectangle::new([(x, y - 5), (x + 20, y + 5)], orange.mix(0.5).filled())
+            });
+        let (c50, c99) = (
+            stats::percentile(samples, 50.0),
+            stats::percentile(samples, 99.0),
+        );
+        lines.push((c50, format!("Celery p50 {c50:.2} ms"), orange));
+        lines.push((c99, format!("Celery p99 {c99:.2} ms"), MAGENTA));
+    }
+    lines.push((5.0, "goal: p99 < 5 ms".to_owned(), BLACK));
+    for (x, label, color) in lines {
         if x.is_nan() || x > hi {
             continue;
         }

@@ -13,6 +13,8 @@ pub(crate) struct Results {
     pub(crate) dispatch_latencies: Vec<f64>,
     /// Every DELETE → CANCELLED latency of every cancel run (ms).
     pub(crate) cancel_latencies: Vec<f64>,
+    /// The Celery peer's latencies (ms), e.g. `celery.threads.confirm.dispatch`.
+    pub(crate) samples: BTreeMap<String, Vec<f64>>,
     /// CPU used by processes other than the bench, its services, Redis and
     /// RabbitMQ during each run, in cores.
     pub(crate) foreign_cores: Vec<f64>,
@@ -54,6 +56,8 @@ pub(crate) struct Meta {
     pub(crate) command: String,
     /// Settings beyond the bench's own (`--api-env`, `--worker-env`), or "defaults".
     pub(crate) settings: String,
+    /// The Celery peer's versions and sizes, when it ran.
+    pub(crate) peer: Option<(String, String)>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -411,7 +415,13 @@ fn val(r: &Results, key: &str) -> String {
 }
 
 /// `docs/BENCHMARKS.md`.
-pub(crate) fn markdown(r: &Results, rows: &[Row], meta: &Meta, plan_text: &str) -> String {
+pub(crate) fn markdown(
+    r: &Results,
+    rows: &[Row],
+    side: &SideBySide,
+    meta: &Meta,
+    plan_text: &str,
+) -> String {
     let mut md = String::new();
     let m = &meta.machine;
     let _ = writeln!(md, "# Benchmarks\n");
@@ -506,6 +516,10 @@ pub(crate) fn markdown(r: &Results, rows: &[Row], meta: &Meta, plan_text: &str) 
             },
             r.spread(&row.key),
         ]));
+    }
+
+    if !side.is_empty() {
+        md.push_str(&side_by_side_md(side, meta));
     }
 
     let _ = writeln!(md, "\n## Limits: the infrastructure alone, same run\n");
@@ -726,4 +740,373 @@ fn where_time_goes(r: &Results) -> String {
         ));
     }
     md
+}
+
+// ---------------------------------------------------------------------------
+// Taskforge and Celery, side by side
+// ---------------------------------------------------------------------------
+
+/// One figure of both systems: ours, Celery's per pool and confirm mode, and
+/// Celery's best in each mode.
+#[derive(Debug, Clone)]
+pub(crate) struct SideRow {
+    pub(crate) label: &'static str,
+    unit: &'static str,
+    lower_is_better: bool,
+    pub(crate) ours: Option<f64>,
+    /// (pool, mode, value) in the order of [`peer::Pool::ALL`] × [`peer::MODES`].
+    cells: Vec<(&'static str, &'static str, Option<f64>)>,
+}
+
+impl SideRow {
+    /// Celery's best pool in `mode` ("confirm" / "noconfirm"): value and pool.
+    pub(crate) fn best(&self, mode: &str) -> Option<(f64, &'static str)> {
+        self.cells
+            .iter()
+            .filter(|(_, m, _)| *m == mode)
+            .filter_map(|(pool, _, v)| Some(((*v)?, *pool)))
+            .reduce(|a, b| {
+                let b_better = if self.lower_is_better {
+                    b.0 < a.0
+                } else {
+                    b.0 > a.0
+                };
+                if b_better {
+                    b
+                } else {
+                    a
+                }
+            })
+    }
+
+    fn cell(&self, pool: &str, mode: &str) -> Option<f64> {
+        self.cells
+            .iter()
+            .find(|(p, m, _)| *p == pool && *m == mode)
+            .and_then(|c| c.2)
+    }
+}
+
+/// An issue-14 goal that compares us with Celery.
+#[derive(Debug, Clone)]
+pub(crate) struct SideGoal {
+    pub(crate) text: String,
+    ours: Option<f64>,
+    reference: Option<(f64, String)>,
+    bound: f64,
+    at_most: bool,
+}
+
+impl SideGoal {
+    fn ratio(&self) -> Option<f64> {
+        Some(self.ours? / self.reference.as_ref()?.0)
+    }
+
+    pub(crate) fn met(&self) -> Option<bool> {
+        let r = self.ratio()?;
+        Some(if self.at_most {
+            r <= self.bound
+        } else {
+            r >= self.bound
+        })
+    }
+}
+
+/// Both systems' figures from this run; empty without the peer.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SideBySide {
+    pub(crate) rows: Vec<SideRow>,
+    pub(crate) goals: Vec<SideGoal>,
+}
+
+impl SideBySide {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+}
+
+fn finite(x: Option<f64>) -> Option<f64> {
+    x.filter(|v| v.is_finite())
+}
+
+/// (label, unit, lower is better, our key, Celery's key).
+const SIDE_FIGURES: &[(&str, &str, bool, &str, &str)] = &[
+    (
+        "dispatch p50",
+        "ms",
+        true,
+        "dispatch.p50_ms",
+        "dispatch.p50_ms",
+    ),
+    (
+        "dispatch p99",
+        "ms",
+        true,
+        "dispatch.p99_ms",
+        "dispatch.p99_ms",
+    ),
+    (
+        "create, 1 client",
+        "tasks/s",
+        false,
+        "create.c1.rate",
+        "create.c1.rate",
+    ),
+    (
+        "drain, 2 workers",
+        "tasks/s",
+        false,
+        "drain.rate",
+        "drain.rate",
+    ),
+    (
+        "makespan ÷ ideal",
+        "×",
+        true,
+        "makespan.s",
+        "makespan.ratio",
+    ),
+    ("cancel p50", "ms", true, "cancel.p50_ms", "cancel.p50_ms"),
+    ("cancel p99", "ms", true, "cancel.p99_ms", "cancel.p99_ms"),
+];
+
+pub(crate) fn side_by_side(r: &Results, makespan_stage_ms: u64) -> SideBySide {
+    if !r.values.keys().any(|k| k.starts_with("celery.")) {
+        return SideBySide::default();
+    }
+    let ideal = makespan_stage_ms as f64 / 1e3;
+    let mut rows = Vec::new();
+    for &(label, unit, lower_is_better, ours_key, celery_key) in SIDE_FIGURES {
+        let mut cells = Vec::new();
+        for pool in crate::peer::Pool::ALL {
+            for (_, mode) in crate::peer::MODES {
+                let key = format!("celery.{}.{mode}.{celery_key}", pool.name());
+                cells.push((pool.name(), mode, finite(r.median(&key))));
+            }
+        }
+        let mut ours = finite(r.median(ours_key));
+        if ours_key == "makespan.s" {
+            ours = ours.map(|s| s / ideal);
+        }
+        if ours.is_some() || cells.iter().any(|c| c.2.is_some()) {
+            rows.push(SideRow {
+                label,
+                unit,
+                lower_is_better,
+                ours,
+                cells,
+            });
+        }
+    }
+    let goals = side_goals(&rows);
+    SideBySide { rows, goals }
+}
+
+fn side_goals(rows: &[SideRow]) -> Vec<SideGoal> {
+    let row = |label: &str| rows.iter().find(|r| r.label == label);
+    let mut goals = Vec::new();
+    let mut add = |row: Option<&SideRow>, text: String, reference, bound, at_most| {
+        if let Some(row) = row {
+            goals.push(SideGoal {
+                text,
+                ours: row.ours,
+                reference,
+                bound,
+                at_most,
+            });
+        }
+    };
+    for label in ["dispatch p50", "dispatch p99"] {
+        let r = row(label);
+        let best = |mode| r.and_then(|r| r.best(mode));
+        add(
+            r,
+            format!("{label} ≤ 0.8× Celery's best pool with confirms"),
+            best("confirm").map(|(v, p)| (v, format!("{p}, confirm"))),
+            0.8,
+            true,
+        );
+        add(
+            r,
+            format!("{label} ≤ 1.0× Celery's best pool without confirms"),
+            best("noconfirm").map(|(v, p)| (v, format!("{p}, no confirm"))),
+            1.0,
+            true,
+        );
+    }
+    let create = row("create, 1 client");
+    add(
+        create,
+        "create, 1 client ≥ 1.5× Celery's confirmed apply_async".to_owned(),
+        create
+            .and_then(|r| r.best("confirm"))
+            .map(|(v, p)| (v, format!("{p}, confirm; the best pool"))),
+        1.5,
+        false,
+    );
+    let cancel = row("cancel p99");
+    add(
+        cancel,
+        "cancel p99 ≤ 0.5× Celery prefork's".to_owned(),
+        cancel
+            .and_then(|r| r.cell("prefork", "confirm"))
+            .map(|v| (v, "prefork, confirm".to_owned())),
+        0.5,
+        true,
+    );
+    goals
+}
+
+fn opt_num(x: Option<f64>) -> String {
+    x.map_or("—".to_owned(), num)
+}
+
+fn ratio_text(ours: Option<f64>, best: Option<(f64, &str)>) -> String {
+    match (ours, best) {
+        (Some(o), Some((b, _))) => format!("{:.2}×", o / b),
+        _ => "—".to_owned(),
+    }
+}
+
+fn side_met(goal: &SideGoal, smoke: bool) -> &'static str {
+    match (goal.met(), smoke) {
+        (None, _) => "—",
+        (Some(_), true) => "not judged",
+        (Some(true), false) => "met",
+        (Some(false), false) => "NOT MET",
+    }
+}
+
+/// The side-by-side figures and goals as plain text, for stdout.
+pub(crate) fn side_by_side_text(s: &SideBySide, smoke: bool) -> String {
+    let mut out = String::from("Taskforge and Celery, side by side (same run):\n");
+    let _ = write!(out, "{:<18} {:>10}", "figure", "Taskforge");
+    for pool in crate::peer::Pool::ALL {
+        for (_, mode) in crate::peer::MODES {
+            let _ = write!(
+                out,
+                " {:>10}",
+                format!("{}/{}", &pool.name()[..4], &mode[..2])
+            );
+        }
+    }
+    let _ = writeln!(out, "  {:<20} {:>7}", "best confirmed", "ours÷");
+    for row in &s.rows {
+        let _ = write!(out, "{:<18} {:>10}", row.label, opt_num(row.ours));
+        for c in &row.cells {
+            let _ = write!(out, " {:>10}", opt_num(c.2));
+        }
+        let best = row.best("confirm");
+        let _ = writeln!(
+            out,
+            "  {:<20} {:>7}",
+            best.map_or("—".to_owned(), |(v, p)| format!("{} ({p})", num(v))),
+            ratio_text(row.ours, best)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "(pool/co = confirms on, /no = off)\ngoals against Celery:"
+    );
+    for g in &s.goals {
+        let _ = writeln!(
+            out,
+            "  {:<58} {:>7}  {}",
+            g.text,
+            g.ratio().map_or("—".to_owned(), |x| format!("{x:.2}×")),
+            side_met(g, smoke)
+        );
+    }
+    out
+}
+
+/// The side-by-side section of `BENCHMARKS.md`.
+fn side_by_side_md(s: &SideBySide, meta: &Meta) -> String {
+    let mut md = String::from("\n## Taskforge and Celery, side by side (same run)\n\n");
+    if let Some((version, plan)) = &meta.peer {
+        let _ = writeln!(
+            md,
+            "A Celery app of ours (`bench/peer/`, {version}) on the same RabbitMQ and Redis, \
+             each variant in a vhost and key prefix of its own, with Taskforge's guarantees: \
+             persistent messages on a durable queue, `task_acks_late`, `task_track_started`, one \
+             `PROGRESS` update per stage, results in Redis (the client waits with \
+             `AsyncResult.get`, by pub/sub), cancel by `revoke(terminate=True)`. Taskforge always \
+             publishes with confirms; Celery runs with `confirm_publish` on and off. Sizes: {plan}.\n"
+        );
+    }
+    md.push_str(
+        "Taskforge's figure is the median of its runs; Celery's are one run each. \
+         *ours ÷ best*: below 1 is better for latencies and the makespan, above 1 for rates. \
+         Create runs no worker, so its three pool columns are three runs of the same client. \
+         Drain and makespan poll the result keys (one `MGET`) as ours polls the api's metrics; \
+         Celery's makespan runs from the first ping answered (or the first task's start, when \
+         earlier) to the last `date_done`. Celery records `REVOKED` when the worker sends the \
+         signal, before the task has stopped; Taskforge records `CANCELLED` once the C routine \
+         has returned. The threads pool cannot terminate a running task.\n\n",
+    );
+    let mut head = vec!["figure".to_owned(), "Taskforge".to_owned()];
+    for pool in crate::peer::Pool::ALL {
+        for (_, mode) in crate::peer::MODES {
+            let m = if mode == "confirm" {
+                "confirms"
+            } else {
+                "no confirms"
+            };
+            head.push(format!("{} ({m})", pool.name()));
+        }
+    }
+    head.extend(
+        [
+            "Celery best, confirms",
+            "ours ÷ it",
+            "Celery best, no confirms",
+            "ours ÷ it",
+        ]
+        .map(String::from),
+    );
+    md.push_str(&md_row(&head));
+    md.push_str(&format!("|---|{}\n", "---:|".repeat(head.len() - 1)));
+    for row in &s.rows {
+        let mut cells = vec![row.label.to_owned(), unit_num(row.ours, row.unit)];
+        for c in &row.cells {
+            cells.push(if c.0 == "threads" && row.label.starts_with("cancel") {
+                "n/a (no terminate)".to_owned()
+            } else {
+                unit_num(c.2, row.unit)
+            });
+        }
+        for mode in ["confirm", "noconfirm"] {
+            let best = row.best(mode);
+            cells.push(best.map_or("—".to_owned(), |(v, p)| {
+                format!("{} ({p})", unit_num(Some(v), row.unit))
+            }));
+            cells.push(ratio_text(row.ours, best));
+        }
+        md.push_str(&md_row(&cells));
+    }
+    md.push_str("\nThe goals of issue 14 that involve Celery:\n\n");
+    md.push_str("| goal | Taskforge | Celery | ratio | met |\n|---|---:|---:|---:|---|\n");
+    for g in &s.goals {
+        md.push_str(&md_row(&[
+            g.text.clone(),
+            opt_num(g.ours),
+            g.reference
+                .as_ref()
+                .map_or("—".to_owned(), |(v, w)| format!("{} ({w})", num(*v))),
+            g.ratio().map_or("—".to_owned(), |x| format!("{x:.2}×")),
+            match side_met(g, meta.smoke) {
+                "NOT MET" => "**not met**".to_owned(),
+                t => t.to_owned(),
+            },
+        ]));
+    }
+    md
+}
+
+fn unit_num(x: Option<f64>, unit: &str) -> String {
+    match x {
+        Some(v) if unit == "×" => format!("{v:.2}×"),
+        Some(v) => format!("{} {unit}", num(v)),
+        None => "—".to_owned(),
+    }
 }

@@ -28,6 +28,10 @@ use crate::{
 pub(crate) struct RunOut {
     pub(crate) values: BTreeMap<String, f64>,
     pub(crate) latencies: Vec<f64>,
+    /// Named latency samples (ms) of runs that measure several things (the peer).
+    pub(crate) samples: BTreeMap<String, Vec<f64>>,
+    /// Parts that failed while the rest went on (the peer's variants).
+    pub(crate) failures: Vec<String>,
 }
 
 impl RunOut {
@@ -64,10 +68,10 @@ pub(crate) struct Ctx {
 }
 
 /// Runs `body` in a fresh sandbox and removes the sandbox afterwards, whatever happened.
-pub(crate) async fn in_sandbox<F, Fut>(infra: &Infra, body: F) -> anyhow::Result<RunOut>
+pub(crate) async fn in_sandbox<F, Fut, T>(infra: &Infra, body: F) -> anyhow::Result<T>
 where
     F: FnOnce(Sandbox) -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<RunOut>>,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
 {
     let sb = infra.sandbox().await?;
     let out = body(sb.clone()).await;
