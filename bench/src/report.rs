@@ -599,7 +599,7 @@ fn where_time_goes(r: &Results) -> String {
         {
             let _ = writeln!(
                 md,
-                "\nAgainst Redis alone (the same four commands per create, 64 connections): {:.2}×. \
+                "\nAgainst Redis alone (the same commands per create, in the same two round trips, 64 connections): {:.2}×. \
                  In the limit runs RabbitMQ spent {} µs of CPU per publish and Redis {} µs per \
                  create (with no subscriber on the events channel).",
                 c64 / redis,
