@@ -409,9 +409,15 @@ async fn within_stage<F: std::future::Future>(
     within: &AtomicI32,
 ) -> F::Output {
     tokio::pin!(call);
-    let mut tick = tokio::time::interval(WITHIN_STAGE_PERIOD);
+    // The first tick one period from now: `interval`'s immediate first tick
+    // still goes through the timer wheel, whose millisecond granularity
+    // held every stage's start back by about 1 ms (the call is not polled,
+    // so not started, until then).
+    let mut tick = tokio::time::interval_at(
+        tokio::time::Instant::now() + WITHIN_STAGE_PERIOD,
+        WITHIN_STAGE_PERIOD,
+    );
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await;
     let mut sent = progress_within(stage, params.stages, 0);
     let mut in_flight: Option<tokio::task::JoinHandle<()>> = None;
     loop {
