@@ -11,7 +11,13 @@
 //! cluster sends its commands concurrently, each to its own slot, and on a
 //! single Redis stays one round trip.
 
-use std::time::Duration;
+use std::{
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use deadpool_redis::{
     redis::{
@@ -26,14 +32,161 @@ use super::{Store, StoreError};
 /// Where the store's connections come from.
 #[derive(Clone)]
 pub(super) enum Pools {
-    Single(deadpool_redis::Pool),
+    Single(deadpool::managed::Pool<Manager>),
     Cluster(deadpool_redis::cluster::Pool),
 }
 
 /// A pooled connection to one Redis or to a Redis Cluster.
 pub enum Conn {
-    Single(deadpool_redis::Connection),
+    Single(SingleConn),
     Cluster(deadpool_redis::cluster::Connection),
+}
+
+/// A connection checked out of the single-Redis pool again within this
+/// long of its last checkout is handed out as it is; an older one is
+/// checked first (deadpool-redis's `UNWATCH` + `PING`).
+const RECHECK_AFTER: Duration = Duration::from_secs(1);
+
+/// deadpool-redis's manager with a cheaper checkout: its recycle check is a
+/// round trip before every command sequence (strace showed an `UNWATCH` +
+/// `PING` ahead of each create, claim and sweep). Here only a connection
+/// idle for [`RECHECK_AFTER`] is checked, or any connection once one has
+/// failed in use since its last checkout (Redis restarted: its siblings are
+/// dead too); the one that failed leaves the pool ([`SingleConn`]).
+pub(super) struct Manager {
+    inner: deadpool_redis::Manager,
+    /// When a connection last failed in use (ms since `epoch`; 0: never).
+    last_break_ms: Arc<AtomicU64>,
+    epoch: std::time::Instant,
+}
+
+impl Manager {
+    fn new(inner: deadpool_redis::Manager) -> Self {
+        Self {
+            inner,
+            last_break_ms: Arc::new(AtomicU64::new(0)),
+            epoch: std::time::Instant::now(),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64 + 1
+    }
+}
+
+impl deadpool::managed::Manager for Manager {
+    type Type = redis::aio::MultiplexedConnection;
+    type Error = redis::RedisError;
+
+    async fn create(&self) -> Result<Self::Type, Self::Error> {
+        self.inner.create().await
+    }
+
+    async fn recycle(
+        &self,
+        conn: &mut Self::Type,
+        metrics: &deadpool::managed::Metrics,
+    ) -> deadpool::managed::RecycleResult<Self::Error> {
+        let idle = metrics.last_used();
+        let checked_out_ms = self.now_ms().saturating_sub(idle.as_millis() as u64);
+        let broke_since = self.last_break_ms.load(Ordering::Relaxed) >= checked_out_ms;
+        if idle < RECHECK_AFTER && !broke_since {
+            return Ok(());
+        }
+        self.inner.recycle(conn, metrics).await
+    }
+}
+
+/// A connection of the single-Redis pool. One whose command failed for
+/// the connection's sake (I/O, a dropped connection, a timeout) leaves the
+/// pool when dropped, instead of going back to it.
+pub struct SingleConn {
+    conn: Option<deadpool::managed::Object<Manager>>,
+    broken: bool,
+}
+
+impl SingleConn {
+    /// Marks this connection broken, and tells the pool when.
+    fn mark_broken(broken: &mut bool, conn: &deadpool::managed::Object<Manager>) {
+        *broken = true;
+        if let Some(pool) = deadpool::managed::Object::pool(conn) {
+            let manager = pool.manager();
+            manager
+                .last_break_ms
+                .store(manager.now_ms(), Ordering::Relaxed);
+        }
+    }
+}
+
+impl std::fmt::Debug for SingleConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SingleConn")
+            .field("broken", &self.broken)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for SingleConn {
+    fn drop(&mut self) {
+        if self.broken {
+            if let Some(conn) = self.conn.take() {
+                drop(deadpool::managed::Object::take(conn));
+            }
+        }
+    }
+}
+
+/// Whether `e` means the connection itself is unusable.
+fn breaks_connection(e: &redis::RedisError) -> bool {
+    e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error() || e.is_timeout()
+}
+
+impl ConnectionLike for SingleConn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        let Self { conn, broken } = self;
+        let Some(conn) = conn.as_mut() else {
+            return Box::pin(async { Err(gone()) });
+        };
+        Box::pin(async move {
+            let answer = conn.req_packed_command(cmd).await;
+            if answer.as_ref().is_err_and(breaks_connection) {
+                Self::mark_broken(broken, conn);
+            }
+            answer
+        })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        let Self { conn, broken } = self;
+        let Some(conn) = conn.as_mut() else {
+            return Box::pin(async { Err(gone()) });
+        };
+        Box::pin(async move {
+            let answer = conn.req_packed_commands(pipeline, offset, count).await;
+            if answer.as_ref().is_err_and(breaks_connection) {
+                Self::mark_broken(broken, conn);
+            }
+            answer
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        self.conn.as_ref().map_or(0, |c| c.get_db())
+    }
+}
+
+/// The error of a connection already taken out of the pool (not reached:
+/// only `Drop` takes it).
+fn gone() -> redis::RedisError {
+    redis::RedisError::from(std::io::Error::new(
+        std::io::ErrorKind::NotConnected,
+        "the redis connection was closed",
+    ))
 }
 
 /// Longest wait for one reply from a single Redis.
@@ -58,8 +211,8 @@ impl Pools {
     pub(super) fn single(url: &str, max_connections: usize) -> anyhow::Result<Self> {
         let connection =
             redis::AsyncConnectionConfig::new().set_response_timeout(Some(RESPONSE_TIMEOUT));
-        let manager = deadpool_redis::Manager::new_with_config(url, connection)?;
-        let pool = deadpool_redis::Pool::builder(manager)
+        let manager = Manager::new(deadpool_redis::Manager::new_with_config(url, connection)?);
+        let pool = deadpool::managed::Pool::builder(manager)
             .config(pool_config(max_connections))
             .runtime(Runtime::Tokio1)
             .build()?;
@@ -76,7 +229,12 @@ impl Pools {
 
     pub(super) async fn get(&self) -> Result<Conn, StoreError> {
         Ok(match self {
-            Self::Single(pool) => Conn::Single(pool.get().await?),
+            Self::Single(pool) => Conn::Single(SingleConn {
+                conn: Some(pool.get().await.map_err(|e| {
+                    StoreError::Unavailable(anyhow::Error::new(e).context("redis pool"))
+                })?),
+                broken: false,
+            }),
             Self::Cluster(pool) => Conn::Cluster(pool.get().await.map_err(|e| {
                 StoreError::Unavailable(anyhow::Error::new(e).context("redis cluster pool"))
             })?),

@@ -351,3 +351,43 @@ async fn creates_survive_a_redis_that_forgot_the_transition_script() {
     assert!(ids.iter().all(|id| listed.contains(id)), "{listed:?}");
     app.stop().await;
 }
+
+/// Pooled connections are handed out without a round trip of checks while
+/// in use; when Redis drops them all (a restart, `CLIENT KILL`), the
+/// first command on a dead one fails (503), that connection leaves the pool
+/// and every other is checked before its next use: one failure at most,
+/// then creates go through.
+#[tokio::test]
+async fn after_redis_drops_every_connection_at_most_one_create_fails() {
+    let redis = PrivateRedis::start().await.expect("a private redis");
+    let mut conn = admin(&redis).await;
+    let app = Stack::start_on_redis(redis.url(), &[]).await;
+    app.create(json!({"stages": 1, "stage_ms": 0})).await;
+
+    let _: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("normal")
+        .arg("SKIPME")
+        .arg("yes")
+        .query_async(&mut conn)
+        .await
+        .expect("CLIENT KILL");
+    let mut statuses = Vec::new();
+    for _ in 0..20 {
+        statuses.push(
+            app.post_task(json!({"stages": 1, "stage_ms": 0}))
+                .await
+                .status()
+                .as_u16(),
+        );
+    }
+    let failed = statuses.iter().filter(|s| **s != 202).count();
+    assert!(failed <= 1, "{statuses:?}");
+    assert!(
+        statuses.iter().all(|s| *s == 202 || *s == 503),
+        "{statuses:?}"
+    );
+    assert_eq!(statuses.last(), Some(&202), "{statuses:?}");
+    app.stop().await;
+}
