@@ -15,7 +15,7 @@
 use deadpool_redis::redis;
 use task_model::{NewTask, TaskId, TaskStatus};
 
-use super::{create_args, listing, parse_outcome, Code, Set, Store, StoreError};
+use super::{listing, parse_outcome, Code, Set, Store, StoreError};
 
 /// Creates sent per pipeline by [`Store::create_many`].
 const CREATES_PER_TRIP: usize = 100;
@@ -64,16 +64,7 @@ impl Store {
         self.zadd_sharded(&mut before, Set::Queued, &members);
         let calls: Vec<_> = tasks
             .iter()
-            .zip(&members)
-            .map(|((id, task), (_, _, member))| {
-                let mut call = self.script.key(self.task_key(id));
-                call.key(self.events_key(id))
-                    .arg("create")
-                    .arg(self.events_channel())
-                    .arg(member)
-                    .arg(create_args(task));
-                call
-            })
+            .map(|(id, task)| self.create_call(id, task))
             .collect();
         let mut conn = self.conn().await?;
         // In pipelines of CREATES_PER_TRIP, each answered well within the

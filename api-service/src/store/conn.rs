@@ -55,22 +55,19 @@ const RECHECK_AFTER: Duration = Duration::from_secs(1);
 /// dead too); the one that failed leaves the pool ([`SingleConn`]).
 pub(super) struct Manager {
     inner: deadpool_redis::Manager,
-    /// When a connection last failed in use (ms since `epoch`; 0: never).
-    last_break_ms: Arc<AtomicU64>,
-    epoch: std::time::Instant,
+    last_break: Arc<BreakClock>,
 }
 
 impl Manager {
     fn new(inner: deadpool_redis::Manager) -> Self {
+        let last_break = BreakClock {
+            last_ms: AtomicU64::new(0),
+            epoch: std::time::Instant::now(),
+        };
         Self {
             inner,
-            last_break_ms: Arc::new(AtomicU64::new(0)),
-            epoch: std::time::Instant::now(),
+            last_break: Arc::new(last_break),
         }
-    }
-
-    fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64 + 1
     }
 }
 
@@ -88,8 +85,9 @@ impl deadpool::managed::Manager for Manager {
         metrics: &deadpool::managed::Metrics,
     ) -> deadpool::managed::RecycleResult<Self::Error> {
         let idle = metrics.last_used();
-        let checked_out_ms = self.now_ms().saturating_sub(idle.as_millis() as u64);
-        let broke_since = self.last_break_ms.load(Ordering::Relaxed) >= checked_out_ms;
+        let clock = &self.last_break;
+        let checked_out_ms = clock.now_ms().saturating_sub(idle.as_millis() as u64);
+        let broke_since = clock.last_ms.load(Ordering::Relaxed) >= checked_out_ms;
         if idle < RECHECK_AFTER && !broke_since {
             return Ok(());
         }
@@ -103,20 +101,24 @@ impl deadpool::managed::Manager for Manager {
 pub struct SingleConn {
     conn: Option<deadpool::managed::Object<Manager>>,
     broken: bool,
+    /// Where a failure is recorded ([`Manager`]'s `last_break_ms`).
+    last_break: Arc<BreakClock>,
 }
 
-impl SingleConn {
-    /// Marks this connection broken, and tells the pool when.
-    fn mark_broken(broken: &mut bool, conn: &deadpool::managed::Object<Manager>) {
-        *broken = true;
-        if let Some(pool) = deadpool::managed::Object::pool(conn) {
-            let manager = pool.manager();
-            manager
-                .last_break_ms
-                .store(manager.now_ms(), Ordering::Relaxed);
-        }
+/// When a connection of a pool last failed in use (ms since `epoch`; 0: never).
+#[derive(Debug)]
+pub(super) struct BreakClock {
+    last_ms: AtomicU64,
+    epoch: std::time::Instant,
+}
+
+impl BreakClock {
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64 + 1
     }
 }
+
+impl SingleConn {}
 
 impl std::fmt::Debug for SingleConn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -141,19 +143,38 @@ fn breaks_connection(e: &redis::RedisError) -> bool {
     e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error() || e.is_timeout()
 }
 
-impl ConnectionLike for SingleConn {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        let Self { conn, broken } = self;
+impl SingleConn {
+    /// Runs `send` on the pooled connection, marking it broken when its
+    /// answer says the connection is unusable.
+    fn watched<'a, T: Send + 'a>(
+        &'a mut self,
+        send: impl FnOnce(&'a mut redis::aio::MultiplexedConnection) -> RedisFuture<'a, T> + Send + 'a,
+    ) -> RedisFuture<'a, T> {
+        let Self {
+            conn,
+            broken,
+            last_break,
+        } = self;
         let Some(conn) = conn.as_mut() else {
             return Box::pin(async { Err(gone()) });
         };
+        let sent = send(conn);
         Box::pin(async move {
-            let answer = conn.req_packed_command(cmd).await;
+            let answer = sent.await;
             if answer.as_ref().is_err_and(breaks_connection) {
-                Self::mark_broken(broken, conn);
+                *broken = true;
+                last_break
+                    .last_ms
+                    .store(last_break.now_ms(), Ordering::Relaxed);
             }
             answer
         })
+    }
+}
+
+impl ConnectionLike for SingleConn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        self.watched(move |c| c.req_packed_command(cmd))
     }
 
     fn req_packed_commands<'a>(
@@ -162,17 +183,7 @@ impl ConnectionLike for SingleConn {
         offset: usize,
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
-        let Self { conn, broken } = self;
-        let Some(conn) = conn.as_mut() else {
-            return Box::pin(async { Err(gone()) });
-        };
-        Box::pin(async move {
-            let answer = conn.req_packed_commands(pipeline, offset, count).await;
-            if answer.as_ref().is_err_and(breaks_connection) {
-                Self::mark_broken(broken, conn);
-            }
-            answer
-        })
+        self.watched(move |c| c.req_packed_commands(pipeline, offset, count))
     }
 
     fn get_db(&self) -> i64 {
@@ -234,6 +245,7 @@ impl Pools {
                     StoreError::Unavailable(anyhow::Error::new(e).context("redis pool"))
                 })?),
                 broken: false,
+                last_break: Arc::clone(&pool.manager().last_break),
             }),
             Self::Cluster(pool) => Conn::Cluster(pool.get().await.map_err(|e| {
                 StoreError::Unavailable(anyhow::Error::new(e).context("redis cluster pool"))

@@ -284,12 +284,7 @@ impl Store {
         before
             .zadd(self.unpublished_key(id), &member, now)
             .zadd(self.queued_key(id), &member, now);
-        let mut call = self.script.key(self.task_key(id));
-        call.key(self.events_key(id))
-            .arg("create")
-            .arg(self.events_channel())
-            .arg(&member)
-            .arg(create_args(task));
+        let call = self.create_call(id, task);
         let raw: Vec<Vec<String>> = self
             .invoke_many(&mut conn, &before, std::slice::from_ref(&call))
             .await?;
@@ -301,6 +296,17 @@ impl Store {
             self.replicated(&mut conn, &self.task_key(id)).await?;
         }
         Ok(outcome)
+    }
+
+    /// The transition script's `create` of `task` as QUEUED under `id`.
+    fn create_call(&self, id: &TaskId, task: &NewTask) -> redis::ScriptInvocation<'_> {
+        let mut call = self.script.key(self.task_key(id));
+        call.key(self.events_key(id))
+            .arg("create")
+            .arg(self.events_channel())
+            .arg(id.to_string())
+            .arg(create_args(task));
+        call
     }
 
     /// Stores a new task that waits until `due_ms` (SCHEDULED), and lists it.
