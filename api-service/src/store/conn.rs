@@ -52,7 +52,8 @@ const RECHECK_AFTER: Duration = Duration::from_secs(1);
 /// `PING` ahead of each create, claim and sweep). Here only a connection
 /// idle for [`RECHECK_AFTER`] is checked, or any connection once one has
 /// failed in use since its last checkout (Redis restarted: its siblings are
-/// dead too); the one that failed leaves the pool ([`SingleConn`]).
+/// dead too); the one that failed leaves the pool ([`SingleConn`]). One
+/// whose driving runtime ended leaves it at checkout ([`Driven`]).
 pub(super) struct Manager {
     inner: deadpool_redis::Manager,
     last_break: Arc<BreakClock>,
@@ -71,12 +72,39 @@ impl Manager {
     }
 }
 
+/// A pooled connection, and whether the runtime that drives it still runs.
+///
+/// redis-rs drives a connection from a task on the runtime that created
+/// it. When that runtime ends (an actix worker's, during shutdown or after
+/// a panic; a test's), the connection is dead without having failed, and
+/// would fail the first command of its next holder. A sentinel task on the
+/// same runtime holds `alive`'s sender, so the pool sees its end for free.
+pub(super) struct Driven {
+    conn: redis::aio::MultiplexedConnection,
+    alive: tokio::sync::oneshot::Receiver<()>,
+}
+
+impl Driven {
+    fn runtime_ended(&mut self) -> bool {
+        matches!(
+            self.alive.try_recv(),
+            Err(tokio::sync::oneshot::error::TryRecvError::Closed)
+        )
+    }
+}
+
 impl deadpool::managed::Manager for Manager {
-    type Type = redis::aio::MultiplexedConnection;
+    type Type = Driven;
     type Error = redis::RedisError;
 
     async fn create(&self) -> Result<Self::Type, Self::Error> {
-        self.inner.create().await
+        let conn = self.inner.create().await?;
+        let (sentinel, alive) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let _sentinel = sentinel;
+            std::future::pending::<()>().await;
+        });
+        Ok(Driven { conn, alive })
     }
 
     async fn recycle(
@@ -88,10 +116,15 @@ impl deadpool::managed::Manager for Manager {
         let clock = &self.last_break;
         let checked_out_ms = clock.now_ms().saturating_sub(idle.as_millis() as u64);
         let broke_since = clock.last_ms.load(Ordering::Relaxed) >= checked_out_ms;
+        if conn.runtime_ended() {
+            return Err(deadpool::managed::RecycleError::message(
+                "its runtime ended, and with it the task driving the connection",
+            ));
+        }
         if idle < RECHECK_AFTER && !broke_since {
             return Ok(());
         }
-        self.inner.recycle(conn, metrics).await
+        self.inner.recycle(&mut conn.conn, metrics).await
     }
 }
 
@@ -158,7 +191,7 @@ impl SingleConn {
         let Some(conn) = conn.as_mut() else {
             return Box::pin(async { Err(gone()) });
         };
-        let sent = send(conn);
+        let sent = send(&mut conn.conn);
         Box::pin(async move {
             let answer = sent.await;
             if answer.as_ref().is_err_and(breaks_connection) {
@@ -187,7 +220,7 @@ impl ConnectionLike for SingleConn {
     }
 
     fn get_db(&self) -> i64 {
-        self.conn.as_ref().map_or(0, |c| c.get_db())
+        self.conn.as_ref().map_or(0, |c| c.conn.get_db())
     }
 }
 

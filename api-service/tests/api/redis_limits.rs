@@ -391,3 +391,36 @@ async fn after_redis_drops_every_connection_at_most_one_create_fails() {
     assert_eq!(statuses.last(), Some(&202), "{statuses:?}");
     app.stop().await;
 }
+
+/// A pooled connection is driven by a task on the runtime that made it. The
+/// api's connections outlive its (actix) runtimes in the state other tasks
+/// hold; once those runtimes end, the pool hands out none of their
+/// connections, even those used a moment ago (they would fail: broken pipe).
+#[tokio::test]
+async fn connections_whose_runtime_ended_are_not_handed_out() {
+    let mut app = Stack::start(&[]).await;
+    // Requests in parallel: the pool fills with connections of the api's
+    // worker runtimes, all used just now.
+    let creates = (0..64).map(|_| app.create(json!({"stages": 1, "stage_ms": 0})));
+    let ids: Vec<TaskId> = futures_util::future::join_all(creates)
+        .await
+        .iter()
+        .map(|id| id.parse().unwrap())
+        .collect();
+    let state = app.state();
+    app.stop_api().await;
+
+    let loads = ids.iter().map(|id| state.store.load(id));
+    let loaded = futures_util::future::join_all(loads).await;
+    let failed: Vec<_> = loaded
+        .iter()
+        .filter(|l| !matches!(l, Ok(Some(_))))
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} of 64 loads failed: {:?}",
+        failed.len(),
+        failed.first()
+    );
+    app.env.cleanup().await;
+}
