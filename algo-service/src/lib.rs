@@ -20,7 +20,8 @@
 //!   isolation/   WORKER_ISOLATION=process: the job in a stage helper process
 //!   reporter.rs  progress callbacks, lease heartbeats, the lease
 //!   finish.rs    how the run ended, the terminal report
-//! callbacks.rs   the api's callback client and its retry policy
+//! callbacks/     the api's callback client and its retry policy
+//!   batch.rs     callbacks made while requests are in flight go together
 //! blobs.rs       input and output blobs through the api's /internal/blobs
 //! ```
 //! Beside the flow: [`context`] (what handler and run share: the

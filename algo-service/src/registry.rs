@@ -68,10 +68,16 @@ impl StopFlag {
 
     /// Raises the flag with `reason` unless it is already raised.
     /// Returns whether this call raised it.
+    /// A stage sleeping on it is woken ([`native::wake`]).
     pub fn raise(&self, reason: StopReason) -> bool {
-        self.0
+        let raised = self
+            .0
             .compare_exchange(0, reason.as_flag(), Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
+            .is_ok();
+        if raised {
+            native::wake(&self.0);
+        }
+        raised
     }
 
     /// Why it was raised, if it was.

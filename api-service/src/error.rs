@@ -204,6 +204,24 @@ pub fn error_body(code: &str, message: &str) -> ErrorBody {
     }
 }
 
+impl ApiError {
+    /// The JSON body this error is answered with.
+    pub fn body(&self) -> ErrorBody {
+        let mut body = error_body(self.code(), &self.public_message());
+        let (index, inner) = match self {
+            ApiError::AtIndex { index, error } => (Some(*index), error.as_ref()),
+            other => (None, other),
+        };
+        body.index = index;
+        match inner {
+            ApiError::Conflict { status, .. } => body.status = *status,
+            ApiError::Invalid { field, .. } => body.field = Some(field.clone()),
+            _ => {}
+        }
+        body
+    }
+}
+
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
@@ -226,17 +244,7 @@ impl ResponseError for ApiError {
         if self.status_code().is_server_error() {
             tracing::error!(error = ?self, "request failed: {self}");
         }
-        let mut body = error_body(self.code(), &self.public_message());
-        let (index, inner) = match self {
-            ApiError::AtIndex { index, error } => (Some(*index), error.as_ref()),
-            other => (None, other),
-        };
-        body.index = index;
-        match inner {
-            ApiError::Conflict { status, .. } => body.status = *status,
-            ApiError::Invalid { field, .. } => body.field = Some(field.clone()),
-            _ => {}
-        }
+        let body = self.body();
         let mut res = HttpResponse::build(self.status_code());
         match self {
             ApiError::Unauthorized(_) => {

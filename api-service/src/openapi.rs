@@ -5,10 +5,10 @@
 //! routes; [`crate::startup`] hands the document to the server.
 
 use task_model::{
-    AttemptError, BatchAnswer, BatchRequest, CallbackAnswer, CreateScheduleRequest,
-    CreateTaskRequest, EventView, ProgressReport, QueuePause, ScheduleCreated, ScheduleList,
-    ScheduleView, StatusReport, TaskId, TaskPage, TaskRef, TaskSpec, TaskStatus, TaskView,
-    WebhookView,
+    AttemptError, BatchAnswer, BatchRequest, BatchedAnswer, BatchedReport, CallbackAnswer,
+    CreateScheduleRequest, CreateTaskRequest, EventView, ProgressReport, QueuePause, Report,
+    ReportAnswers, ReportBatch, ScheduleCreated, ScheduleList, ScheduleView, StatusReport, TaskId,
+    TaskPage, TaskRef, TaskSpec, TaskStatus, TaskView, WebhookView,
 };
 use utoipa::{
     openapi::security::{Http, HttpAuthScheme, SecurityScheme},
@@ -126,6 +126,7 @@ impl Modify for OptionalBlobBodies {
         crate::routes::blobs::worker_get_blob,
         crate::routes::callbacks::report_status,
         crate::routes::callbacks::report_progress,
+        crate::routes::callbacks::report_batch,
         crate::routes::health::healthz,
         crate::routes::health::readyz,
         crate::routes::health::metrics,
@@ -135,7 +136,8 @@ impl Modify for OptionalBlobBodies {
         CreateTaskRequest, TaskView, EventView, WebhookView, TaskStatus, TaskId, StatusReport, ProgressReport,
         CallbackAnswer, TaskSpec, ErrorBody, TaskRef, TaskPage, Readiness, CheckView, QueueView, Liveness,
         AlgorithmView, BlobView, BatchRequest, BatchAnswer, CreateScheduleRequest, ScheduleCreated,
-        ScheduleList, ScheduleView, QueueInfo, QueuePause, AttemptError
+        ScheduleList, ScheduleView, QueueInfo, QueuePause, AttemptError, Report, BatchedReport,
+        ReportBatch, BatchedAnswer, ReportAnswers
     )),
     modifiers(&Security, &UuidIds, &OptionalBlobBodies),
     tags(

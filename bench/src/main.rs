@@ -65,7 +65,7 @@ struct Cli {
     #[arg(long)]
     log_dir: Option<PathBuf>,
 
-    /// Runs per scenario [default: 3 for limit, create, drain, makespan; 5 for dispatch, cancel; 1 for peer, and with --smoke].
+    /// Runs per scenario [default: 3 for limit, create, batch, drain, makespan; 5 for dispatch, cancel; 1 for stored, makespan-large, peer, and with --smoke].
     #[arg(long)]
     runs: Option<usize>,
 
@@ -137,13 +137,15 @@ enum Scenario {
     Dispatch,
     Drain,
     Makespan,
+    /// Makespan of many more tasks (10,000) on one worker of as much concurrency.
+    MakespanLarge,
     Cancel,
     /// Celery, through the selected scenarios, each pool × confirm mode.
     Peer,
 }
 
 impl Scenario {
-    const ALL: [Scenario; 9] = [
+    const ALL: [Scenario; 10] = [
         Scenario::Limit,
         Scenario::Create,
         Scenario::Batch,
@@ -151,6 +153,7 @@ impl Scenario {
         Scenario::Dispatch,
         Scenario::Drain,
         Scenario::Makespan,
+        Scenario::MakespanLarge,
         Scenario::Cancel,
         Scenario::Peer,
     ];
@@ -164,6 +167,7 @@ impl Scenario {
             Scenario::Dispatch => "dispatch",
             Scenario::Drain => "drain",
             Scenario::Makespan => "makespan",
+            Scenario::MakespanLarge => "makespan_large",
             Scenario::Cancel => "cancel",
             Scenario::Peer => "peer",
         }
@@ -173,7 +177,7 @@ impl Scenario {
     fn default_runs(self) -> usize {
         match self {
             Scenario::Dispatch | Scenario::Cancel => 5,
-            Scenario::Stored | Scenario::Peer => 1,
+            Scenario::Stored | Scenario::MakespanLarge | Scenario::Peer => 1,
             _ => 3,
         }
     }
@@ -199,6 +203,7 @@ fn plans(smoke: bool) -> (LimitPlan, Plan) {
                 makespan_n: 10,
                 makespan_stage_ms: 200,
                 makespan_concurrency: 1000,
+                makespan_large_n: 50,
                 cancel_n: 3,
                 cancel_stage_ms: 3000,
             },
@@ -222,6 +227,7 @@ fn plans(smoke: bool) -> (LimitPlan, Plan) {
                 makespan_n: 1000,
                 makespan_stage_ms: 2000,
                 makespan_concurrency: 1000,
+                makespan_large_n: 10_000,
                 cancel_n: 50,
                 cancel_stage_ms: 3000,
             },
@@ -310,7 +316,7 @@ fn plan_text(l: &LimitPlan, p: &Plan) -> String {
     format!(
         "limits: {} messages, {} Redis tasks, {} sequential round trips; create: {} (after {} warm-up each); \
          batch: {} requests of {} tasks, 1 client; stored: {} tasks, then the last create level and 200 list pages; dispatch: {} tasks; drain: {} tasks, {} workers × 64; makespan: {} tasks of {} ms, 1 worker × {}; \
-         cancel: {} tasks of a {} ms stage",
+         makespan-large: {} tasks of the same, 1 worker × as many; cancel: {} tasks of a {} ms stage",
         l.publishes,
         l.redis_tasks,
         l.round_trips,
@@ -325,6 +331,7 @@ fn plan_text(l: &LimitPlan, p: &Plan) -> String {
         p.makespan_n,
         p.makespan_stage_ms,
         p.makespan_concurrency,
+        p.makespan_large_n,
         p.cancel_n,
         p.cancel_stage_ms
     )
@@ -466,6 +473,9 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
                 }
                 Scenario::Makespan => {
                     scenarios::in_sandbox(&infra, |sb| scenarios::makespan(&ctx, sb)).await
+                }
+                Scenario::MakespanLarge => {
+                    scenarios::in_sandbox(&infra, |sb| scenarios::makespan_large(&ctx, sb)).await
                 }
                 Scenario::Cancel => {
                     scenarios::in_sandbox(&infra, |sb| scenarios::cancel(&ctx, sb)).await
@@ -635,6 +645,8 @@ fn headline(out: &RunOut) -> String {
         "drain.rate",
         "makespan.s",
         "makespan.worker_rss_mb",
+        "makespan_large.s",
+        "makespan_large.worker_rss_mb",
         "cancel.p50_ms",
         "cancel.p99_ms",
     ];

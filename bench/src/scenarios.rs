@@ -56,6 +56,9 @@ pub(crate) struct Plan {
     pub(crate) makespan_n: usize,
     pub(crate) makespan_stage_ms: u64,
     pub(crate) makespan_concurrency: u16,
+    /// The large makespan: this many tasks of `makespan_stage_ms` on one
+    /// worker of as much concurrency.
+    pub(crate) makespan_large_n: usize,
     pub(crate) cancel_n: usize,
     pub(crate) cancel_stage_ms: u64,
 }
@@ -572,15 +575,42 @@ async fn redis_bytes_per_task(sb: &Sandbox, n: usize) -> anyhow::Result<f64> {
 
 /// N queued tasks of one long stage, one worker running them all at once.
 pub(crate) async fn makespan(ctx: &Ctx, sb: Sandbox) -> anyhow::Result<RunOut> {
+    let p = &ctx.plan;
+    let size = (p.makespan_n, p.makespan_stage_ms, p.makespan_concurrency);
+    makespan_of(ctx, sb, "makespan", size).await
+}
+
+/// The same with [`Plan::makespan_large_n`] tasks, on one worker whose
+/// concurrency is the task count: as many C calls in flight as tasks.
+pub(crate) async fn makespan_large(ctx: &Ctx, sb: Sandbox) -> anyhow::Result<RunOut> {
+    let p = &ctx.plan;
+    let n = p.makespan_large_n;
+    let concurrency = u16::try_from(n).unwrap_or(u16::MAX);
+    makespan_of(
+        ctx,
+        sb,
+        "makespan_large",
+        (n, p.makespan_stage_ms, concurrency),
+    )
+    .await
+}
+
+/// `n` one-stage tasks of `stage_ms`, all queued before one worker of
+/// `concurrency` starts; the figures go under `name.`.
+async fn makespan_of(
+    ctx: &Ctx,
+    sb: Sandbox,
+    name: &str,
+    (n, stage_ms, concurrency): (usize, u64, u16),
+) -> anyhow::Result<RunOut> {
     let mut out = RunOut::default();
-    let (n, stage_ms) = (ctx.plan.makespan_n, ctx.plan.makespan_stage_ms);
-    let (api_proc, base) = ctx.launcher.api(&sb, "makespan-api").await?;
+    let (api_proc, base) = ctx.launcher.api(&sb, &format!("{name}-api")).await?;
     let api = Api::new(&base);
     create_load(&api, &one_stage(stage_ms), n, 64).await?;
 
     let mut worker = ctx
         .launcher
-        .worker(&sb, &base, "makespan-worker", ctx.plan.makespan_concurrency)
+        .worker(&sb, &base, &format!("{name}-worker"), concurrency)
         .await?;
     let ready = Instant::now();
     let mut max_threads: f64 = 0.0;
@@ -593,7 +623,7 @@ pub(crate) async fn makespan(ctx: &Ctx, sb: Sandbox) -> anyhow::Result<RunOut> {
         }
         if Instant::now() > deadline {
             bail!(
-                "makespan: only {done} of {n} tasks completed in {:?}",
+                "{name}: only {done} of {n} tasks completed in {:?}",
                 ready.elapsed()
             );
         }
@@ -603,7 +633,7 @@ pub(crate) async fn makespan(ctx: &Ctx, sb: Sandbox) -> anyhow::Result<RunOut> {
     let tasks = api.list_all(TaskStatus::Completed).await?;
     if tasks.len() != n {
         bail!(
-            "makespan: {} COMPLETED tasks listed, expected {n}",
+            "{name}: {} COMPLETED tasks listed, expected {n}",
             tasks.len()
         );
     }
@@ -614,38 +644,45 @@ pub(crate) async fn makespan(ctx: &Ctx, sb: Sandbox) -> anyhow::Result<RunOut> {
         started.iter().max(),
         finished.iter().max(),
     ) else {
-        bail!("makespan: completed tasks without started_at/finished_at");
+        bail!("{name}: completed tasks without started_at/finished_at");
     };
     let secs = |a: &DateTime<Utc>, b: &DateTime<Utc>| diff_ms(*a, *b) / 1e3;
     let overrun: Vec<f64> = tasks
         .iter()
         .filter_map(|t| Some(secs(&t.started_at?, &t.finished_at?) - stage_ms as f64 / 1e3))
         .collect();
-    out.set("makespan.s", diff_ms(worker.ready_at, *last_finish) / 1e3);
+    out.set(format!("{name}.n"), n as f64);
     out.set(
-        "makespan.first_claim_s",
+        format!("{name}.s"),
+        diff_ms(worker.ready_at, *last_finish) / 1e3,
+    );
+    out.set(
+        format!("{name}.first_claim_s"),
         diff_ms(worker.ready_at, *first_start) / 1e3,
     );
-    out.set("makespan.claim_spread_s", secs(first_start, last_start));
     out.set(
-        "makespan.claim_to_finish_overrun_max_s",
+        format!("{name}.claim_spread_s"),
+        secs(first_start, last_start),
+    );
+    out.set(
+        format!("{name}.claim_to_finish_overrun_max_s"),
         stats::min_max(&overrun).1,
     );
     out.set(
-        "makespan.claim_to_finish_overrun_p50_s",
+        format!("{name}.claim_to_finish_overrun_p50_s"),
         stats::percentile(&overrun, 50.0),
     );
-    out.set("makespan.worker_threads_max", max_threads);
-    out.set("makespan.worker_startup_ms", ms(worker.startup));
+    out.set(format!("{name}.worker_threads_max"), max_threads);
+    out.set(format!("{name}.worker_startup_ms"), ms(worker.startup));
     let (sum, count) = crate::client::scrape(&worker.metrics_url)
         .await?
         .histogram("taskforge_worker_stage_duration_seconds", &[]);
-    out.set("makespan.stage_mean_s", sum / count);
+    out.set(format!("{name}.stage_mean_s"), sum / count);
     let worker_rss = worker.proc.peak_rss_mb();
-    out.set("makespan.worker_rss_mb", worker_rss);
+    out.set(format!("{name}.worker_rss_mb"), worker_rss);
     footprint(
         &mut out,
-        "makespan",
+        name,
         vec![("api", api_proc), ("worker", worker.proc)],
     )
     .await;

@@ -1,6 +1,7 @@
 /*
- * hello.c - the `hello` algorithm: each stage sleeps `stage_ms` in slices of
- * at most 5 ms, checking the cancel flag before and between slices, then
+ * hello.c - the `hello` algorithm: each stage sleeps `stage_ms` in waits of
+ * at most ALGO_WAIT_SLICE_NS (algo_wait: a cancel ends one at once on Linux),
+ * checking the cancel flag before and between them, then
  * writes `hello world\n` to fd 1 with one write(2). An interrupted or failed
  * stage writes nothing, and so does one that ends past `*valid_until_ms`
  * (ALGO_EXPIRED, checked after the sleep; see stage.h).
@@ -10,10 +11,12 @@
  * ALGO_FATAL, or abort() (crash; only with ALGO_FLAG_ALLOW_CRASH, otherwise
  * ALGO_FATAL with the message exactly `crash_disabled`).
  *
- * Portable POSIX (nanosleep, clock_gettime, write); no clock_nanosleep, which
- * macOS lacks. The total sleep does not drift: every slice is recomputed from
- * an absolute CLOCK_MONOTONIC deadline, so EINTR and oversleeping slices only
- * shorten the next slice.
+ * Portable POSIX (clock_gettime, write; algo_wait is a futex on Linux and
+ * nanosleep elsewhere); no clock_nanosleep, which macOS lacks. A thousand
+ * sleeping stages polling every 5 ms cost a core in context switches; a
+ * futex wait costs nothing until it ends. The total sleep does not drift:
+ * every slice is recomputed from an absolute CLOCK_MONOTONIC deadline, so
+ * EINTR, early wake-ups and oversleeping slices only shorten the next one.
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -28,8 +31,8 @@
 
 #define NS_PER_SEC 1000000000L
 #define NS_PER_MS 1000000L
-/* Longest single sleep between two reads of the cancel flag. */
-#define SLICE_NS (5L * NS_PER_MS)
+/* Longest single wait between two reads of the cancel flag. */
+#define SLICE_NS ALGO_WAIT_SLICE_NS
 
 static const char LINE[] = "hello world\n";
 
@@ -116,7 +119,7 @@ static int sleep_stage(const struct algo_stage *call, uint64_t stage_ms) {
         struct timespec slice = next_slice(&now, &deadline);
         /* EINTR only cuts this slice short; the loop recomputes from the
          * deadline. Other errors cannot occur for a valid, in-range slice. */
-        (void)nanosleep(&slice, NULL);
+        algo_wait(call, &slice);
         if (algo_cancelled(call)) {
             return ALGO_INTERRUPTED;
         }

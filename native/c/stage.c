@@ -1,10 +1,20 @@
 /* stage.c - helpers shared by every algorithm; see stage.h. */
 #define _POSIX_C_SOURCE 200809L
+#ifdef __linux__
+#define _DEFAULT_SOURCE /* syscall(2), for the futex */
+#endif
 
 #include "stage.h"
 
 #include <string.h>
 #include <time.h>
+
+#ifdef __linux__
+#include <limits.h>
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 #define NS_PER_MS 1000000L
 
@@ -62,4 +72,25 @@ uint64_t algo_monotonic_ms(void) {
         return 0;
     }
     return (uint64_t)now.tv_sec * 1000u + (uint64_t)(now.tv_nsec / NS_PER_MS);
+}
+
+void algo_wait(const struct algo_stage *call, const struct timespec *timeout) {
+#ifdef __linux__
+    /* Returns at once when *cancel is no longer 0 (EAGAIN), when woken, or
+     * at the (relative) timeout. Private: waiter and waker share a process. */
+    (void)syscall(SYS_futex, call->cancel, FUTEX_WAIT_PRIVATE, 0, timeout, NULL, 0);
+#else
+    (void)call;
+    (void)nanosleep(timeout, NULL);
+#endif
+}
+
+void algo_wake(int *cancel) {
+#ifdef __linux__
+    if (cancel != NULL) {
+        (void)syscall(SYS_futex, cancel, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+    }
+#else
+    (void)cancel;
+#endif
 }

@@ -32,6 +32,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -87,6 +88,22 @@ int algo_fail(const struct algo_stage *call, int code, const char *message);
 /* CLOCK_MONOTONIC in milliseconds (0 if the clock cannot be read): the clock
  * of hello's `valid_until_ms`. */
 uint64_t algo_monotonic_ms(void);
+/* Sleeps for up to `*timeout`, returning early once the cancel flag is
+ * raised and woken (algo_wake). On Linux it waits on the flag itself (a
+ * futex): a cancel ends the wait at once and a waiting stage costs no
+ * wake-ups. Elsewhere it is nanosleep, so callers still check the flag
+ * between waits of at most ALGO_WAIT_SLICE_NS. May return early (EINTR). */
+void algo_wait(const struct algo_stage *call, const struct timespec *timeout);
+/* Wakes every stage waiting in algo_wait on `cancel`; call it after raising
+ * the flag. No-op where algo_wait cannot be woken. */
+void algo_wake(int *cancel);
+/* Longest wait between two reads of the cancel flag in a sleeping stage:
+ * 250 ms where algo_wait is woken by a cancel, else 5 ms. */
+#ifdef __linux__
+#define ALGO_WAIT_SLICE_NS (250L * 1000000L)
+#else
+#define ALGO_WAIT_SLICE_NS (5L * 1000000L)
+#endif
 
 /* ---- the algorithms ---- */
 

@@ -150,6 +150,10 @@ unsafe extern "C" {
     pub(crate) fn algo_monotonic_ms() -> u64;
     /// # Safety
     ///
+    /// `cancel` is NULL or points to a live `int` (an `AtomicI32`).
+    pub(crate) fn algo_wake(cancel: *mut c_int);
+    /// # Safety
+    ///
     /// As [`algo_hello_stage`], with `input` a `SumInput` and `output` a
     /// `SumOutput`.
     pub(crate) fn algo_sum_stage(call: *const AlgoStage) -> c_int;

@@ -134,6 +134,7 @@
 //! let stage = std::thread::spawn(move || native::run_stage(60_000, &flag));
 //!
 //! cancel.store(1, Ordering::Release); // e.g. the task was cancelled
+//! native::wake(&cancel); // the stage sees it now, not at its next slice
 //! let outcome = stage.join().unwrap()?;
 //! assert_eq!(outcome, native::StageOutcome::Interrupted);
 //! # Ok::<(), native::NativeError>(())
@@ -191,8 +192,9 @@ pub fn example_sum() -> &'static Algorithm {
 /// Runs one stage of `hello` without failure input: sleeps `stage_ms`
 /// milliseconds, then writes `hello world` (one whole, flushed line) to stdout.
 ///
-/// `cancel` is polled before the sleep and at least every 5 ms during it; once
-/// it holds any non-zero value the call returns
+/// `cancel` is read before the sleep and between waits of at most 250 ms
+/// (5 ms outside Linux); a [`wake`] after raising it ends the wait at once.
+/// Once it holds any non-zero value the call returns
 /// `Ok(StageOutcome::Interrupted)` promptly and prints nothing. A stage of
 /// `0` ms prints at once unless `cancel` is already raised.
 ///
@@ -236,6 +238,19 @@ pub fn monotonic_ms() -> u64 {
     // SAFETY: no arguments, no preconditions; C only reads the clock.
     unsafe {
         ffi::algo_monotonic_ms()
+    }
+}
+
+/// Wakes every stage sleeping on `cancel`: call it after raising the flag,
+/// so a waiting `hello` stage sees it at once (on Linux it waits on the
+/// flag, a futex, rather than polling it). Without it a raised flag is
+/// still seen within 250 ms.
+pub fn wake(cancel: &AtomicI32) {
+    #[allow(unsafe_code)]
+    // SAFETY: `cancel` is a live AtomicI32, which has the layout of a C int;
+    // the futex wake neither reads nor writes it.
+    unsafe {
+        ffi::algo_wake(cancel.as_ptr());
     }
 }
 

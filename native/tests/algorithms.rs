@@ -228,6 +228,7 @@ fn cancel_once_running(job: &mut Job) -> (Result<StageOutcome, NativeError>, Dur
                 std::hint::spin_loop();
             }
             cancel.store(1, Ordering::Release);
+            native::wake(&cancel);
             Instant::now()
         });
         let outcome = job.run_stage(&call(0, &cancel, &progress));

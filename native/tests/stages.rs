@@ -164,6 +164,7 @@ fn cancel_after(cancel: &Arc<AtomicI32>, delay: Duration) -> thread::JoinHandle<
     thread::spawn(move || {
         thread::sleep(delay);
         cancel.store(1, Ordering::Release);
+        native::wake(&cancel);
     })
 }
 

@@ -30,7 +30,8 @@ pub mod topology;
 pub use batch::{BatchAnswer, BatchError, BatchRequest, MAX_BATCH_TASKS};
 pub use id::{TaskId, TaskIdError};
 pub use messages::{
-    CallbackAnswer, ControlMessage, ProgressReport, QueuePause, StatusReport, TaskMessage, TaskSpec,
+    BatchedAnswer, BatchedReport, CallbackAnswer, ControlMessage, ProgressReport, QueuePause,
+    Report, ReportAnswers, ReportBatch, StatusReport, TaskMessage, TaskSpec, MAX_BATCHED_REPORTS,
 };
 pub use schedule::{CreateScheduleRequest, ScheduleCreated, ScheduleList, ScheduleView};
 pub use status::{TaskStatus, UnknownStatus};

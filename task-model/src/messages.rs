@@ -155,6 +155,67 @@ pub struct ProgressReport {
     pub worker: String,
 }
 
+/// Most callbacks one `POST /internal/reports` carries.
+pub const MAX_BATCHED_REPORTS: usize = 256;
+
+/// One callback of a batch: what `POST /internal/tasks/{id}/status` or
+/// `…/progress` would carry.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Report {
+    /// As `POST /internal/tasks/{id}/status`.
+    Status(StatusReport),
+    /// As `POST /internal/tasks/{id}/progress`.
+    Progress(ProgressReport),
+}
+
+/// A callback of a batch, with the task it is about.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchedReport {
+    /// The task.
+    pub task_id: TaskId,
+    /// What is reported.
+    pub report: Report,
+    /// The W3C trace context of the worker's callback span (what the single
+    /// callback carries as the `traceparent` header).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
+}
+
+/// `POST /internal/reports`: callbacks of one worker, answered one by one.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportBatch {
+    /// 1 to [`MAX_BATCHED_REPORTS`] callbacks, each handled as if sent alone.
+    #[cfg_attr(feature = "openapi", schema(min_items = 1, max_items = 256))]
+    pub reports: Vec<BatchedReport>,
+}
+
+/// The answer to one callback of a batch: what the single callback would
+/// have been answered.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchedAnswer {
+    /// The task.
+    pub task_id: TaskId,
+    /// The HTTP status the single callback would have got (200, 409, 400, 404, 503).
+    pub code: u16,
+    /// Its body: a `CallbackAnswer` with 200 and 409, an error body otherwise.
+    pub body: serde_json::Value,
+}
+
+/// The answers to a `POST /internal/reports`, in the order of its reports.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReportAnswers {
+    /// One per report, in order.
+    pub answers: Vec<BatchedAnswer>,
+}
+
 /// Every callback answer, 200 or 409: the task's current state as the api
 /// recorded it, plus what a worker needs to act on it.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -416,6 +416,12 @@ impl Stack {
             .await
     }
 
+    /// `POST /internal/reports` with `reports` (batched callbacks).
+    pub async fn reports_callback(&self, reports: Value) -> (u16, Value) {
+        self.callback("/internal/reports", json!({ "reports": reports }))
+            .await
+    }
+
     pub async fn progress_callback(
         &self,
         id: &str,

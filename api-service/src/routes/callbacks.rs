@@ -1,9 +1,13 @@
 //! The callback API: how workers claim tasks, report progress and finish them.
 //! Every answer, 200 or 409, carries the task's current state.
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use serde_json::Value;
-use task_model::{CallbackAnswer, ProgressReport, StatusReport};
+use task_model::{
+    BatchedAnswer, BatchedReport, CallbackAnswer, ProgressReport, Report, ReportAnswers,
+    ReportBatch, StatusReport, MAX_BATCHED_REPORTS,
+};
+use tracing::Instrument;
 
 use crate::{
     auth::Worker,
@@ -94,4 +98,69 @@ pub async fn report_progress(
     Ok(respond(
         service::report::progress(&state, id, &report).await?,
     ))
+}
+
+/// `POST /internal/reports`: a worker's callbacks of many tasks in one
+/// request, each handled exactly as its single callback and answered in order.
+#[utoipa::path(post, path = "/internal/reports", tag = "callbacks", security(("callback_token" = [])),
+    request_body = ReportBatch,
+    responses(
+        (status = 200, description = "Each report handled as its single callback (`…/status` or `…/progress`); `answers[i]` carries the HTTP status and body that callback would have got", body = ReportAnswers),
+        CallbackErrors))]
+#[tracing::instrument(name = "report_batch", skip_all, fields(reports = tracing::field::Empty))]
+pub async fn report_batch(
+    body: web::Bytes,
+    state: web::Data<AppState>,
+    _: Worker,
+) -> Result<HttpResponse, ApiError> {
+    let batch: ReportBatch = parse_body(&body)?;
+    let n = batch.reports.len();
+    if n == 0 || n > MAX_BATCHED_REPORTS {
+        return Err(ApiError::validation(format!(
+            "reports must hold 1 to {MAX_BATCHED_REPORTS} callbacks, not {n}"
+        )));
+    }
+    tracing::Span::current().record("reports", n);
+    let answers =
+        futures_util::future::join_all(batch.reports.iter().map(|r| answer_one(&state, r))).await;
+    Ok(HttpResponse::Ok().json(ReportAnswers { answers }))
+}
+
+/// One report of a batch, in a span of its own as if it came alone.
+async fn answer_one(state: &AppState, r: &BatchedReport) -> BatchedAnswer {
+    let (name, worker) = match &r.report {
+        Report::Status(s) => ("status", s.worker.as_str()),
+        Report::Progress(p) => ("progress", p.worker.as_str()),
+    };
+    let span = tracing::info_span!("report", task_id = %r.task_id, worker, kind = name);
+    continue_trace(&span, |header| {
+        (header == "traceparent")
+            .then_some(r.traceparent.as_deref())
+            .flatten()
+    });
+    let result = async {
+        match &r.report {
+            Report::Status(report) => service::report::status(state, r.task_id, report).await,
+            Report::Progress(report) => service::report::progress(state, r.task_id, report).await,
+        }
+    }
+    .instrument(span.clone())
+    .await;
+    let (code, body) = match result {
+        Ok(reply) => {
+            let code = if reply.accepted { 200 } else { 409 };
+            (code, serde_json::to_value(reply.answer))
+        }
+        Err(e) => {
+            if e.status_code().is_server_error() {
+                span.in_scope(|| tracing::error!(error = ?e, "batched callback failed: {e}"));
+            }
+            (e.status_code().as_u16(), serde_json::to_value(e.body()))
+        }
+    };
+    BatchedAnswer {
+        task_id: r.task_id,
+        code,
+        body: body.unwrap_or(Value::Null),
+    }
 }

@@ -112,6 +112,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         resource("/internal/tasks/{id}/progress", "POST")
             .route(web::post().to(callbacks::report_progress)),
     )
+    .service(resource("/internal/reports", "POST").route(web::post().to(callbacks::report_batch)))
     .service(
         resource("/healthz", "GET, HEAD")
             .route(web::get().to(health::healthz))

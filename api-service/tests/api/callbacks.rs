@@ -488,3 +488,80 @@ async fn a_task_whose_events_are_a_stream_keeps_them_there() {
     assert_eq!(events[2]["progress"], 50);
     app.stop().await;
 }
+
+/// `POST /internal/reports` handles each report as its single callback
+/// and answers each in order, with the status that callback would get.
+#[tokio::test]
+async fn batched_reports_are_each_answered_as_their_single_callback() {
+    let app = spawn_app().await;
+    let a = app.create(json!({"stages": 1, "stage_ms": 0})).await;
+    let b = app.create(json!({"stages": 2, "stage_ms": 0})).await;
+    let held = app.create(json!({"stages": 1, "stage_ms": 0})).await;
+    app.claim(&held, "w2").await;
+    let unknown = "00000000-0000-4000-8000-000000000000";
+    let claim = |id: &str| json!({"task_id": id, "report": {"status": {"status": "PROCESSING", "worker": "w1"}}});
+
+    let (status, body) = app
+        .reports_callback(json!([
+            claim(&a),
+            claim(&b),
+            claim(&held),
+            claim(unknown),
+            {"task_id": b, "report": {"progress": {"progress": 101, "stage": 1, "stages": 2, "worker": "w1"}}},
+        ]))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let answers = body["answers"].as_array().unwrap();
+    let codes: Vec<(&str, u64)> = answers
+        .iter()
+        .map(|x| (x["task_id"].as_str().unwrap(), x["code"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            (a.as_str(), 200),
+            (b.as_str(), 200),
+            (held.as_str(), 409),
+            (unknown, 404),
+            // progress over 100
+            (b.as_str(), 400),
+        ]
+    );
+    assert_eq!(answers[0]["body"]["status"], "PROCESSING");
+    assert_eq!(answers[0]["body"]["run"]["stages"], 1);
+    assert_eq!(answers[2]["body"]["error"], "lease_held");
+    assert_eq!(answers[3]["body"]["error"], "not_found");
+
+    // A finish of one, progress of the other, in one batch.
+    let (status, body) = app
+        .reports_callback(json!([
+            {"task_id": a, "report": {"status": {"status": "COMPLETED", "worker": "w1", "stage": 1,
+                "result": {"stages": 1, "output": "hello world"}}}},
+            {"task_id": b, "report": {"progress": {"progress": 50, "stage": 1, "stages": 2, "worker": "w1"}}},
+        ]))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["answers"][0]["code"], 200);
+    assert_eq!(body["answers"][1]["code"], 200);
+    assert_eq!(app.task(&a).await["status"], "COMPLETED");
+    assert_eq!(app.task(&b).await["progress"], 50);
+    let statuses: Vec<Value> = app
+        .events(&a)
+        .await
+        .iter()
+        .filter(|e| e["type"] == "status")
+        .map(|e| e["status"].clone())
+        .collect();
+    assert_eq!(statuses, ["QUEUED", "PROCESSING", "COMPLETED"]);
+
+    // Empty, too many, or not a batch: refused as a whole.
+    for bad in [
+        json!([]),
+        Value::Array(vec![claim(&a); 257]),
+        json!([{"task_id": a, "report": {"queued": {}}}]),
+    ] {
+        let (status, body) = app.reports_callback(bad).await;
+        assert_eq!(status, 400, "{body}");
+    }
+    app.stop().await;
+}

@@ -77,7 +77,11 @@ fn read_commands(shared: &Shared, tx: &mpsc::Sender<Command>) {
             }
         };
         match command {
-            Command::Cancel => shared.cancel.store(1, Ordering::Release),
+            Command::Cancel => {
+                shared.cancel.store(1, Ordering::Release);
+                native::wake(&shared.cancel);
+                native::wake(&shared.cancel);
+            }
             Command::ValidUntil { ms } => shared.valid_until.store(ms, Ordering::Release),
             Command::Stage { valid_until, .. } => {
                 // Stored here, in command order, so a later renewal is never undone.
@@ -94,6 +98,7 @@ fn read_commands(shared: &Shared, tx: &mpsc::Sender<Command>) {
         }
     }
     shared.cancel.store(1, Ordering::Release);
+    native::wake(&shared.cancel);
 }
 
 /// Sends the stage's progress whenever it moved.
