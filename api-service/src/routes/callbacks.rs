@@ -120,10 +120,44 @@ pub async fn report_batch(
             "reports must hold 1 to {MAX_BATCHED_REPORTS} callbacks, not {n}"
         )));
     }
+    for (i, r) in batch.reports.iter().enumerate() {
+        check_schema(&r.report).map_err(|e| e.at_index(i))?;
+    }
     tracing::Span::current().record("reports", n);
     let answers =
         futures_util::future::join_all(batch.reports.iter().map(|r| answer_one(&state, r))).await;
     Ok(HttpResponse::Ok().json(ReportAnswers { answers }))
+}
+
+/// What the schema says of a report (a worker name of 1 to 200 characters,
+/// progress up to 100): a report that breaks it makes the batch malformed,
+/// refused as a whole (400, `index` naming it). What only the stored task
+/// decides is answered per report.
+fn check_schema(report: &Report) -> Result<(), ApiError> {
+    // Stage counts are `int32` in the document, as every u32 utoipa describes.
+    let int32 = |field: &str, v: u32| {
+        if i32::try_from(v).is_err() {
+            return Err(ApiError::validation(format!(
+                "{field} must be at most {}",
+                i32::MAX
+            )));
+        }
+        Ok(())
+    };
+    match report {
+        Report::Status(s) => {
+            int32("stage", s.stage.unwrap_or(0))?;
+            service::check_worker(&s.worker)
+        }
+        Report::Progress(p) => {
+            if p.progress > 100 {
+                return Err(ApiError::validation("progress must be from 0 to 100"));
+            }
+            int32("stage", p.stage)?;
+            int32("stages", p.stages)?;
+            service::check_worker(&p.worker)
+        }
+    }
 }
 
 /// One report of a batch, in a span of its own as if it came alone.

@@ -136,7 +136,7 @@ fn reply(state: &AppState, id: &TaskId, outcome: &Outcome) -> Result<Reply, ApiE
 }
 
 /// Worker names are 1 to 200 characters.
-fn check_worker(worker: &str) -> Result<(), ApiError> {
+pub(crate) fn check_worker(worker: &str) -> Result<(), ApiError> {
     if worker.is_empty() || worker.len() > 200 {
         return Err(ApiError::validation("worker must be 1 to 200 characters"));
     }

@@ -507,7 +507,7 @@ async fn batched_reports_are_each_answered_as_their_single_callback() {
             claim(&b),
             claim(&held),
             claim(unknown),
-            {"task_id": b, "report": {"progress": {"progress": 101, "stage": 1, "stages": 2, "worker": "w1"}}},
+            {"task_id": b, "report": {"status": {"status": "QUEUED", "worker": "w1"}}},
         ]))
         .await;
     assert_eq!(status, 200, "{body}");
@@ -523,7 +523,7 @@ async fn batched_reports_are_each_answered_as_their_single_callback() {
             (b.as_str(), 200),
             (held.as_str(), 409),
             (unknown, 404),
-            // progress over 100
+            // a status a worker may not send
             (b.as_str(), 400),
         ]
     );
@@ -554,14 +554,28 @@ async fn batched_reports_are_each_answered_as_their_single_callback() {
         .collect();
     assert_eq!(statuses, ["QUEUED", "PROCESSING", "COMPLETED"]);
 
-    // Empty, too many, or not a batch: refused as a whole.
+    // Empty, too many, not a batch, or a report against its schema:
+    // refused as a whole.
+    let progress = |p: u32, worker: &str| json!({"task_id": b, "report": {"progress": {"progress": p, "stage": 1, "stages": 2, "worker": worker}}});
     for bad in [
         json!([]),
         Value::Array(vec![claim(&a); 257]),
         json!([{"task_id": a, "report": {"queued": {}}}]),
+        json!([claim(&b), progress(101, "w1")]),
+        json!([claim(&b), progress(50, "")]),
     ] {
-        let (status, body) = app.reports_callback(bad).await;
-        assert_eq!(status, 400, "{body}");
+        let (status, body) = app.reports_callback(bad.clone()).await;
+        assert_eq!(status, 400, "{bad}: {body}");
     }
+    let last_stage = json!({"task_id": b, "report": {"progress": {"progress": 100, "stage": 2, "stages": 2, "worker": "w1"}}});
+    let (_, body) = app
+        .reports_callback(json!([last_stage, progress(50, "")]))
+        .await;
+    assert_eq!(body["index"], 1, "{body}");
+    assert_eq!(
+        app.task(&b).await["progress"],
+        50,
+        "nothing of a refused batch ran"
+    );
     app.stop().await;
 }
