@@ -32,14 +32,14 @@ use super::{Store, StoreError};
 /// Where the store's connections come from.
 #[derive(Clone)]
 pub(super) enum Pools {
-    Single(deadpool::managed::Pool<Manager>),
-    Cluster(deadpool_redis::cluster::Pool),
+    Single(deadpool::managed::Pool<OnIo<Manager>>),
+    Cluster(deadpool::managed::Pool<OnIo<deadpool_redis::cluster::Manager>>),
 }
 
 /// A pooled connection to one Redis or to a Redis Cluster.
 pub enum Conn {
     Single(SingleConn),
-    Cluster(deadpool_redis::cluster::Connection),
+    Cluster(deadpool::managed::Object<OnIo<deadpool_redis::cluster::Manager>>),
 }
 
 /// A connection checked out of the single-Redis pool again within this
@@ -52,8 +52,7 @@ const RECHECK_AFTER: Duration = Duration::from_secs(1);
 /// `PING` ahead of each create, claim and sweep). Here only a connection
 /// idle for [`RECHECK_AFTER`] is checked, or any connection once one has
 /// failed in use since its last checkout (Redis restarted: its siblings are
-/// dead too); the one that failed leaves the pool ([`SingleConn`]). One
-/// whose driving runtime ended leaves it at checkout ([`Driven`]).
+/// dead too); the one that failed leaves the pool ([`SingleConn`]).
 pub(super) struct Manager {
     inner: deadpool_redis::Manager,
     last_break: Arc<BreakClock>,
@@ -72,39 +71,89 @@ impl Manager {
     }
 }
 
-/// A pooled connection, and whether the runtime that drives it still runs.
+/// The runtime that drives the store's connections: one thread of its own.
 ///
-/// redis-rs drives a connection from a task on the runtime that created
-/// it. When that runtime ends (an actix worker's, during shutdown or after
-/// a panic; a test's), the connection is dead without having failed, and
-/// would fail the first command of its next holder. A sentinel task on the
-/// same runtime holds `alive`'s sender, so the pool sees its end for free.
-pub(super) struct Driven {
-    conn: redis::aio::MultiplexedConnection,
-    alive: tokio::sync::oneshot::Receiver<()>,
+/// redis-rs drives a connection from a task on the runtime that creates
+/// it. Made on a caller's runtime (an actix worker's, a test's), a
+/// connection dies when that runtime ends, without having failed, and fails
+/// the first command of its next holder (`broken pipe`), on any runtime.
+/// Made here, every connection lives as long as the pool.
+pub(super) struct IoRuntime(Option<tokio::runtime::Runtime>);
+
+impl IoRuntime {
+    fn start() -> std::io::Result<Arc<Self>> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("redis-io")
+            .enable_all()
+            .build()?;
+        Ok(Arc::new(Self(Some(rt))))
+    }
+
+    /// Runs `make` (a connection's creation) on this runtime.
+    async fn make<T: Send + 'static>(
+        &self,
+        make: impl std::future::Future<Output = redis::RedisResult<T>> + Send + 'static,
+    ) -> redis::RedisResult<T> {
+        let rt = self.0.as_ref().expect("the runtime runs until dropped");
+        rt.spawn(make).await.map_err(|e| {
+            redis::RedisError::from(std::io::Error::other(format!(
+                "making a redis connection on the redis-io runtime: {e}"
+            )))
+        })?
+    }
 }
 
-impl Driven {
-    fn runtime_ended(&mut self) -> bool {
-        matches!(
-            self.alive.try_recv(),
-            Err(tokio::sync::oneshot::error::TryRecvError::Closed)
-        )
+impl Drop for IoRuntime {
+    fn drop(&mut self) {
+        // Dropped from within another runtime (a store dropped in a
+        // handler): a plain drop would block there, and panic.
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// A pool manager whose connections are made on the [`IoRuntime`].
+pub struct OnIo<M> {
+    inner: Arc<M>,
+    io: Arc<IoRuntime>,
+}
+
+impl<M> std::fmt::Debug for OnIo<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OnIo").finish_non_exhaustive()
+    }
+}
+
+impl<M> deadpool::managed::Manager for OnIo<M>
+where
+    M: deadpool::managed::Manager<Error = redis::RedisError> + Send + Sync + 'static,
+    M::Type: Send + 'static,
+{
+    type Type = M::Type;
+    type Error = redis::RedisError;
+
+    async fn create(&self) -> Result<Self::Type, Self::Error> {
+        let inner = Arc::clone(&self.inner);
+        self.io.make(async move { inner.create().await }).await
+    }
+
+    async fn recycle(
+        &self,
+        conn: &mut Self::Type,
+        metrics: &deadpool::managed::Metrics,
+    ) -> deadpool::managed::RecycleResult<Self::Error> {
+        self.inner.recycle(conn, metrics).await
     }
 }
 
 impl deadpool::managed::Manager for Manager {
-    type Type = Driven;
+    type Type = redis::aio::MultiplexedConnection;
     type Error = redis::RedisError;
 
     async fn create(&self) -> Result<Self::Type, Self::Error> {
-        let conn = self.inner.create().await?;
-        let (sentinel, alive) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(async move {
-            let _sentinel = sentinel;
-            std::future::pending::<()>().await;
-        });
-        Ok(Driven { conn, alive })
+        self.inner.create().await
     }
 
     async fn recycle(
@@ -116,15 +165,10 @@ impl deadpool::managed::Manager for Manager {
         let clock = &self.last_break;
         let checked_out_ms = clock.now_ms().saturating_sub(idle.as_millis() as u64);
         let broke_since = clock.last_ms.load(Ordering::Relaxed) >= checked_out_ms;
-        if conn.runtime_ended() {
-            return Err(deadpool::managed::RecycleError::message(
-                "its runtime ended, and with it the task driving the connection",
-            ));
-        }
         if idle < RECHECK_AFTER && !broke_since {
             return Ok(());
         }
-        self.inner.recycle(&mut conn.conn, metrics).await
+        self.inner.recycle(conn, metrics).await
     }
 }
 
@@ -132,7 +176,7 @@ impl deadpool::managed::Manager for Manager {
 /// the connection's sake (I/O, a dropped connection, a timeout) leaves the
 /// pool when dropped, instead of going back to it.
 pub struct SingleConn {
-    conn: Option<deadpool::managed::Object<Manager>>,
+    conn: Option<deadpool::managed::Object<OnIo<Manager>>>,
     broken: bool,
     /// Where a failure is recorded ([`Manager`]'s `last_break_ms`).
     last_break: Arc<BreakClock>,
@@ -191,7 +235,7 @@ impl SingleConn {
         let Some(conn) = conn.as_mut() else {
             return Box::pin(async { Err(gone()) });
         };
-        let sent = send(&mut conn.conn);
+        let sent = send(conn);
         Box::pin(async move {
             let answer = sent.await;
             if answer.as_ref().is_err_and(breaks_connection) {
@@ -220,7 +264,7 @@ impl ConnectionLike for SingleConn {
     }
 
     fn get_db(&self) -> i64 {
-        self.conn.as_ref().map_or(0, |c| c.conn.get_db())
+        self.conn.as_ref().map_or(0, |c| c.get_db())
     }
 }
 
@@ -256,6 +300,10 @@ impl Pools {
         let connection =
             redis::AsyncConnectionConfig::new().set_response_timeout(Some(RESPONSE_TIMEOUT));
         let manager = Manager::new(deadpool_redis::Manager::new_with_config(url, connection)?);
+        let manager = OnIo {
+            inner: Arc::new(manager),
+            io: IoRuntime::start()?,
+        };
         let pool = deadpool::managed::Pool::builder(manager)
             .config(pool_config(max_connections))
             .runtime(Runtime::Tokio1)
@@ -266,9 +314,18 @@ impl Pools {
     /// A pool on the Redis Cluster that `seeds` (any of its nodes) belong to.
     /// Connections are multiplexed, so a few serve many requests.
     pub(super) fn cluster(seeds: &[String], max_connections: usize) -> anyhow::Result<Self> {
-        let mut cfg = deadpool_redis::cluster::Config::from_urls(seeds.to_vec());
-        cfg.pool = Some(pool_config(max_connections));
-        Ok(Self::Cluster(cfg.create_pool(Some(Runtime::Tokio1))?))
+        let manager = OnIo {
+            inner: Arc::new(deadpool_redis::cluster::Manager::new(
+                seeds.to_vec(),
+                false,
+            )?),
+            io: IoRuntime::start()?,
+        };
+        let pool = deadpool::managed::Pool::builder(manager)
+            .config(pool_config(max_connections))
+            .runtime(Runtime::Tokio1)
+            .build()?;
+        Ok(Self::Cluster(pool))
     }
 
     pub(super) async fn get(&self) -> Result<Conn, StoreError> {
@@ -278,7 +335,7 @@ impl Pools {
                     StoreError::Unavailable(anyhow::Error::new(e).context("redis pool"))
                 })?),
                 broken: false,
-                last_break: Arc::clone(&pool.manager().last_break),
+                last_break: Arc::clone(&pool.manager().inner.last_break),
             }),
             Self::Cluster(pool) => Conn::Cluster(pool.get().await.map_err(|e| {
                 StoreError::Unavailable(anyhow::Error::new(e).context("redis cluster pool"))
@@ -463,7 +520,7 @@ impl Store {
         let acked: i64 = match conn {
             Conn::Single(c) => wait.query_async(c).await?,
             // redis-rs sends a `WAIT` to every primary, answering the least.
-            Conn::Cluster(c) if key.is_none() => wait.query_async(c).await?,
+            Conn::Cluster(c) if key.is_none() => wait.query_async(&mut **c).await?,
             Conn::Cluster(c) => {
                 let route = Route::new(key_slot(key.unwrap_or_default()), SlotAddr::Master);
                 let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route));
