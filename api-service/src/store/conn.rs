@@ -292,6 +292,25 @@ fn pool_config(max_connections: usize) -> PoolConfig {
     }
 }
 
+/// A pool of `manager`'s connections, each made on an [`IoRuntime`] of the
+/// pool's own.
+fn pool_on_io<M>(
+    manager: M,
+    max_connections: usize,
+) -> anyhow::Result<deadpool::managed::Pool<OnIo<M>>>
+where
+    OnIo<M>: deadpool::managed::Manager,
+{
+    let manager = OnIo {
+        inner: Arc::new(manager),
+        io: IoRuntime::start()?,
+    };
+    Ok(deadpool::managed::Pool::builder(manager)
+        .config(pool_config(max_connections))
+        .runtime(Runtime::Tokio1)
+        .build()?)
+}
+
 impl Pools {
     /// A pool on one Redis at `url`. A reply may take up to
     /// [`RESPONSE_TIMEOUT`]: redis-rs's own default (500 ms) failed requests
@@ -300,32 +319,14 @@ impl Pools {
         let connection =
             redis::AsyncConnectionConfig::new().set_response_timeout(Some(RESPONSE_TIMEOUT));
         let manager = Manager::new(deadpool_redis::Manager::new_with_config(url, connection)?);
-        let manager = OnIo {
-            inner: Arc::new(manager),
-            io: IoRuntime::start()?,
-        };
-        let pool = deadpool::managed::Pool::builder(manager)
-            .config(pool_config(max_connections))
-            .runtime(Runtime::Tokio1)
-            .build()?;
-        Ok(Self::Single(pool))
+        Ok(Self::Single(pool_on_io(manager, max_connections)?))
     }
 
     /// A pool on the Redis Cluster that `seeds` (any of its nodes) belong to.
     /// Connections are multiplexed, so a few serve many requests.
     pub(super) fn cluster(seeds: &[String], max_connections: usize) -> anyhow::Result<Self> {
-        let manager = OnIo {
-            inner: Arc::new(deadpool_redis::cluster::Manager::new(
-                seeds.to_vec(),
-                false,
-            )?),
-            io: IoRuntime::start()?,
-        };
-        let pool = deadpool::managed::Pool::builder(manager)
-            .config(pool_config(max_connections))
-            .runtime(Runtime::Tokio1)
-            .build()?;
-        Ok(Self::Cluster(pool))
+        let manager = deadpool_redis::cluster::Manager::new(seeds.to_vec(), false)?;
+        Ok(Self::Cluster(pool_on_io(manager, max_connections)?))
     }
 
     pub(super) async fn get(&self) -> Result<Conn, StoreError> {
