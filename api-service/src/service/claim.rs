@@ -15,7 +15,7 @@ use crate::{error::ApiError, state::AppState, store::Code};
 pub async fn claim(state: &AppState, id: TaskId, worker: &str) -> Result<Reply, ApiError> {
     check_worker(worker)?;
     let timer = state.metrics.callback_timer("status");
-    let outcome = state
+    let claim = state
         .store
         .claim(
             &id,
@@ -25,14 +25,15 @@ pub async fn claim(state: &AppState, id: TaskId, worker: &str) -> Result<Reply, 
             state.result_ttl,
         )
         .await?;
+    let outcome = claim.outcome;
     if outcome.code == Code::WorkerLost {
         tracing::warn!(task_id = %id, worker, max_takeovers = state.max_takeovers, "the task lost its worker too often; FAILED worker_lost");
         state.on_finished(id, task_model::TaskStatus::Failed);
     }
     let mut run = None;
     if outcome.code == Code::Ok {
-        // What it runs is read after the claim: those fields never change.
-        let Some(task) = state.store.claimed(&id).await? else {
+        // What it runs, read with the claim: those fields never change.
+        let Some(task) = claim.task else {
             tracing::warn!(task_id = %id, worker, "the task vanished right after its claim");
             return Err(ApiError::NotFound(id.to_string()));
         };

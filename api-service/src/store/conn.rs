@@ -434,18 +434,11 @@ impl Store {
                 for call in calls {
                     pipe.invoke_script(call);
                 }
-                match pipe.query_async(c).await {
-                    // The script is not loaded yet (a fresh or restarted
-                    // Redis): load it and send it all again. Only `before`
-                    // ran, and its commands (`ZADD`s) repeat harmlessly.
-                    Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-                        if let Some(first) = calls.first() {
-                            let _: String = first.load_async(c).await?;
-                        }
-                        Ok(pipe.query_async(c).await?)
-                    }
-                    answer => Ok(answer?),
-                }
+                // Only `before` ran when the script was missing, and its
+                // commands (`ZADD`s) repeat harmlessly.
+                // (Every call runs the same script: loading one loads all.)
+                let first: Vec<&ScriptInvocation<'_>> = calls.iter().take(1).collect();
+                query_loading(c, &pipe, &first).await
             }
             Conn::Cluster(c) => {
                 let shared: &redis::cluster_async::ClusterConnection = c;
@@ -457,6 +450,26 @@ impl Store {
                 Ok(futures_util::future::try_join_all(answers).await?)
             }
         }
+    }
+}
+
+/// Sends `pipe` on a single Redis, one round trip. `EVALSHA` in a pipeline
+/// cannot fall back to `EVAL`: on `NOSCRIPT` (a fresh or restarted Redis)
+/// the scripts of `calls` are loaded and the pipeline is sent again, so
+/// every command of `pipe` must be harmless to repeat.
+pub(super) async fn query_loading<T: FromRedisValue>(
+    c: &mut SingleConn,
+    pipe: &Pipeline,
+    calls: &[&ScriptInvocation<'_>],
+) -> Result<T, StoreError> {
+    match pipe.query_async(c).await {
+        Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+            for call in calls {
+                let _: String = call.load_async(c).await?;
+            }
+            Ok(pipe.query_async(c).await?)
+        }
+        answer => Ok(answer?),
     }
 }
 

@@ -137,13 +137,20 @@ impl Store {
     /// granted now would run out. Called before every claim.
     pub async fn track_lease(&self, id: &TaskId, lease: Duration) -> Result<(), StoreError> {
         let mut conn = self.conn().await?;
-        let _: i64 = TRACK
-            .key(self.leases_key(id))
-            .arg(id.to_string())
-            .arg(lease.as_millis() as u64)
-            .invoke_async(&mut conn)
-            .await?;
+        let _: i64 = self.track_call(id, lease).invoke_async(&mut conn).await?;
         Ok(())
+    }
+
+    /// [`Store::track_lease`]'s script call, for a pipeline of its own
+    /// (a claim on a single Redis). It answers the Redis clock (ms).
+    pub(super) fn track_call(
+        &self,
+        id: &TaskId,
+        lease: Duration,
+    ) -> redis::ScriptInvocation<'static> {
+        let mut call = TRACK.key(self.leases_key(id));
+        call.arg(id.to_string()).arg(lease.as_millis() as u64);
+        call
     }
 
     /// Up to `limit` indexed tasks (from each shard) whose lease may have run

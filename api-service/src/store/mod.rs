@@ -125,6 +125,13 @@ pub struct Outcome {
     pub snapshot: Snapshot,
 }
 
+/// A claim's answer: its outcome and, when granted, the task as stored.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    pub outcome: Outcome,
+    pub task: Option<TaskRecord>,
+}
+
 /// Handle to the task store; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -247,6 +254,26 @@ impl Store {
         op: &str,
         args: &[String],
     ) -> Result<Outcome, StoreError> {
+        let raw: Vec<String> = self
+            .transition_call(id, op, args)
+            .invoke_async(conn)
+            .await?;
+        let outcome = parse_outcome(&raw)?;
+        // The writes whose loss would lose or strand a task.
+        let must_keep = matches!(op, "create" | "claim" | "finish" | "cancel");
+        if must_keep && outcome.code == Code::Ok {
+            self.replicated(conn, &self.task_key(id)).await?;
+        }
+        Ok(outcome)
+    }
+
+    /// The transition script's call of `op` with `args` on task `id`.
+    fn transition_call(
+        &self,
+        id: &TaskId,
+        op: &str,
+        args: &[String],
+    ) -> redis::ScriptInvocation<'_> {
         let mut call = self.script.key(self.task_key(id));
         call.key(self.events_key(id))
             .arg(op)
@@ -255,14 +282,7 @@ impl Store {
         for a in args {
             call.arg(a);
         }
-        let raw: Vec<String> = call.invoke_async(conn).await?;
-        let outcome = parse_outcome(&raw)?;
-        // The writes whose loss would lose or strand a task.
-        let must_keep = matches!(op, "create" | "claim" | "finish" | "cancel");
-        if must_keep && outcome.code == Code::Ok {
-            self.replicated(conn, &self.task_key(id)).await?;
-        }
-        Ok(outcome)
+        call
     }
 
     /// Stores a new QUEUED task (and its first event). It is listed once
@@ -485,7 +505,11 @@ impl Store {
 
     /// A worker's claim (`PROCESSING`): from QUEUED, or a takeover. The
     /// task enters the lease index first ([`Store::track_lease`]), so a
-    /// claimed task is always there for [`crate::service::reoffer`].
+    /// claimed task is always there for [`crate::service::reoffer`]; after
+    /// the transition it leaves the QUEUED set, and a granted claim answers
+    /// the task as stored (what the worker runs; `None` if it vanished).
+    /// Those steps, in that order: one round trip on a single Redis (one
+    /// pipeline, not atomic), three on a cluster (other slots).
     ///
     /// A takeover that would be the (`max_takeovers` + 1)-th ends the task
     /// `FAILED` `worker_lost` instead ([`Code::WorkerLost`]; it then
@@ -497,19 +521,48 @@ impl Store {
         lease: Duration,
         max_takeovers: u32,
         ttl: Duration,
-    ) -> Result<Outcome, StoreError> {
-        self.track_lease(id, lease).await?;
-        self.transition(
-            id,
-            "claim",
-            &[
-                worker.to_owned(),
-                lease.as_millis().to_string(),
-                max_takeovers.to_string(),
-                ttl.as_secs().to_string(),
-            ],
-        )
-        .await
+    ) -> Result<Claim, StoreError> {
+        let args = [
+            worker.to_owned(),
+            lease.as_millis().to_string(),
+            max_takeovers.to_string(),
+            ttl.as_secs().to_string(),
+        ];
+        let mut conn = self.conn().await?;
+        let Conn::Single(single) = &mut conn else {
+            self.track_lease(id, lease).await?;
+            let outcome = self.transition_on(&mut conn, id, "claim", &args).await?;
+            let task = match outcome.code {
+                Code::Ok => self.claimed(id).await?,
+                _ => None,
+            };
+            return Ok(Claim { outcome, task });
+        };
+        let track = self.track_call(id, lease);
+        let call = self.transition_call(id, "claim", &args);
+        let mut pipe = redis::pipe();
+        // Each step repeats harmlessly (a NOSCRIPT sends it all again): the
+        // index entry moves, the holder's claim renews its lease.
+        pipe.invoke_script(&track)
+            .invoke_script(&call)
+            .hgetall(self.task_key(id))
+            .zrem(self.queued_key(id), id.to_string());
+        let (_, raw, fields, _): (i64, Vec<String>, Vec<(String, String)>, i64) =
+            conn::query_loading(single, &pipe, &[&track, &call]).await?;
+        let outcome = parse_outcome(&raw)?;
+        if outcome.code != Code::Ok {
+            return Ok(Claim {
+                outcome,
+                task: None,
+            });
+        }
+        self.replicated(&mut conn, &self.task_key(id)).await?;
+        let task = if fields.is_empty() {
+            None
+        } else {
+            Some(parse_task(*id, fields)?)
+        };
+        Ok(Claim { outcome, task })
     }
 
     /// A retryable failure of the holder's attempt `attempt`: `SCHEDULED`,

@@ -352,6 +352,57 @@ async fn creates_survive_a_redis_that_forgot_the_transition_script() {
     app.stop().await;
 }
 
+/// A claim on a single Redis is one pipeline of two scripts (the lease
+/// index's and the transition's) and two commands: on `NOSCRIPT` it loads
+/// both and goes through once, the task in the lease index and out of the
+/// QUEUED set.
+#[tokio::test]
+async fn claims_survive_a_redis_that_forgot_their_scripts() {
+    let redis = PrivateRedis::start().await.expect("a private redis");
+    let mut conn = admin(&redis).await;
+    let app = Stack::start_on_redis(redis.url(), &[]).await;
+    let id = app.create(json!({"stages": 2, "stage_ms": 0})).await;
+    let task_id = TaskId::parse(&id).unwrap();
+    let score = |set: Set| {
+        let key = set.key_for(&app.env.redis_prefix, &task_id);
+        redis::cmd("ZSCORE").arg(key).arg(&id).to_owned()
+    };
+    let queued: Option<f64> = score(Set::Queued).query_async(&mut conn).await.unwrap();
+    assert!(queued.is_some(), "a new task is in the QUEUED set");
+
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut conn)
+        .await
+        .expect("SCRIPT FLUSH");
+    let (status, answer) = app
+        .status_callback(&id, json!({"status": "PROCESSING", "worker": "w1"}))
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["status"], "PROCESSING", "{answer}");
+    assert_eq!(
+        answer["run"]["stages"], 2,
+        "the claim answers what to run: {answer}"
+    );
+
+    let leased: Option<f64> = score(Set::Leases).query_async(&mut conn).await.unwrap();
+    let queued: Option<f64> = score(Set::Queued).query_async(&mut conn).await.unwrap();
+    assert!(leased.is_some(), "a claimed task is in the lease index");
+    assert_eq!(queued, None, "a claimed task left the QUEUED set");
+    let kinds: Vec<String> = app
+        .events(&id)
+        .await
+        .iter()
+        .map(|e| format!("{} {}", e["type"], e["status"]))
+        .collect();
+    assert_eq!(
+        kinds,
+        [r#""status" "QUEUED""#, r#""status" "PROCESSING""#],
+        "claimed once"
+    );
+    app.stop().await;
+}
+
 /// Pooled connections are handed out without a round trip of checks while
 /// in use; when Redis drops them all (a restart, `CLIENT KILL`), the
 /// first command on a dead one fails (503), that connection leaves the pool

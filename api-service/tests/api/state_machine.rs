@@ -54,7 +54,10 @@ fn new_task() -> NewTask {
 async fn ask(store: &Store, id: &TaskId, ask: Ask) -> Code {
     let outcome = match ask {
         Ask::Create => store.create(id, &new_task()).await,
-        Ask::Claim(worker) => store.claim(id, worker, Duration::ZERO, 5, TTL).await,
+        Ask::Claim(worker) => store
+            .claim(id, worker, Duration::ZERO, 5, TTL)
+            .await
+            .map(|claim| claim.outcome),
         Ask::Retry => {
             let attempt = load(store, id).await.attempt;
             let due_ms = chrono::Utc::now().timestamp_millis() + 60_000;
