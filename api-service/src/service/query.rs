@@ -5,7 +5,11 @@ use std::sync::Arc;
 
 use task_model::{EventView, TaskId, TaskPage, TaskStatus, TaskView};
 
-use crate::{error::ApiError, state::AppState, store::Watch};
+use crate::{
+    error::ApiError,
+    state::AppState,
+    store::{Note, Watch},
+};
 
 /// Most events one history answer holds.
 const MAX_HISTORY: usize = 100_000;
@@ -73,8 +77,9 @@ pub async fn history(state: &AppState, id: TaskId) -> Result<Vec<EventView>, Api
 }
 
 /// A task's events as they happen: the past after a given seq, then each new
-/// one, ending after the terminal event. Nothing polls: the feed re-reads the
-/// task's stream when the event hub says something happened.
+/// one, ending after the terminal event. Nothing polls: the event hub hands
+/// over each new event as announced, and the feed reads the task's log only
+/// when it may have missed one (a gap in seqs, a resubscription).
 #[derive(Debug)]
 pub struct Feed {
     state: Arc<AppState>,
@@ -122,8 +127,19 @@ impl Feed {
             return Some(past);
         }
         while !self.done {
-            if !self.dirty && !self.watch.changed().await {
-                return None;
+            if !self.dirty {
+                match self.watch.next().await? {
+                    // The next event, announced with its body: no read.
+                    Note::Event(seq, Some(event)) if seq == self.last + 1 => {
+                        let events = vec![EventView::clone(&event)];
+                        self.take(&events);
+                        return Some(events);
+                    }
+                    // Already given (read along with an earlier one).
+                    Note::Event(seq, _) if seq <= self.last => continue,
+                    // A gap, an event without its body, a resync.
+                    Note::Event(..) | Note::Resync => {}
+                }
             }
             self.dirty = true;
             let events = self.read().await?;

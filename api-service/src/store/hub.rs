@@ -1,7 +1,8 @@
 //! The event hub: each api process holds one Redis subscription to the
 //! events channel ([`EventHub::run`]); the transition script announces every
-//! event there as `<task id> <seq>`, and the hub tells whoever watches that
-//! task ([`EventHub::watch`]). It forgets a task when its last watcher leaves.
+//! event there as `<task id> <seq> <event JSON>`, and the hub hands it to
+//! whoever watches that task ([`EventHub::watch`]), so a live stream need not
+//! read it back. It forgets a task when its last watcher leaves.
 
 use std::{
     collections::HashMap,
@@ -11,14 +12,25 @@ use std::{
 
 use deadpool_redis::redis;
 use futures_util::StreamExt;
-use task_model::TaskId;
+use task_model::{EventView, TaskId};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 /// Fans the process's one Redis subscription out to watchers, per task.
 #[derive(Debug, Default)]
 pub struct EventHub {
-    watchers: Mutex<HashMap<TaskId, broadcast::Sender<u64>>>,
+    watchers: Mutex<HashMap<TaskId, broadcast::Sender<Note>>>,
+}
+
+/// What a watcher hears.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Note {
+    /// Event `seq` of the task, as announced (`None`: an announcement
+    /// without the event, from an older api's script, or unreadable).
+    Event(u64, Option<Arc<EventView>>),
+    /// Events may have been missed (a resubscription, a watcher too slow
+    /// for its backlog): read the log again.
+    Resync,
 }
 
 /// A client's interest in one task; dropping it unsubscribes.
@@ -26,18 +38,18 @@ pub struct EventHub {
 pub struct Watch {
     hub: Arc<EventHub>,
     id: TaskId,
-    rx: broadcast::Receiver<u64>,
+    rx: broadcast::Receiver<Note>,
 }
 
 impl Watch {
-    /// Waits until something may have happened to the task (a new event, or
-    /// a resubscription after which events may have been missed); `false`
-    /// once the hub is gone. Cancel-safe.
-    pub async fn changed(&mut self) -> bool {
-        !matches!(
-            self.rx.recv().await,
-            Err(broadcast::error::RecvError::Closed)
-        )
+    /// Waits until something may have happened to the task; `None` once the
+    /// hub is gone. Cancel-safe.
+    pub async fn next(&mut self) -> Option<Note> {
+        match self.rx.recv().await {
+            Ok(note) => Some(note),
+            Err(broadcast::error::RecvError::Lagged(_)) => Some(Note::Resync),
+            Err(broadcast::error::RecvError::Closed) => None,
+        }
     }
 }
 
@@ -76,15 +88,19 @@ impl EventHub {
             .len()
     }
 
-    fn dispatch(&self, id: TaskId, seq: u64) {
-        if let Some(tx) = self
-            .watchers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&id)
-        {
-            let _ = tx.send(seq);
-        }
+    /// Hands event `seq` of task `id` (`json` as logged) to the task's
+    /// watchers, parsed once for all of them; nothing when nobody watches.
+    fn dispatch(&self, id: TaskId, seq: u64, json: Option<&str>) {
+        let watchers = self.watchers.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(tx) = watchers.get(&id) else { return };
+        let event = json.and_then(|json| match super::parse_listed_event(seq, json) {
+            Ok(event) => Some(Arc::new(event)),
+            Err(e) => {
+                tracing::warn!(task_id = %id, seq, error = %e, "unreadable announced event; the stream reads it back");
+                None
+            }
+        });
+        let _ = tx.send(Note::Event(seq, event));
     }
 
     /// Tells every watcher to re-read (after a resubscription, events may have been missed).
@@ -95,7 +111,7 @@ impl EventHub {
             .unwrap_or_else(|p| p.into_inner())
             .values()
         {
-            let _ = tx.send(0);
+            let _ = tx.send(Note::Resync);
         }
     }
 
@@ -153,13 +169,17 @@ impl EventHub {
         false
     }
 
-    /// `<task id> <seq>`, as the transition script publishes it.
+    /// `<task id> <seq> <event JSON>`, as the transition script publishes
+    /// it (`<task id> <seq>` from an older api's script).
     fn announce(&self, payload: &str) {
-        let Some((id, seq)) = payload.split_once(' ') else {
+        let mut parts = payload.splitn(3, ' ');
+        let (Some(id), Some(seq)) = (parts.next(), parts.next()) else {
+            tracing::warn!(payload, "malformed event announcement");
             return;
         };
-        if let (Ok(id), Ok(seq)) = (TaskId::parse(id), seq.parse()) {
-            self.dispatch(id, seq);
+        match (TaskId::parse(id), seq.parse()) {
+            (Ok(id), Ok(seq)) => self.dispatch(id, seq, parts.next()),
+            _ => tracing::warn!(payload, "malformed event announcement"),
         }
     }
 }
@@ -172,4 +192,40 @@ async fn subscribe(
     let mut pubsub = client.get_async_pubsub().await?;
     pubsub.subscribe(channel).await?;
     Ok(pubsub)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "0b6a7c1e-3f7d-4a55-9a4e-2f1c7d9e8b10";
+
+    async fn heard(hub: &Arc<EventHub>, payload: &str) -> Note {
+        let mut watch = hub.watch(TaskId::parse(ID).unwrap());
+        hub.announce(payload);
+        watch.next().await.expect("the hub is there")
+    }
+
+    #[tokio::test]
+    async fn an_announcement_carries_its_event_parsed() {
+        let hub = Arc::new(EventHub::default());
+        let json = r#"["type","status","status","PROCESSING","stage","0","stages","2","at","1764770000123","attempt","1","worker","w1"]"#;
+        let Note::Event(seq, Some(event)) = heard(&hub, &format!("{ID} 2 {json}")).await else {
+            panic!("an event with its body");
+        };
+        assert_eq!((seq, event.seq), (2, 2));
+        assert_eq!(event.status, task_model::TaskStatus::Processing);
+        assert_eq!(event.worker.as_deref(), Some("w1"));
+    }
+
+    #[tokio::test]
+    async fn an_announcement_without_its_event_says_read_it_back() {
+        let hub = Arc::new(EventHub::default());
+        // An older api's script, and a body that does not parse.
+        assert_eq!(heard(&hub, &format!("{ID} 3")).await, Note::Event(3, None));
+        assert_eq!(
+            heard(&hub, &format!("{ID} 4 [nope")).await,
+            Note::Event(4, None)
+        );
+    }
 }

@@ -35,7 +35,7 @@ pub use blobs::BlobMeta;
 pub use conn::Conn;
 use conn::Pools;
 pub use due::{DueEntry, DUE_SHARDS};
-pub use hub::{EventHub, Watch};
+pub use hub::{EventHub, Note, Watch};
 pub use idempotency::{reservation_secs, IdemReservation, IdempotencyKey, RESERVATION_SECS};
 pub use leases::{DueLease, LeaseCheck};
 pub use listing::{Cursor, Page};
@@ -225,7 +225,8 @@ impl Store {
         self.key_of(Set::Outbox, id)
     }
 
-    /// The pub/sub channel every event is announced on as `<task id> <seq>`.
+    /// The pub/sub channel every event is announced on as
+    /// `<task id> <seq> <event JSON>` ([`EventHub`]).
     pub fn events_channel(&self) -> String {
         format!("{}events", self.prefix)
     }

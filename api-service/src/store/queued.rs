@@ -5,7 +5,7 @@
 //!
 //! Like the list index it lives outside the transition step (another slot),
 //! so it may hold members that are no longer QUEUED: a claim takes its task
-//! out ([`Store::claimed`]); a task cancelled while queued, or one whose
+//! out ([`Store::claim`]); a task cancelled while queued, or one whose
 //! create failed, is dropped by the next reader that meets it. It is never
 //! missing a QUEUED task: the id goes in before the task is stored.
 
@@ -48,9 +48,10 @@ impl Store {
         Ok(())
     }
 
-    /// After a successful claim: the task as stored (what the worker runs),
-    /// and out of the QUEUED set, in one round trip. `None` when it is gone.
-    pub async fn claimed(&self, id: &TaskId) -> Result<Option<TaskRecord>, StoreError> {
+    /// After a successful claim on a cluster ([`Store::claim`]): the task as
+    /// stored (what the worker runs), and out of the QUEUED set, concurrently.
+    /// `None` when it is gone.
+    pub(super) async fn claimed(&self, id: &TaskId) -> Result<Option<TaskRecord>, StoreError> {
         let mut conn = self.conn().await?;
         let mut pipe = redis::pipe();
         pipe.hgetall(self.task_key(id))

@@ -4,7 +4,7 @@
 -- a list of JSON arrays of field, value pairs, event seq n at index n - 1
 -- (a Redis stream in versions before, still appended to for such tasks).
 -- ARGV[1] op: create | claim | progress | finish | retry | due | cancel
--- ARGV[2] pub/sub channel for live events
+-- ARGV[2] pub/sub channel for live events: `<task id> <seq> <event JSON>`
 -- ARGV[3] task id (for the published event)
 -- ARGV[4..] op arguments, see each branch.
 --
@@ -63,12 +63,14 @@ local function event(kind, detail)
   if detail and detail ~= '' then
     table.insert(fields, 'detail'); table.insert(fields, detail)
   end
+  local json = cjson.encode(fields)
   if seq > 1 and redis.call('TYPE', events).ok == 'stream' then
     redis.call('XADD', events, '0-' .. seq, unpack(fields))
   else
-    redis.call('RPUSH', events, cjson.encode(fields))
+    redis.call('RPUSH', events, json)
   end
-  redis.call('PUBLISH', channel, task_id .. ' ' .. seq)
+  -- The event itself rides along, so a live stream need not read it back.
+  redis.call('PUBLISH', channel, task_id .. ' ' .. seq .. ' ' .. json)
 end
 
 local function touch(...)

@@ -78,11 +78,16 @@ async fn the_stream_sends_the_past_then_live_events_in_order_and_closes_after_th
     app.status_callback(&id, json!({"status": "COMPLETED", "worker": "w1"}))
         .await;
 
+    let history = app.events(&id).await;
     for (name, sse, from) in [("a", &mut a, 2), ("b", &mut b, 1)] {
         let mut got = Vec::new();
         while let Some((seq, kind, data)) = sse.next().await {
             assert_eq!(data["seq"], seq);
             assert_eq!(data["type"], kind.as_str());
+            // Live events come with their announcement, not read back: the
+            // same events as the log holds.
+            let logged = usize::try_from(seq - 1).unwrap();
+            assert_eq!(data, history[logged], "client {name}, event {seq}");
             got.push((seq, kind, data["status"].as_str().unwrap().to_owned()));
         }
         let seqs: Vec<u64> = got.iter().map(|g| g.0).collect();
