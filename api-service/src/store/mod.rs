@@ -64,12 +64,6 @@ impl From<redis::RedisError> for StoreError {
     }
 }
 
-impl From<deadpool_redis::PoolError> for StoreError {
-    fn from(e: deadpool_redis::PoolError) -> Self {
-        StoreError::Unavailable(e.into())
-    }
-}
-
 /// What the transition script says about a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Code {
