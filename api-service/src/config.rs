@@ -117,7 +117,8 @@ pub struct Settings {
     #[arg(long, env = "LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
 
-    /// Redis connections in the pool.
+    /// Redis connections in the pool (at most). On one Redis without
+    /// REDIS_MIN_REPLICAS, requests share the most recently used one.
     #[arg(long, env = "REDIS_POOL_SIZE", default_value_t = 64)]
     pub redis_pool_size: usize,
 

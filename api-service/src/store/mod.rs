@@ -192,7 +192,9 @@ impl Store {
     /// pipelines on it as on any redis-rs connection; a pipeline across
     /// slots goes through [`Store::query_pipe`].
     pub(crate) async fn conn(&self) -> Result<Conn, StoreError> {
-        self.pool.get().await
+        // A `WAIT` (REDIS_MIN_REPLICAS) blocks its connection: then each
+        // request holds one of its own.
+        self.pool.get(self.min_replicas == 0).await
     }
 
     pub fn prefix(&self) -> &str {

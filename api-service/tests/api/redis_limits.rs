@@ -443,6 +443,35 @@ async fn after_redis_drops_every_connection_at_most_one_create_fails() {
     app.stop().await;
 }
 
+/// On one Redis without `REDIS_MIN_REPLICAS`, concurrent requests share the
+/// pool's most recently used connection instead of holding one each: 64
+/// creates at once leave a few connections open, not 64.
+#[tokio::test]
+async fn concurrent_requests_share_a_few_connections() {
+    let redis = PrivateRedis::start().await.expect("a private redis");
+    let mut conn = admin(&redis).await;
+    let app = Stack::start_on_redis(redis.url(), &[]).await;
+    app.create(json!({"stages": 1, "stage_ms": 0})).await;
+    let creates = (0..64).map(|_| app.create(json!({"stages": 1, "stage_ms": 0})));
+    let ids = futures_util::future::join_all(creates).await;
+    assert_eq!(ids.iter().collect::<HashSet<_>>().len(), 64);
+
+    let clients: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .arg("TYPE")
+        .arg("normal")
+        .query_async(&mut conn)
+        .await
+        .expect("CLIENT LIST");
+    // Less this test's own connection.
+    let api_connections = clients.lines().count() - 1;
+    assert!(
+        (1..16).contains(&api_connections),
+        "{api_connections} connections for 64 concurrent creates:\n{clients}"
+    );
+    app.stop().await;
+}
+
 /// The api's connections outlive its (actix) runtimes in the state other
 /// tasks hold. redis-rs drives a connection from the runtime that made it,
 /// so the pool makes them on a runtime of its own: after the api's
