@@ -125,6 +125,21 @@ fn group_us(probe: &CpuProbe, before: &[(String, f64)], group: &str, ops: usize)
         .map_or(f64::NAN, |(_, secs)| secs * 1e6 / ops as f64)
 }
 
+/// Drops every message of the contract's task queue in the vhost of `url`.
+pub(crate) async fn purge_tasks_queue(url: &str) -> anyhow::Result<u32> {
+    let conn = connect(url).await?;
+    let channel = conn.create_channel().await?;
+    let purged = channel
+        .queue_purge(
+            task_model::topology::TASKS_QUEUE.into(),
+            lapin::options::QueuePurgeOptions::default(),
+        )
+        .await
+        .context("purging the task queue")?;
+    conn.close(200, "purged".into()).await?;
+    Ok(purged)
+}
+
 async fn connect(url: &str) -> anyhow::Result<Connection> {
     Connection::connect(url, ConnectionProperties::default())
         .await

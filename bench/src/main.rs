@@ -315,7 +315,7 @@ fn plan_text(l: &LimitPlan, p: &Plan) -> String {
         .collect();
     format!(
         "limits: {} messages, {} Redis tasks, {} sequential round trips; create: {} (after {} warm-up each); \
-         batch: {} requests of {} tasks, 1 client; stored: {} tasks, then the last create level and 200 list pages; dispatch: {} tasks; drain: {} tasks, {} workers × 64; makespan: {} tasks of {} ms, 1 worker × {}; \
+         batch: {} requests of {} tasks, 1 client; stored: {} tasks (their messages then purged: the tasks stay stored), then the last create level and 200 list pages; dispatch: {} tasks; drain: {} tasks, {} workers × 64; makespan: {} tasks of {} ms, 1 worker × {}; \
          makespan-large: {} tasks of the same, 1 worker × as many; cancel: {} tasks of a {} ms stage",
         l.publishes,
         l.redis_tasks,
