@@ -473,10 +473,9 @@ impl Store {
                     pipe.invoke_script(call);
                 }
                 // Only `before` ran when the script was missing, and its
-                // commands (`ZADD`s) repeat harmlessly.
-                // (Every call runs the same script: loading one loads all.)
-                let first: Vec<&ScriptInvocation<'_>> = calls.iter().take(1).collect();
-                query_loading(c, &pipe, &first).await
+                // commands (`ZADD`s) repeat harmlessly. Every call runs the
+                // same script: loading the first loads them all.
+                query_loading(c, &pipe, &calls[..calls.len().min(1)]).await
             }
             Conn::Cluster(c) => {
                 let shared: &redis::cluster_async::ClusterConnection = c;
@@ -498,7 +497,7 @@ impl Store {
 pub(super) async fn query_loading<T: FromRedisValue>(
     c: &mut SingleConn,
     pipe: &Pipeline,
-    calls: &[&ScriptInvocation<'_>],
+    calls: &[ScriptInvocation<'_>],
 ) -> Result<T, StoreError> {
     match pipe.query_async(c).await {
         Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {

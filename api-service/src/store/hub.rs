@@ -91,8 +91,16 @@ impl EventHub {
     /// Hands event `seq` of task `id` (`json` as logged) to the task's
     /// watchers, parsed once for all of them; nothing when nobody watches.
     fn dispatch(&self, id: TaskId, seq: u64, json: Option<&str>) {
-        let watchers = self.watchers.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(tx) = watchers.get(&id) else { return };
+        // Parsed outside the lock, which every stream's open and close takes.
+        let Some(tx) = self
+            .watchers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .cloned()
+        else {
+            return;
+        };
         let event = json.and_then(|json| match super::parse_listed_event(seq, json) {
             Ok(event) => Some(Arc::new(event)),
             Err(e) => {

@@ -535,17 +535,19 @@ impl Store {
             };
             return Ok(Claim { outcome, task });
         };
-        let track = self.track_call(id, lease);
-        let call = self.transition_call(id, "claim", &args);
+        let scripts = [
+            self.track_call(id, lease),
+            self.transition_call(id, "claim", &args),
+        ];
         let mut pipe = redis::pipe();
         // Each step repeats harmlessly (a NOSCRIPT sends it all again): the
         // index entry moves, the holder's claim renews its lease.
-        pipe.invoke_script(&track)
-            .invoke_script(&call)
+        pipe.invoke_script(&scripts[0])
+            .invoke_script(&scripts[1])
             .hgetall(self.task_key(id))
             .zrem(self.queued_key(id), id.to_string());
         let (_, raw, fields, _): (i64, Vec<String>, Vec<(String, String)>, i64) =
-            conn::query_loading(single, &pipe, &[&track, &call]).await?;
+            conn::query_loading(single, &pipe, &scripts).await?;
         let outcome = parse_outcome(&raw)?;
         if outcome.code != Code::Ok {
             return Ok(Claim {

@@ -35,6 +35,15 @@ async fn config_set(conn: &mut MultiplexedConnection, name: &str, value: &str) {
         .unwrap_or_else(|e| panic!("CONFIG SET {name} {value}: {e}"));
 }
 
+/// `SCRIPT FLUSH`: Redis forgets every loaded script, as after a restart.
+async fn flush_scripts(conn: &mut MultiplexedConnection) {
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(conn)
+        .await
+        .expect("SCRIPT FLUSH");
+}
+
 async fn used_memory(conn: &mut MultiplexedConnection) -> u64 {
     let info: String = redis::cmd("INFO")
         .arg("memory")
@@ -311,17 +320,9 @@ async fn creates_survive_a_redis_that_forgot_the_transition_script() {
     let app = Stack::start_on_redis(redis.url(), &[]).await;
     let first = app.create(json!({"stages": 1, "stage_ms": 0})).await;
 
-    let _: () = redis::cmd("SCRIPT")
-        .arg("FLUSH")
-        .query_async(&mut conn)
-        .await
-        .expect("SCRIPT FLUSH");
+    flush_scripts(&mut conn).await;
     let second = app.create(json!({"stages": 1, "stage_ms": 0})).await;
-    let _: () = redis::cmd("SCRIPT")
-        .arg("FLUSH")
-        .query_async(&mut conn)
-        .await
-        .expect("SCRIPT FLUSH");
+    flush_scripts(&mut conn).await;
     let batch = app
         .http
         .post(app.url("/tasks/batch"))
@@ -370,11 +371,7 @@ async fn claims_survive_a_redis_that_forgot_their_scripts() {
     let queued: Option<f64> = score(Set::Queued).query_async(&mut conn).await.unwrap();
     assert!(queued.is_some(), "a new task is in the QUEUED set");
 
-    let _: () = redis::cmd("SCRIPT")
-        .arg("FLUSH")
-        .query_async(&mut conn)
-        .await
-        .expect("SCRIPT FLUSH");
+    flush_scripts(&mut conn).await;
     let (status, answer) = app
         .status_callback(&id, json!({"status": "PROCESSING", "worker": "w1"}))
         .await;
