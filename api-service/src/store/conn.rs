@@ -183,14 +183,17 @@ impl deadpool::managed::Manager for Manager {
 /// must not hold up other requests.
 ///
 /// A command that fails for the connection's sake (I/O, a dropped
-/// connection, a timeout) marks the pool's break clock, so every pooled
-/// connection is checked before its next use; a held one leaves the pool
-/// when dropped, instead of going back to it.
+/// connection, a timeout) empties the pool of its idle connections and
+/// marks the pool's break clock, so every connection out at the time is
+/// checked before its next use; a held one leaves the pool when dropped,
+/// instead of going back to it.
 pub struct SingleConn {
     conn: Option<Held>,
     broken: bool,
     /// Where a failure is recorded ([`Manager`]'s `last_break_ms`).
     last_break: Arc<BreakClock>,
+    /// Emptied of its idle connections when one fails: they share its fate.
+    pool: deadpool::managed::Pool<OnIo<Manager>>,
 }
 
 /// When a connection of a pool last failed in use (ms since `epoch`; 0: never).
@@ -254,6 +257,7 @@ impl SingleConn {
             conn,
             broken,
             last_break,
+            pool,
         } = self;
         let Some(held) = conn.as_mut() else {
             return Box::pin(async { Err(gone()) });
@@ -266,6 +270,10 @@ impl SingleConn {
                 last_break
                     .last_ms
                     .store(last_break.now_ms(), Ordering::Relaxed);
+                // The idle ones go now (a shared connection among them):
+                // the clock's ms-grained check missed those checked out in
+                // the same millisecond, which shared checkouts made likely.
+                pool.retain(|_, _| false);
             }
             answer
         })
@@ -375,6 +383,7 @@ impl Pools {
                 }),
                 broken: false,
                 last_break: Arc::clone(&pool.manager().inner.last_break),
+                pool: pool.clone(),
             }),
             Self::Cluster(pool) => Conn::Cluster(pool.get().await.map_err(|e| {
                 StoreError::Unavailable(anyhow::Error::new(e).context("redis cluster pool"))
